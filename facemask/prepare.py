@@ -18,8 +18,17 @@ from facemask.dedup import conflicting_groups, duplicate_groups, summarize_group
 from facemask.images import IMAGE_SUFFIXES, ImageError, open_image, suffix_matches
 
 INDEX_COLUMNS = [
-    "path", "label", "source", "group", "width", "height", "format", "mode", "sha256", "phash",
-]  # fmt: skip
+    "path",
+    "label",
+    "source",
+    "group",
+    "width",
+    "height",
+    "format",
+    "mode",
+    "sha256",
+    "phash",
+]
 REJECTED_COLUMNS = ["path", "source", "label", "reason"]
 
 
@@ -131,17 +140,24 @@ def build_index(
             rows.append({**meta, **res.row})
             mismatched += "suffix_mismatch" in res.notes
     index = pd.DataFrame(rows, columns=[c for c in INDEX_COLUMNS if c != "group"])
-    index.insert(3, "group", duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance))
+    index.insert(
+        3, "group", duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance)
+    )
 
     # A picture filed under two labels cannot teach either; drop every copy and say so.
     conflicts = conflicting_groups(index)
     dropped = index[index["group"].isin(conflicts)]
     for _, r in dropped.iterrows():
         others = sorted(set(index.loc[index["group"] == r["group"], "label"]) - {r["label"]})
-        rejected.append({
-            "path": r["path"], "source": r["source"], "label": r["label"],
-            "reason": f"conflicting labels: duplicate group {r['group']} is also {', '.join(others)}",
-        })  # fmt: skip
+        rejected.append(
+            {
+                "path": r["path"],
+                "source": r["source"],
+                "label": r["label"],
+                "reason": f"conflicting labels: duplicate group {r['group']} "
+                f"is also {', '.join(others)}",
+            }
+        )
     index = index[~index["group"].isin(conflicts)].reset_index(drop=True)
     rejected_df = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values("path")
 

@@ -13,7 +13,8 @@ SPLITS = ("train", "valid", "test")
 
 def group_folds(df: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     """Fold number per row: stratified by `label`, every `group` inside one fold."""
-    n_folds = min(n_folds, df["group"].nunique())
+    # sklearn needs at least one class with as many members as folds.
+    n_folds = min(n_folds, df["group"].nunique(), df["label"].value_counts().max())
     if n_folds < 2:
         raise ValueError(f"need at least 2 distinct groups to split, found {n_folds}")
     folds = np.empty(len(df), dtype=np.int64)
@@ -42,9 +43,7 @@ def split_index(
     return pd.Series(out, index=df.index, dtype=object)
 
 
-def cross_split_leaks(
-    splits: dict[str, pd.DataFrame], max_distance: int = -1
-) -> dict[str, int]:
+def cross_split_leaks(splits: dict[str, pd.DataFrame], max_distance: int = -1) -> dict[str, int]:
     """Count duplicates shared between splits, checked from the hashes themselves.
 
     This does not trust the `group` column it is meant to verify: exact copies are

@@ -43,9 +43,12 @@ def _schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int, war
     total_steps = max(total_steps, 1)
     if kind == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, [g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
-            pct_start=max(warmup, 1e-3), anneal_strategy="cos",
-        )  # fmt: skip
+            optimizer,
+            [g["lr"] for g in optimizer.param_groups],
+            total_steps=total_steps,
+            pct_start=max(warmup, 1e-3),
+            anneal_strategy="cos",
+        )
     if kind != "cosine":
         raise ValueError(f"unknown schedule {kind!r}: use 'cosine' or 'onecycle'")
     warm = int(warmup * total_steps)
@@ -80,7 +83,12 @@ def fit_head(
     """Train a linear classifier on fixed features; keep the weights with best valid loss.
 
     Runs in seconds: the backbone never runs here, only a (batch x features) matmul.
+    The head starts from zeros: the problem is convex, and timm's init for a 2-way
+    head (uniform +-1/sqrt(2) in EfficientNet-style nets) puts the first logits in
+    the tens, which takes many epochs to unlearn.
     """
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(train_y) / batch_size)
     sched = _schedule(opt, "cosine", steps, warmup=0.05)
@@ -103,11 +111,17 @@ def fit_head(
         head.eval()
         with torch.no_grad():
             valid_loss, valid_acc = _evaluate_logits(head(valid_x), valid_y)
-        history.append({
-            "phase": "head", "epoch": epoch, "train_loss": total / len(train_y),
-            "train_acc": correct / len(train_y), "valid_loss": valid_loss,
-            "valid_acc": valid_acc, "seconds": time.perf_counter() - t0,
-        })  # fmt: skip
+        history.append(
+            {
+                "phase": "head",
+                "epoch": epoch,
+                "train_loss": total / len(train_y),
+                "train_acc": correct / len(train_y),
+                "valid_loss": valid_loss,
+                "valid_acc": valid_acc,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         if stopper.step(epoch, valid_loss, head):
             break
     head.load_state_dict(stopper.best_state)
@@ -116,9 +130,12 @@ def fit_head(
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, norm: Normalize, batch_size: int = 64,
+    model: nn.Module,
+    images: torch.Tensor,
+    norm: Normalize,
+    batch_size: int = 64,
     device: torch.device | str = "cpu",
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Logits for uint8 NCHW images, in batches."""
     model.eval()
     out = [
@@ -171,9 +188,12 @@ def fine_tune(
         weight_decay=weight_decay,
     )
     loader = torch.utils.data.DataLoader(
-        TensorImages(train_images, train_y, augment), batch_size=batch_size, shuffle=True,
-        drop_last=len(train_y) > batch_size, generator=torch.Generator().manual_seed(seed),
-    )  # fmt: skip
+        TensorImages(train_images, train_y, augment),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=len(train_y) > batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
     sched = _schedule(opt, schedule, epochs * len(loader), warmup)
     stopper, history, start = EarlyStopping(patience), [], 1
     if checkpoint is not None and checkpoint.is_file():
@@ -211,20 +231,35 @@ def fine_tune(
             seen += len(y)
         logits = predict_logits(model, valid_images, norm, device=device)
         valid_loss, valid_acc = _evaluate_logits(logits, valid_y)
-        history.append({
-            "phase": "finetune", "epoch": epoch, "train_loss": total / seen,
-            "train_acc": correct / seen, "valid_loss": valid_loss, "valid_acc": valid_acc,
-            "seconds": time.perf_counter() - t0,
-        })  # fmt: skip
+        history.append(
+            {
+                "phase": "finetune",
+                "epoch": epoch,
+                "train_loss": total / seen,
+                "train_acc": correct / seen,
+                "valid_loss": valid_loss,
+                "valid_acc": valid_acc,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         stop = stopper.step(epoch, valid_loss, model)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "generator": loader.generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch,
-                "best_loss": stopper.best_loss, "best_epoch": stopper.best_epoch,
-                "best_state": stopper.best_state, "bad_epochs": stopper.bad_epochs,
-            })  # fmt: skip
+            _save_checkpoint(
+                checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": loader.generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "epoch": epoch,
+                    "best_loss": stopper.best_loss,
+                    "best_epoch": stopper.best_epoch,
+                    "best_state": stopper.best_state,
+                    "bad_epochs": stopper.bad_epochs,
+                },
+            )
         if stop:
             break
     if stopper.best_state is not None:

@@ -22,13 +22,20 @@ def main(params: dict, out: Path) -> dict:
         # would store every archive next to its extracted copy, doubling the remote.
         key = hashlib.sha256(src["url"].encode()).hexdigest()[:16]
         fetched = fetch(
-            src["url"], cache_dir() / "downloads" / key / name, sha256=src.get("sha256"),
-            mirrors=mirror_folders(), retries=dl["retries"], timeout=dl["timeout"],
-        )  # fmt: skip
+            src["url"],
+            cache_dir() / "downloads" / key / name,
+            sha256=src.get("sha256"),
+            mirrors=mirror_folders(),
+            retries=dl["retries"],
+            timeout=dl["timeout"],
+        )
         extract(fetched.path, out / src["name"], src.get("subdir"), dl["max_unpacked_bytes"])
         manifest[src["name"]] = {
-            "url": src["url"], "file": name, "sha256": fetched.sha256, "origin": fetched.origin,
-        }  # fmt: skip
+            "url": src["url"],
+            "file": name,
+            "sha256": fetched.sha256,
+            "origin": fetched.origin,
+        }
         print(f"{src['name']}: {name} ({fetched.origin}) sha256 {fetched.sha256}")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

@@ -1,4 +1,4 @@
-"""Stage evaluate: test-split metrics (scikit-learn) and a predictions CSV for DVC's confusion plot."""
+"""Stage evaluate: test-split metrics (scikit-learn) and predictions for DVC's confusion plot."""
 
 from __future__ import annotations
 
@@ -18,20 +18,31 @@ from facemask.train import predict_logits
 
 def predict_frame(model, card, df: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     """path, label, predicted, confidence and one probability column per class."""
-    images = load_images(df["path"].tolist(), df["sha256"].tolist(), card.image_size,
-                         ArrayStore(cache_dir() / "images"))  # fmt: skip
+    images = load_images(
+        df["path"].tolist(),
+        df["sha256"].tolist(),
+        card.image_size,
+        ArrayStore(cache_dir() / "images"),
+    )
     model = model.to(memory_format=torch.channels_last)
     probs = predict_logits(model, to_tensor(images), Normalize(card.mean, card.std), batch_size)
     probs = probs.softmax(1).numpy()
-    out = pd.DataFrame({"path": df["path"], "label": df["label"],
-                        "predicted": [card.classes[i] for i in probs.argmax(1)],
-                        "confidence": probs.max(1).round(6)})  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "path": df["path"],
+            "label": df["label"],
+            "predicted": [card.classes[i] for i in probs.argmax(1)],
+            "confidence": probs.max(1).round(6),
+        }
+    )
     for i, c in enumerate(card.classes):
         out[f"p_{c}"] = probs[:, i].round(6)
     return out
 
 
-def main(params: dict, model_path: Path, test_csv: Path, metrics_json: Path, predictions_csv: Path) -> dict:
+def main(
+    params: dict, model_path: Path, test_csv: Path, metrics_json: Path, predictions_csv: Path
+) -> dict:
     """Predict the test split, write metrics JSON and predictions CSV."""
     tune_malloc()
     model, card = load_model(model_path)

@@ -14,7 +14,9 @@ from facemask.models import load_model
 from facemask.plots import plot_confusion, plot_grid
 
 
-def pick_examples(pred: pd.DataFrame, classes: list[str], per_cell: int, seed: int) -> list[tuple[str, pd.DataFrame]]:
+def pick_examples(
+    pred: pd.DataFrame, classes: list[str], per_cell: int, seed: int
+) -> list[tuple[str, pd.DataFrame]]:
     """Per true class: a random sample of correct predictions and the most confident wrong ones."""
     cells = []
     for c in classes:
@@ -34,15 +36,24 @@ def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, 
     pred = pd.read_csv(predictions_csv)
     out.mkdir(parents=True, exist_ok=True)
     acc = (pred["label"] == pred["predicted"]).mean()
-    plot_confusion(pred["label"], pred["predicted"], card.classes, out / "confusion.png",
-                   f"{card.model} on test: accuracy {acc:.2%} (n={len(pred)})")  # fmt: skip
+    plot_confusion(
+        pred["label"],
+        pred["predicted"],
+        card.classes,
+        out / "confusion.png",
+        f"{card.model} on test: accuracy {acc:.2%} (n={len(pred)})",
+    )
 
     layer = p["target_layer"] or find_target_layer(model, card.image_size)
     cells = pick_examples(pred, card.classes, p["per_cell"], params["seed"])
     chosen = pd.concat([rows for _, rows in cells])
     sha = pd.read_csv(test_csv).set_index("path")["sha256"]
-    images = load_images(chosen["path"].tolist(), sha.loc[chosen["path"]].tolist(),
-                         card.image_size, ArrayStore(cache_dir() / "images"))  # fmt: skip
+    images = load_images(
+        chosen["path"].tolist(),
+        sha.loc[chosen["path"]].tolist(),
+        card.image_size,
+        ArrayStore(cache_dir() / "images"),
+    )
     x = Normalize(card.mean, card.std)(to_tensor(images))
     # CAMs for the predicted class: what made the model say what it said.
     targets = [card.classes.index(c) for c in chosen["predicted"]]
@@ -61,9 +72,15 @@ def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, 
                 tiles.append(None)
                 captions.append("")
                 colors.append("black")
-    plot_grid(tiles, captions, out / "gradcam.png", columns=p["per_cell"], colors=colors,
-              row_labels=[name for name, _ in cells],
-              title=f"{p['cam_method']} on {card.model}.{layer}, for the predicted class")  # fmt: skip
+    plot_grid(
+        tiles,
+        captions,
+        out / "gradcam.png",
+        columns=p["per_cell"],
+        colors=colors,
+        row_labels=[name for name, _ in cells],
+        title=f"{p['cam_method']} on {card.model}.{layer}, for the predicted class",
+    )
     print(f"wrote {out / 'confusion.png'} and {out / 'gradcam.png'} ({k} CAMs, layer {layer})")
 
 

@@ -10,9 +10,7 @@ from facemask.config import load_params
 from facemask.prepare import Source, build_index
 
 
-def main(
-    params: dict, raw: Path, index_csv: Path, rejected_csv: Path, report_json: Path
-) -> dict:
+def main(params: dict, raw: Path, index_csv: Path, rejected_csv: Path, report_json: Path) -> dict:
     """Write the index, the rejected list and the prepare report."""
     classes = set(params["classes"])
     sources = []
@@ -20,14 +18,19 @@ def main(
         unknown = set(src["classes"].values()) - classes
         if unknown:
             raise ValueError(
-                f"source {src['name']!r} maps onto {sorted(unknown)}, not in classes {sorted(classes)}"
+                f"source {src['name']!r} maps onto {sorted(unknown)}, "
+                f"which are not in classes {sorted(classes)}"
             )
         sources.append(Source(src["name"], raw / src["name"], src["classes"]))
     p = params["prepare"]
     index, rejected, report = build_index(
-        sources, min_side=p["min_side"], max_pixels=p["max_pixels"], hash_size=p["hash_size"],
-        near_duplicate_distance=p["near_duplicate_distance"], workers=p["workers"],
-    )  # fmt: skip
+        sources,
+        min_side=p["min_side"],
+        max_pixels=p["max_pixels"],
+        hash_size=p["hash_size"],
+        near_duplicate_distance=p["near_duplicate_distance"],
+        workers=p["workers"],
+    )
     for path in (index_csv, rejected_csv, report_json):
         path.parent.mkdir(parents=True, exist_ok=True)
     index.to_csv(index_csv, index=False, lineterminator="\n")

@@ -23,10 +23,13 @@ def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
         part.to_csv(out / f"{name}.csv", index=False, lineterminator="\n")
     near = params["prepare"]["near_duplicate_distance"]
     report = {
-        name: {"n": len(part), "fraction": round(len(part) / max(len(index), 1), 4),
-               "per_class": part["label"].value_counts().sort_index().to_dict()}
+        name: {
+            "n": len(part),
+            "fraction": round(len(part) / max(len(index), 1), 4),
+            "per_class": part["label"].value_counts().sort_index().to_dict(),
+        }
         for name, part in parts.items()
-    }  # fmt: skip
+    }
     report["leaks"] = cross_split_leaks(parts, near)
     report_json.parent.mkdir(parents=True, exist_ok=True)
     report_json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -13,33 +13,47 @@ import torch
 
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
 from facemask.data import (
-    ArrayStore, Normalize, cached_features, create_augment, load_images, to_tensor,
-)  # fmt: skip
+    ArrayStore,
+    Normalize,
+    cached_features,
+    create_augment,
+    load_images,
+    to_tensor,
+)
 from facemask.models import ModelCard, backbone_fingerprint, create_model, save_model
 from facemask.train import fine_tune, fit_head
 
 
-def load_split(csv: Path, classes: list[str], size: int) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+def load_split(
+    csv: Path, classes: list[str], size: int
+) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
     """A split's rows, its images (uint8 NCHW, from the decode cache) and label indices."""
     df = pd.read_csv(csv)
     unknown = set(df["label"]) - set(classes)
     if unknown:
         raise ValueError(f"{csv}: labels {sorted(unknown)} are not in classes {classes}")
-    images = load_images(df["path"].tolist(), df["sha256"].tolist(), size, ArrayStore(cache_dir() / "images"))
+    images = load_images(
+        df["path"].tolist(), df["sha256"].tolist(), size, ArrayStore(cache_dir() / "images")
+    )
     labels = torch.tensor([classes.index(c) for c in df["label"]])
     return df, to_tensor(images), labels
 
 
 def run_key(params: dict, *csvs: Path) -> str:
     """Identifies one training run (params + data), to find its interrupted checkpoint."""
-    h = hashlib.sha256(json.dumps([params[k] for k in ("seed", "model", "classes", "train")],
-                                  sort_keys=True, default=str).encode())  # fmt: skip
+    h = hashlib.sha256(
+        json.dumps(
+            [params[k] for k in ("seed", "model", "classes", "train")], sort_keys=True, default=str
+        ).encode()
+    )
     for csv in csvs:
         h.update(csv.read_bytes())
     return h.hexdigest()[:16]
 
 
-def main(params: dict, splits: Path, model_out: Path, history_csv: Path, metrics_json: Path) -> dict:
+def main(
+    params: dict, splits: Path, model_out: Path, history_csv: Path, metrics_json: Path
+) -> dict:
     """Train, save the model with its card, and write the per-epoch history and a summary."""
     tune_malloc()
     t_start = time.perf_counter()
@@ -47,9 +61,12 @@ def main(params: dict, splits: Path, model_out: Path, history_csv: Path, metrics
     seed_everything(params["seed"])
     size = tp["image_size"]
     model, weights = create_model(
-        params["model"], len(classes), tp["pretrained"], tp.get("weights_path"),
+        params["model"],
+        len(classes),
+        tp["pretrained"],
+        tp.get("weights_path"),
         tp.get("require_pretrained", False),
-    )  # fmt: skip
+    )
     model = model.to(memory_format=torch.channels_last)
     cfg = model.pretrained_cfg
     norm = Normalize(cfg["mean"], cfg["std"])
@@ -60,38 +77,73 @@ def main(params: dict, splits: Path, model_out: Path, history_csv: Path, metrics
 
     # Phase 1: the backbone is frozen, so its features are a pure function of
     # (weights, size, normalisation, image): computed once, cached across runs.
-    store = ArrayStore(cache_dir() / "features" / "-".join(
-        [params["model"], backbone_fingerprint(model), str(size),
-         hashlib.sha256(repr((cfg["mean"], cfg["std"])).encode()).hexdigest()[:8]]
-    ))  # fmt: skip
+    store = ArrayStore(
+        cache_dir()
+        / "features"
+        / "-".join(
+            [
+                params["model"],
+                backbone_fingerprint(model),
+                str(size),
+                hashlib.sha256(repr((cfg["mean"], cfg["std"])).encode()).hexdigest()[:8],
+            ]
+        )
+    )
     h = tp["head"]
     bs = tp["batch_size"]
     f_train = cached_features(model, train_x, train_keys, norm, store, bs)
     y_head = train_y
     if h["flip_views"]:
-        f_train = torch.cat([f_train, cached_features(model, train_x, train_keys, norm, store, bs, flip=True)])
+        f_train = torch.cat(
+            [f_train, cached_features(model, train_x, train_keys, norm, store, bs, flip=True)]
+        )
         y_head = torch.cat([train_y, train_y])
     f_valid = cached_features(model, valid_x, valid_df["sha256"].tolist(), norm, store, bs)
     t_features = time.perf_counter()
     history = fit_head(
-        model.get_classifier(), f_train, y_head, f_valid, valid_y, epochs=h["epochs"], lr=h["lr"],
-        weight_decay=h["weight_decay"], dropout=h["dropout"],
-        label_smoothing=h["label_smoothing"], patience=h["patience"],
-    )  # fmt: skip
+        model.get_classifier(),
+        f_train,
+        y_head,
+        f_valid,
+        valid_y,
+        epochs=h["epochs"],
+        lr=h["lr"],
+        weight_decay=h["weight_decay"],
+        dropout=h["dropout"],
+        label_smoothing=h["label_smoothing"],
+        patience=h["patience"],
+    )
     t_head = time.perf_counter()
 
     ft = tp["finetune"]
     if ft["epochs"] > 0:
-        checkpoint = cache_dir() / "checkpoints" / f"{run_key(params, splits / 'train.csv', splits / 'valid.csv')}.pt"
+        checkpoint = (
+            cache_dir()
+            / "checkpoints"
+            / f"{run_key(params, splits / 'train.csv', splits / 'valid.csv')}.pt"
+        )
         augment = create_augment(size, **ft["augment"])
         history += fine_tune(
-            model, norm, train_x, train_y, valid_x, valid_y, augment, epochs=ft["epochs"],
-            lr=ft["lr"], backbone_lr_scale=ft["backbone_lr_scale"],
-            weight_decay=ft["weight_decay"], batch_size=ft["batch_size"],
-            schedule=ft["schedule"], warmup=ft["warmup"],
-            label_smoothing=ft["label_smoothing"], patience=ft["patience"],
-            freeze_bn=ft["freeze_bn"], checkpoint=checkpoint, seed=params["seed"],
-        )  # fmt: skip
+            model,
+            norm,
+            train_x,
+            train_y,
+            valid_x,
+            valid_y,
+            augment,
+            epochs=ft["epochs"],
+            lr=ft["lr"],
+            backbone_lr_scale=ft["backbone_lr_scale"],
+            weight_decay=ft["weight_decay"],
+            batch_size=ft["batch_size"],
+            schedule=ft["schedule"],
+            warmup=ft["warmup"],
+            label_smoothing=ft["label_smoothing"],
+            patience=ft["patience"],
+            freeze_bn=ft["freeze_bn"],
+            checkpoint=checkpoint,
+            seed=params["seed"],
+        )
         checkpoint.unlink(missing_ok=True)  # finished: a later run must start fresh
     t_end = time.perf_counter()
 
@@ -110,11 +162,13 @@ def main(params: dict, splits: Path, model_out: Path, history_csv: Path, metrics
         "epochs_head": int((hist["phase"] == "head").sum()),
         "epochs_finetune": int((hist["phase"] == "finetune").sum()),
         "seconds": {
-            "decode": round(t_decoded - t_start, 1), "features": round(t_features - t_decoded, 1),
-            "head": round(t_head - t_features, 1), "finetune": round(t_end - t_head, 1),
+            "decode": round(t_decoded - t_start, 1),
+            "features": round(t_features - t_decoded, 1),
+            "head": round(t_head - t_features, 1),
+            "finetune": round(t_end - t_head, 1),
             "total": round(t_end - t_start, 1),
         },
-    }  # fmt: skip
+    }
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
     metrics_json.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

