@@ -19,6 +19,14 @@ def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
     assignment = split_index(index, s["valid"], s["test"], params["seed"])
     out.mkdir(parents=True, exist_ok=True)
     parts = {name: index[assignment == name] for name in SPLITS}
+    dropped = {}
+    if s["unique_eval"]:
+        # Copies of one picture are one test case: six resized copies of a mislabelled
+        # photo would otherwise count as six errors. Training keeps every copy.
+        for name in ("valid", "test"):
+            unique = parts[name].drop_duplicates("group")
+            dropped[name] = len(parts[name]) - len(unique)
+            parts[name] = unique
     for name, part in parts.items():
         part.to_csv(out / f"{name}.csv", index=False, lineterminator="\n")
     near = params["prepare"]["near_duplicate_distance"]
@@ -31,6 +39,7 @@ def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
         for name, part in parts.items()
     }
     report["leaks"] = cross_split_leaks(parts, near)
+    report["duplicates_dropped_from_eval"] = dropped
     report_json.parent.mkdir(parents=True, exist_ok=True)
     report_json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(json.dumps(report, indent=2, sort_keys=True))

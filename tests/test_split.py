@@ -71,3 +71,23 @@ def test_leak_check_finds_planted_exact_and_near_copies():
     leaks = cross_split_leaks(parts, max_distance=4)
     assert leaks["exact_duplicates_across_splits"] == 1
     assert leaks["near_duplicates_across_splits"] >= 2  # the exact copy is near too
+
+
+def test_split_stage_keeps_one_copy_per_group_in_eval(tmp_path):
+    from stages import split as split_stage
+
+    df = index_frame(120)
+    df.to_csv(tmp_path / "index.csv", index=False)
+    params = {
+        "seed": 0,
+        "split": {"valid": 0.2, "test": 0.2, "unique_eval": True},
+        "prepare": {"near_duplicate_distance": -1},
+    }
+    report = split_stage.main(params, tmp_path / "index.csv", tmp_path / "s", tmp_path / "r.json")
+    parts = {s: pd.read_csv(tmp_path / "s" / f"{s}.csv") for s in ("train", "valid", "test")}
+    for name in ("valid", "test"):
+        assert parts[name]["group"].is_unique
+        assert report["duplicates_dropped_from_eval"][name] > 0
+    assert not parts["train"]["group"].is_unique  # training keeps every copy
+    dropped = sum(report["duplicates_dropped_from_eval"].values())
+    assert sum(len(p) for p in parts.values()) + dropped == len(df)
