@@ -281,12 +281,16 @@ class ModelCard:
         self.mean, self.std = tuple(self.mean), tuple(self.std)  # JSON gives lists back
 
     def to_metadata(self) -> dict[str, str]:
-        return {k: json.dumps(v) for k, v in self.__dict__.items()}
+        # One key holding sorted JSON: safetensors writes a multi-key metadata map in
+        # random order, which would make identical models differ byte-wise for DVC.
+        return {"facemask": json.dumps(self.__dict__, sort_keys=True)}
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> ModelCard:
-        fields = {k: json.loads(meta[k]) for k in cls.__dataclass_fields__ if k in meta}
-        return cls(**fields)
+        if "facemask" not in meta:
+            raise ValueError("not a facemask model file: no 'facemask' metadata")
+        fields = json.loads(meta["facemask"])
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
 
 
 def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike) -> None:

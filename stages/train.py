@@ -152,6 +152,8 @@ def main(
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     hist = pd.DataFrame(history)
     hist.insert(0, "step", range(1, len(hist) + 1))  # one x axis across both phases
+    # Timings stay out of the plot file so a rerun with the same result is byte-identical.
+    hist = hist.drop(columns="seconds")
     hist.round(6).to_csv(history_csv, index=False, lineterminator="\n")
     best = hist.loc[hist["valid_loss"].idxmin()]
     summary = {

@@ -82,6 +82,17 @@ def test_stages_end_to_end(workdir, params):
     assert list(preds.columns[:4]) == ["path", "label", "predicted", "confidence"]
     assert preds[["p_with_mask", "p_without_mask"]].sum(axis=1).round(4).eq(1).all()
 
+    # Same data, params and seed: byte-identical model and history (DVC sees no change).
+    train.main(
+        params,
+        Path("data/splits"),
+        Path("again.safetensors"),
+        Path("again.csv"),
+        Path("again.json"),
+    )
+    assert Path("again.safetensors").read_bytes() == Path("models/model.safetensors").read_bytes()
+    assert Path("again.csv").read_bytes() == Path("metrics/train_history.csv").read_bytes()
+
     _, card = load_model("models/model.safetensors")
     assert card.classes == ["with_mask", "without_mask"] and card.image_size == 32
     for name in ("confusion.png", "gradcam.png"):
