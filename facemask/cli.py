@@ -1,4 +1,4 @@
-"""The `facemask` command: predict on image files, list backbones and their weights."""
+"""The `facemask` command: predict, list backbones and their weights, apply task presets."""
 
 from __future__ import annotations
 
@@ -50,6 +50,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preset(args: argparse.Namespace) -> int:
+    from facemask.presets import apply_preset, list_presets
+
+    if args.name is None:
+        print("\n".join(list_presets()))
+        return 0
+    data = apply_preset(args.name, args.params)
+    print(
+        f"{args.params}: classes {list(data['classes'])}, sources "
+        f"{[s['name'] for s in data['data']['sources']]}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facemask", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
     m = sub.add_parser("models", help="list checked backbones and where their weights come from")
     m.set_defaults(func=cmd_models)
+    r = sub.add_parser("preset", help="merge a task preset (classes, sources) into params.yaml")
+    r.add_argument("name", nargs="?", help="preset to apply; none lists them")
+    r.add_argument("--params", default="params.yaml")
+    r.set_defaults(func=cmd_preset)
     return parser
 
 

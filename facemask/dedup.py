@@ -31,24 +31,36 @@ def near_pairs(bits: np.ndarray, max_distance: int, block: int = 1024) -> np.nda
 
 
 def duplicate_groups(
-    sha256: pd.Series, phash: pd.Series | None = None, max_distance: int = -1
+    sha256: pd.Series,
+    phash: pd.Series | None = None,
+    max_distance: int = -1,
+    scene: pd.Series | None = None,
 ) -> np.ndarray:
-    """Connected components over "same bytes" and "perceptual hashes within distance".
+    """Connected components over "same bytes", "perceptual hashes within distance" and
+    "same non-empty scene".
 
     Returns one group id per row, numbered by first appearance, so the ids are stable
     for a stable row order. `max_distance < 0` turns near-duplicate matching off.
     """
     n = len(sha256)
-    codes = pd.factorize(sha256)[0]
-    # Chain each file to the first file with the same bytes.
-    first = pd.Series(np.arange(n)).groupby(codes).transform("first").to_numpy()
-    edges = [np.stack([np.arange(n), first], 1)]
+    edges = [_chain(sha256)]
+    if scene is not None:
+        edges.append(_chain(scene.where(scene.astype(str) != "", None)))
     if phash is not None and max_distance >= 0 and n:
         edges.append(near_pairs(hex_to_bits(phash), max_distance))
     e = np.concatenate(edges)
     graph = coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return pd.factorize(labels)[0]
+
+
+def _chain(keys: pd.Series) -> np.ndarray:
+    """Edges from each row to the first row with the same key (missing keys: none)."""
+    codes = pd.factorize(keys)[0]  # NaN/None -> -1
+    rows = np.arange(len(codes))
+    first = pd.Series(rows).groupby(codes).transform("first").to_numpy()
+    linked = codes >= 0
+    return np.stack([rows[linked], first[linked]], 1)
 
 
 def summarize_groups(df: pd.DataFrame) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -11,17 +12,21 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import imagehash
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from facemask.dedup import conflicting_groups, duplicate_groups, summarize_groups
 from facemask.images import IMAGE_SUFFIXES, ImageError, open_image, suffix_matches
+from facemask.voc import cut_crops
 
 INDEX_COLUMNS = [
     "path",
     "label",
     "source",
     "group",
+    "scene",
+    "fixed_split",
     "width",
     "height",
     "format",
@@ -34,11 +39,36 @@ REJECTED_COLUMNS = ["path", "source", "label", "reason"]
 
 @dataclass
 class Source:
-    """One extracted source: its folder and how its folder names map onto our classes."""
+    """One extracted source and how its names map onto our classes.
+
+    `format` "folders": class = first folder under `root`. "voc": PASCAL VOC boxes in
+    `root/annotations`, images in `root/images`; each box becomes a face crop.
+    `split` forces every image of the source into one split (say, synthetic data that
+    may train but must not be tested on). `attributes` is a regex whose named groups,
+    matched against each file name, become `attr_<name>` columns; `attributes_csv` is
+    a sidecar CSV (under `root`) with a `file` column (path relative to `root`).
+    """
 
     name: str
     root: Path
     classes: Mapping[str, str]
+    format: str = "folders"
+    images: str = "images"
+    annotations: str = "annotations"
+    split: str | None = None
+    attributes: str | None = None
+    attributes_csv: str | None = None
+
+
+@dataclass
+class Candidate:
+    """A file to inspect, with what we already know about it."""
+
+    path: Path
+    label: str
+    source: str
+    scene: str = ""  # photos sharing a scene (crops of one photo) stay in one split
+    relative: str = ""  # path under the source root, for sidecar attributes
 
 
 @dataclass
@@ -105,71 +135,148 @@ def inspect_files(
         return list(tqdm(it, total=len(paths), desc="prepare", unit="img"))
 
 
+def list_candidates(
+    src: Source,
+    crops_dir: Path,
+    crop_margin: float,
+    min_box: int,
+    max_pixels: int,
+    workers: int,
+) -> tuple[list[Candidate], list[dict], list[str]]:
+    """Files (or freshly cut face crops) of one source, rejected boxes, unmapped folders."""
+    if src.format == "folders":
+        files, unmapped = list_files(src)
+        cands = [
+            Candidate(p, label, src.name, relative=p.relative_to(src.root).as_posix())
+            for p, label in files
+        ]
+        return cands, [], unmapped
+    if src.format != "voc":
+        raise ValueError(f"source {src.name!r}: unknown format {src.format!r} (folders, voc)")
+    crops, bad = cut_crops(
+        src.root / src.annotations,
+        src.root / src.images,
+        crops_dir / src.name,
+        src.classes,
+        crop_margin,
+        min_box,
+        max_pixels,
+        workers,
+    )
+    cands = [Candidate(c.path, c.label, src.name, scene=f"{src.name}/{c.scene}") for c in crops]
+    rejected = [
+        {"path": c.origin, "source": src.name, "label": c.label or "", "reason": c.reason}
+        for c in bad
+    ]
+    return cands, rejected, []
+
+
+def read_attributes(src: Source, cands: list[Candidate]) -> pd.DataFrame:
+    """attr_* columns for a source's files, from a file-name regex and/or a sidecar CSV."""
+    out = pd.DataFrame(index=range(len(cands)))
+    if src.attributes:
+        pattern = re.compile(src.attributes)
+        found = [m.groupdict() if (m := pattern.search(c.path.name)) else {} for c in cands]
+        out = out.join(pd.DataFrame(found, index=out.index).add_prefix("attr_"))
+    if src.attributes_csv:
+        side = pd.read_csv(src.root / src.attributes_csv, dtype=str)
+        if "file" not in side.columns:
+            raise ValueError(f"{src.root / src.attributes_csv}: needs a 'file' column")
+        side = side.set_index("file").add_prefix("attr_")
+        out = out.join(
+            side.reindex([c.relative for c in cands]).reset_index(drop=True), rsuffix="_csv"
+        )
+    return out
+
+
 def build_index(
     sources: Iterable[Source],
+    crops_dir: Path | None = None,
     min_side: int = 32,
     max_pixels: int = 89_478_485,
     hash_size: int = 16,
     near_duplicate_distance: int = -1,
+    crop_margin: float = 0.2,
+    min_box: int = 16,
     workers: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Inspect every file of every source; return (index, rejected, report).
 
     Rows are sorted by path so that the same inputs give byte-identical files.
     """
-    listed, unmapped = [], {}
+    sources = list(sources)
+    cands, rejected, unmapped, attrs = [], [], {}, []
     for src in sources:
-        files, skipped = list_files(src)
-        listed += [(p, label, src.name) for p, label in files]
+        found, bad, skipped = list_candidates(
+            src, crops_dir or Path("data/crops"), crop_margin, min_box, max_pixels, workers
+        )
+        cands += found
+        rejected += bad
+        attrs.append(read_attributes(src, found))
         if skipped:
             unmapped[src.name] = skipped
-    if not listed:
+    if not cands:
         raise ValueError(
             "no files found under any mapped class folder; folders seen but not mapped: "
             f"{unmapped or 'none'} (check data.sources[].classes and subdir)"
         )
-    listed.sort(key=lambda t: t[0].as_posix())
-    results = inspect_files([p for p, _, _ in listed], min_side, max_pixels, hash_size, workers)
+    attributes = pd.concat(attrs, ignore_index=True)
+    order = sorted(range(len(cands)), key=lambda i: cands[i].path.as_posix())
+    cands = [cands[i] for i in order]
+    attributes = attributes.iloc[order].reset_index(drop=True)
+    results = inspect_files([c.path for c in cands], min_side, max_pixels, hash_size, workers)
 
-    rows, rejected, mismatched = [], [], 0
-    for (path, label, source), res in zip(listed, results, strict=True):
-        meta = {"path": path.as_posix(), "label": label, "source": source}
+    fixed = {s.name: s.split or "" for s in sources}
+    rows, keep, mismatched = [], [], 0
+    for i, (c, res) in enumerate(zip(cands, results, strict=True)):
+        meta = {"path": c.path.as_posix(), "label": c.label, "source": c.source}
         if res.row is None:
             rejected.append({**meta, "reason": res.reason})
-        else:
-            rows.append({**meta, **res.row})
-            mismatched += "suffix_mismatch" in res.notes
+            continue
+        rows.append({**meta, "scene": c.scene, "fixed_split": fixed[c.source], **res.row})
+        keep.append(i)
+        mismatched += "suffix_mismatch" in res.notes
     index = pd.DataFrame(rows, columns=[c for c in INDEX_COLUMNS if c != "group"])
-    index.insert(
-        3, "group", duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance)
-    )
+    index = index.join(attributes.iloc[keep].reset_index(drop=True).dropna(axis=1, how="all"))
 
-    # A picture filed under two labels cannot teach either; drop every copy and say so.
-    conflicts = conflicting_groups(index)
-    dropped = index[index["group"].isin(conflicts)]
-    for _, r in dropped.iterrows():
-        others = sorted(set(index.loc[index["group"] == r["group"], "label"]) - {r["label"]})
+    # Conflicts are judged on copies of one picture only: crops of one crowd photo
+    # rightly carry different labels.
+    copies = duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance)
+    conflicts = conflicting_groups(index.assign(group=copies))
+    for _, r in index[np.isin(copies, conflicts)].iterrows():
+        same = index.loc[copies == copies[r.name], "label"]
+        others = ", ".join(sorted(set(same) - {r["label"]}))
         rejected.append(
             {
                 "path": r["path"],
                 "source": r["source"],
                 "label": r["label"],
-                "reason": f"conflicting labels: duplicate group {r['group']} "
-                f"is also {', '.join(others)}",
+                "reason": f"conflicting labels: a copy of this picture is {others}",
             }
         )
-    index = index[~index["group"].isin(conflicts)].reset_index(drop=True)
+    index = index[~np.isin(copies, conflicts)].reset_index(drop=True)
+    index.insert(
+        3,
+        "group",
+        duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance, index["scene"]),
+    )
     rejected_df = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values("path")
 
     report = {
-        "files_seen": len(listed),
+        "files_seen": len(cands) + sum(1 for r in rejected if "#" in r["path"]),
         "images_indexed": len(index),
         "files_rejected": len(rejected_df),
         "per_class": index["label"].value_counts().sort_index().to_dict(),
         "per_source": index["source"].value_counts().sort_index().to_dict(),
         "rejected_by_reason": _reason_counts(rejected_df["reason"]),
         "suffix_mismatch": mismatched,
-        **summarize_groups(index),
+        "scenes": int(index.loc[index["scene"] != "", "scene"].nunique()),
+        **summarize_groups(
+            index.assign(
+                group=duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance)
+            )
+        ),
+        "split_groups": int(index["group"].nunique()),
         "conflicting_label_groups_dropped": len(conflicts),
         "unmapped_folders": unmapped,
     }

@@ -32,15 +32,27 @@ def split_index(
     Rows are dealt into `resolution` stratified group folds; test takes the first
     round(test * resolution) of them, valid the next ones, train the rest. Ratios are
     therefore met to within 1/resolution (5 %) and as well as whole groups allow.
+    Rows of a source pinned to a split (`fixed_split`) go there and do not count.
     """
     if not (0 < valid < 1 and 0 < test < 1 and valid + test < 1):
         raise ValueError(f"split ratios must be in (0, 1) and sum below 1: {valid=}, {test=}")
-    folds = group_folds(df, resolution, seed)
+    out = pd.Series("", index=df.index, dtype=object)
+    if "fixed_split" in df.columns:
+        # A source pinned to one split takes every group it touches along with it, so a
+        # copy of a pinned image can't land on the other side.
+        fixed = df["fixed_split"].fillna("").astype(str)
+        pinned = df.assign(f=fixed)[fixed != ""].groupby("group")["f"].first()
+        mapped = df["group"].map(pinned)
+        out[:] = mapped.astype(object).where(mapped.notna(), "")
+    free = out == ""
+    folds = group_folds(df[free], resolution, seed)
     k = folds.max() + 1
     n_test = max(1, round(test * k))
     n_valid = max(1, min(round(valid * k), k - n_test - 1))
-    out = np.where(folds < n_test, "test", np.where(folds < n_test + n_valid, "valid", "train"))
-    return pd.Series(out, index=df.index, dtype=object)
+    out[free] = np.where(
+        folds < n_test, "test", np.where(folds < n_test + n_valid, "valid", "train")
+    )
+    return out
 
 
 def cross_split_leaks(splits: dict[str, pd.DataFrame], max_distance: int = -1) -> dict[str, int]:

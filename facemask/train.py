@@ -61,6 +61,16 @@ def _schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int, war
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def class_weights(labels: torch.Tensor, n_classes: int, mode: str | None) -> torch.Tensor | None:
+    """'balanced': n / (k * count) per class, as scikit-learn defines it; None: unweighted."""
+    if mode in (None, "none"):
+        return None
+    if mode != "balanced":
+        raise ValueError(f"train.class_weights must be 'balanced' or 'none', not {mode!r}")
+    counts = torch.bincount(labels, minlength=n_classes).float()
+    return len(labels) / (n_classes * counts.clamp(min=1))
+
+
 @torch.no_grad()
 def _evaluate_logits(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
@@ -79,6 +89,7 @@ def fit_head(
     dropout: float = 0.2,
     label_smoothing: float = 0.0,
     patience: int = 8,
+    class_weight: torch.Tensor | None = None,
 ) -> list[dict]:
     """Train a linear classifier on fixed features; keep the weights with best valid loss.
 
@@ -101,7 +112,9 @@ def fit_head(
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             logits = head(F.dropout(train_x[idx], dropout, training=True))
-            loss = F.cross_entropy(logits, train_y[idx], label_smoothing=label_smoothing)
+            loss = F.cross_entropy(
+                logits, train_y[idx], weight=class_weight, label_smoothing=label_smoothing
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -172,6 +185,7 @@ def fine_tune(
     checkpoint: Path | None = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    class_weight: torch.Tensor | None = None,
 ) -> list[dict]:
     """Train the whole net with augmentation; the head learns faster than the body.
 
@@ -221,7 +235,7 @@ def fine_tune(
         for x, y in tqdm(loader, desc=f"fine-tune {epoch}/{epochs}", unit="batch"):
             x, y = norm(x.to(device)), y.to(device)
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

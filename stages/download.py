@@ -8,7 +8,31 @@ import json
 from pathlib import Path
 
 from facemask.config import cache_dir, load_params
-from facemask.download import archive_name, extract, fetch, mirror_folders
+from facemask.download import Fetched, archive_name, extract, fetch, mirror_folders
+
+
+def fetch_cached(src: dict, dest: Path, dl: dict) -> Fetched:
+    """fetch(), unless an earlier run already downloaded this URL completely.
+
+    Only web downloads are reused: local files and mirrors are re-read every time
+    (cheap), so an edited local archive is never shadowed by a stale copy.
+    """
+    sidecar = dest.with_name(dest.name + ".json")
+    if dest.is_file() and sidecar.is_file():
+        seen = json.loads(sidecar.read_text())
+        pinned = src.get("sha256")
+        if seen["origin"] == "http" and (not pinned or seen["sha256"] == pinned.lower()):
+            return Fetched(dest, seen["sha256"], seen["origin"])
+    fetched = fetch(
+        src["url"],
+        dest,
+        sha256=src.get("sha256"),
+        mirrors=mirror_folders(),
+        retries=dl["retries"],
+        timeout=dl["timeout"],
+    )
+    sidecar.write_text(json.dumps({"sha256": fetched.sha256, "origin": fetched.origin}))
+    return fetched
 
 
 def main(params: dict, out: Path) -> dict:
@@ -21,15 +45,12 @@ def main(params: dict, out: Path) -> dict:
         # Archives are kept in the user cache, keyed by URL, not in data/raw: DVC
         # would store every archive next to its extracted copy, doubling the remote.
         key = hashlib.sha256(src["url"].encode()).hexdigest()[:16]
-        fetched = fetch(
-            src["url"],
-            cache_dir() / "downloads" / key / name,
-            sha256=src.get("sha256"),
-            mirrors=mirror_folders(),
-            retries=dl["retries"],
-            timeout=dl["timeout"],
-        )
-        extract(fetched.path, out / src["name"], src.get("subdir"), dl["max_unpacked_bytes"])
+        fetched = fetch_cached(src, cache_dir() / "downloads" / key / name, dl)
+        # A mirror's copy may be laid out differently from the URL's archive.
+        subdir = src.get("subdir")
+        if fetched.origin == "mirror" and "mirror_subdir" in src:
+            subdir = src["mirror_subdir"]
+        extract(fetched.path, out / src["name"], subdir, dl["max_unpacked_bytes"])
         manifest[src["name"]] = {
             "url": src["url"],
             "file": name,

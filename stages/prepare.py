@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from facemask.config import load_params
 from facemask.prepare import Source, build_index
 
+SOURCE_KEYS = ("format", "images", "annotations", "split", "attributes", "attributes_csv")
 
-def main(params: dict, raw: Path, index_csv: Path, rejected_csv: Path, report_json: Path) -> dict:
-    """Write the index, the rejected list and the prepare report."""
+
+def main(
+    params: dict,
+    raw: Path,
+    index_csv: Path,
+    rejected_csv: Path,
+    report_json: Path,
+    crops: Path = Path("data/crops"),
+) -> dict:
+    """Write the index, the rejected list and the prepare report (and face crops)."""
     classes = set(params["classes"])
     sources = []
     for src in params["data"]["sources"]:
@@ -21,10 +31,16 @@ def main(params: dict, raw: Path, index_csv: Path, rejected_csv: Path, report_js
                 f"source {src['name']!r} maps onto {sorted(unknown)}, "
                 f"which are not in classes {sorted(classes)}"
             )
-        sources.append(Source(src["name"], raw / src["name"], src["classes"]))
+        extra = {k: src[k] for k in SOURCE_KEYS if src.get(k) is not None}
+        sources.append(Source(src["name"], raw / src["name"], src["classes"], **extra))
     p = params["prepare"]
+    shutil.rmtree(crops, ignore_errors=True)  # crops of an earlier run must not linger
+    crops.mkdir(parents=True)
     index, rejected, report = build_index(
         sources,
+        crops_dir=crops,
+        crop_margin=p["crop_margin"],
+        min_box=p["min_box"],
         min_side=p["min_side"],
         max_pixels=p["max_pixels"],
         hash_size=p["hash_size"],
@@ -47,5 +63,6 @@ if __name__ == "__main__":
     parser.add_argument("--index", type=Path, default=Path("data/index.csv"))
     parser.add_argument("--rejected", type=Path, default=Path("data/rejected.csv"))
     parser.add_argument("--report", type=Path, default=Path("metrics/prepare.json"))
+    parser.add_argument("--crops", type=Path, default=Path("data/crops"))
     args = parser.parse_args()
-    main(load_params(args.params), args.raw, args.index, args.rejected, args.report)
+    main(load_params(args.params), args.raw, args.index, args.rejected, args.report, args.crops)

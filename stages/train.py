@@ -21,7 +21,7 @@ from facemask.data import (
     to_tensor,
 )
 from facemask.models import ModelCard, backbone_fingerprint, create_model, save_model
-from facemask.train import fine_tune, fit_head
+from facemask.train import class_weights, fine_tune, fit_head
 
 
 def load_split(
@@ -99,6 +99,7 @@ def main(
         )
         y_head = torch.cat([train_y, train_y])
     f_valid = cached_features(model, valid_x, valid_df["sha256"].tolist(), norm, store, bs)
+    weight = class_weights(train_y, len(classes), tp.get("class_weights"))
     t_features = time.perf_counter()
     history = fit_head(
         model.get_classifier(),
@@ -112,6 +113,7 @@ def main(
         dropout=h["dropout"],
         label_smoothing=h["label_smoothing"],
         patience=h["patience"],
+        class_weight=weight,
     )
     t_head = time.perf_counter()
 
@@ -143,6 +145,7 @@ def main(
             freeze_bn=ft["freeze_bn"],
             checkpoint=checkpoint,
             seed=params["seed"],
+            class_weight=weight,
         )
         checkpoint.unlink(missing_ok=True)  # finished: a later run must start fresh
     t_end = time.perf_counter()
