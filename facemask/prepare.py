@@ -21,19 +21,9 @@ from facemask.images import IMAGE_SUFFIXES, ImageError, open_image, suffix_match
 from facemask.voc import cut_crops
 
 INDEX_COLUMNS = [
-    "path",
-    "label",
-    "source",
-    "group",
-    "scene",
-    "fixed_split",
-    "width",
-    "height",
-    "format",
-    "mode",
-    "sha256",
-    "phash",
-]
+    "path", "label", "source", "group", "copies", "scene", "fixed_split",
+    "width", "height", "format", "mode", "sha256", "phash",
+]  # fmt: skip
 REJECTED_COLUMNS = ["path", "source", "label", "reason"]
 
 
@@ -236,7 +226,7 @@ def build_index(
         rows.append({**meta, "scene": c.scene, "fixed_split": fixed[c.source], **res.row})
         keep.append(i)
         mismatched += "suffix_mismatch" in res.notes
-    index = pd.DataFrame(rows, columns=[c for c in INDEX_COLUMNS if c != "group"])
+    index = pd.DataFrame(rows, columns=[c for c in INDEX_COLUMNS if c not in ("group", "copies")])
     index = index.join(attributes.iloc[keep].reset_index(drop=True).dropna(axis=1, how="all"))
 
     # Conflicts are judged on copies of one picture only: crops of one crowd photo
@@ -255,6 +245,11 @@ def build_index(
             }
         )
     index = index[~np.isin(copies, conflicts)].reset_index(drop=True)
+    # Two groupings: `copies` (one picture, however resized) is the unit of counting in
+    # evaluation; `group` (copies plus crops of one scene) is the unit of splitting.
+    index.insert(
+        3, "copies", duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance)
+    )
     index.insert(
         3,
         "group",
@@ -271,11 +266,7 @@ def build_index(
         "rejected_by_reason": _reason_counts(rejected_df["reason"]),
         "suffix_mismatch": mismatched,
         "scenes": int(index.loc[index["scene"] != "", "scene"].nunique()),
-        **summarize_groups(
-            index.assign(
-                group=duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance)
-            )
-        ),
+        **summarize_groups(index.assign(group=index["copies"])),
         "split_groups": int(index["group"].nunique()),
         "conflicting_label_groups_dropped": len(conflicts),
         "unmapped_folders": unmapped,

@@ -24,7 +24,7 @@ def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
         # Copies of one picture are one test case: six resized copies of a mislabelled
         # photo would otherwise count as six errors. Training keeps every copy.
         for name in ("valid", "test"):
-            unique = parts[name].drop_duplicates("group")
+            unique = parts[name].drop_duplicates("copies")
             dropped[name] = len(parts[name]) - len(unique)
             parts[name] = unique
     for name, part in parts.items():

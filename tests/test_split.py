@@ -10,22 +10,20 @@ from facemask.split import cross_split_leaks, split_index
 
 
 def index_frame(n_groups: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Rows in groups of 1-4 copies; 60/40 class balance; random 64-bit hashes per group."""
+    """Rows in groups of 1-4; 60/40 class balance. Even groups are copies of one picture
+    (one sha256), odd groups are scenes: distinct crops that merely travel together."""
     rng = np.random.default_rng(seed)
     rows = []
     for g in range(n_groups):
         label = "a" if rng.random() < 0.6 else "b"
         phash = rng.integers(0, 256, 8, dtype=np.uint8).tobytes().hex()
         for k in range(int(rng.integers(1, 5))):
-            rows.append(
-                {
-                    "path": f"{g}_{k}.jpg",
-                    "label": label,
-                    "group": g,
-                    "sha256": f"sha{g}",
-                    "phash": phash,
-                }
-            )
+            scene = g % 2 == 1
+            rows.append({
+                "path": f"{g}_{k}.jpg", "label": label, "group": g,
+                "copies": f"{g}_{k}" if scene else str(g),
+                "sha256": f"sha{g}_{k}" if scene else f"sha{g}", "phash": phash,
+            })  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -86,8 +84,11 @@ def test_split_stage_keeps_one_copy_per_group_in_eval(tmp_path):
     report = split_stage.main(params, tmp_path / "index.csv", tmp_path / "s", tmp_path / "r.json")
     parts = {s: pd.read_csv(tmp_path / "s" / f"{s}.csv") for s in ("train", "valid", "test")}
     for name in ("valid", "test"):
-        assert parts[name]["group"].is_unique
+        assert parts[name]["copies"].astype(str).is_unique
         assert report["duplicates_dropped_from_eval"][name] > 0
+        # crops of one scene are different pictures: they all stay
+        scenes = parts[name][parts[name]["group"] % 2 == 1]
+        assert not scenes["group"].is_unique
     assert not parts["train"]["group"].is_unique  # training keeps every copy
     dropped = sum(report["duplicates_dropped_from_eval"].values())
     assert sum(len(p) for p in parts.values()) + dropped == len(df)
