@@ -30,12 +30,12 @@ test-fast: install  ## skip the tests that run whole pipelines
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check facemask stages tests
-	$(BIN)/ruff format --check facemask stages tests
+	$(BIN)/ruff check facemask stages tests benchmarks
+	$(BIN)/ruff format --check facemask stages tests benchmarks
 
 format: install
-	$(BIN)/ruff format facemask stages tests
-	$(BIN)/ruff check --fix facemask stages tests
+	$(BIN)/ruff format facemask stages tests benchmarks
+	$(BIN)/ruff check --fix facemask stages tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
