@@ -57,5 +57,47 @@ def plot_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    # tight bbox: two-line captions under a single row would otherwise be cut off.
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def colorize(heatmap: np.ndarray, cmap: str = "viridis") -> np.ndarray:
+    """A 2-D map stretched to its own range and coloured: uint8 HWC."""
+    lo, hi = float(heatmap.min()), float(heatmap.max())
+    scaled = (heatmap - lo) / (hi - lo) if hi > lo else np.zeros_like(heatmap, dtype=float)
+    return (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).round().astype(np.uint8)
+
+
+def enlarge(tile: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour upscale by a whole factor to at least `size` px: small maps and
+    3x3 filters stay crisp instead of being blurred by the figure's interpolation."""
+    k = max(1, -(-size // tile.shape[0]))
+    return np.repeat(np.repeat(tile, k, axis=0), k, axis=1)
+
+
+def plot_weight_histograms(
+    names: Sequence[str],
+    edges: np.ndarray,
+    fractions: np.ndarray,
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """One row per layer, weight value along x, colour = log10 share of the layer's weights."""
+    fig, ax = plt.subplots(figsize=(8, 2.5 + 0.13 * len(names)))
+    with np.errstate(divide="ignore"):
+        shown = np.log10(fractions)
+    image = ax.imshow(
+        np.where(np.isfinite(shown), shown, np.nan),
+        aspect="auto",
+        cmap="magma",
+        extent=(edges[0], edges[-1], len(names) - 0.5, -0.5),
+        interpolation="nearest",
+    )
+    ax.set_yticks(range(len(names)), names, fontsize=max(3, min(8, 400 // max(len(names), 1))))
+    ax.set_xlabel("weight value (edge bins hold everything beyond)")
+    fig.colorbar(image, ax=ax, label="log10 share of the layer", shrink=0.8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
