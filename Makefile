@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FACEMASK_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export FACEMASK_MIRROR
 
-.PHONY: install repro test test-fast lint format clean
+.PHONY: install repro compare test test-fast lint format clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml
 
 repro: install  ## run the pipeline (download -> plots) on the default data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+compare: install  ## k-fold leaderboard of backbones x weights x modes (about an hour)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro compare/dvc.yaml
 
 test: install  ## the whole test suite: synthetic data, no network
 	$(BIN)/python -m pytest -q

@@ -139,6 +139,13 @@ class TensorImages(torch.utils.data.Dataset):
         return (self.transform(x) if self.transform else x), self.labels[i]
 
 
+def bf16_supported() -> bool:
+    """Does this machine run bfloat16 natively (CUDA, or a CPU with AVX512-BF16/AMX)?"""
+    if torch.cuda.is_available():
+        return True
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 @torch.inference_mode()
 def compute_features(
     model: nn.Module,
@@ -147,8 +154,13 @@ def compute_features(
     batch_size: int = 64,
     flip: bool = False,
     desc: str = "features",
+    bf16: bool = False,
 ) -> torch.Tensor:
-    """Pooled backbone features (pre-logits) of uint8 NCHW images."""
+    """Pooled backbone features (pre-logits) of uint8 NCHW images, float32 out.
+
+    `bf16` runs the backbone under bfloat16 autocast: 1.5x faster here (AVX512-BF16),
+    with the same 5-fold CV accuracy for a head trained on them (benchmarks/).
+    """
     model.eval()
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
@@ -156,7 +168,8 @@ def compute_features(
         # Flip the uint8 batch, before Normalize: flipping after it would turn the
         # channels_last tensor back to NCHW and the convolutions ~1.5x slower.
         x = norm(torch.flip(x, dims=[3]) if flip else x)
-        out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
     return torch.cat(out) if out else torch.zeros(0, model.num_features)
 
 
@@ -168,17 +181,20 @@ def cached_features(
     store: ArrayStore,
     batch_size: int = 64,
     flip: bool = False,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """compute_features, computed only for keys not already in `store`.
 
     The store must be specific to one backbone (weights), image size and
     normalisation: see `feature_store_key`.
     """
-    view = "flip" if flip else "orig"
+    view = ("flip" if flip else "orig") + ("-bf16" if bf16 else "")
     found = [store.get(f"{k}-{view}") for k in keys]
     missing = [i for i, f in enumerate(found) if f is None]
     if missing:
-        new = compute_features(model, images[missing], norm, batch_size, flip, f"features/{view}")
+        new = compute_features(
+            model, images[missing], norm, batch_size, flip, f"features/{view}", bf16
+        )
         for i, f in zip(missing, new.numpy(), strict=True):
             found[i] = f
             store.put(f"{keys[i]}-{view}", f)

@@ -16,7 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from facemask.data import ArrayStore, Normalize, TensorImages, cached_features, create_augment
+from facemask.data import (
+    ArrayStore,
+    Normalize,
+    TensorImages,
+    bf16_supported,
+    cached_features,
+    create_augment,
+)
 
 
 @dataclass
@@ -325,15 +332,17 @@ def transfer_learn(
     cfg = model.pretrained_cfg
     norm = Normalize(cfg["mean"], cfg["std"])
     h, ft, bs = tp["head"], tp["finetune"], tp["batch_size"]
+    mode = tp.get("bf16_features", "auto")
+    bf16 = bf16_supported() if mode == "auto" else bool(mode)
     t0 = time.perf_counter()
     # The backbone is frozen in phase 1, so its features are a pure function of
     # (weights, size, normalisation, image): computed once, reused by every later run.
-    f_train = cached_features(model, train.images, train.keys, norm, store, bs)
+    f_train = cached_features(model, train.images, train.keys, norm, store, bs, bf16=bf16)
     y_head = train.labels
     if h["flip_views"]:
-        flipped = cached_features(model, train.images, train.keys, norm, store, bs, flip=True)
+        flipped = cached_features(model, train.images, train.keys, norm, store, bs, True, bf16)
         f_train, y_head = torch.cat([f_train, flipped]), torch.cat([y_head, y_head])
-    f_valid = cached_features(model, valid.images, valid.keys, norm, store, bs)
+    f_valid = cached_features(model, valid.images, valid.keys, norm, store, bs, bf16=bf16)
     weight = class_weights(train.labels, n_classes, tp.get("class_weights"))
     t1 = time.perf_counter()
     history = fit_head(

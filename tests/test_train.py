@@ -92,3 +92,21 @@ def test_fine_tune_resumes_after_interrupt(tmp_path):
     )
     for a, b in zip(resumed.state_dict().values(), reference.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_bf16_features_are_close_and_cached_apart(tmp_path):
+    from facemask.data import ArrayStore, cached_features, compute_features
+
+    torch.manual_seed(0)
+    model, _ = create_model("facemask_cnn", 2, pretrained=False)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    norm = Normalize((0.5,) * 3, (0.25,) * 3)
+    fp32 = compute_features(model, images, norm)
+    bf16 = compute_features(model, images, norm, bf16=True)
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    assert (bf16 - fp32).norm() / fp32.norm() < 0.05
+    store = ArrayStore(tmp_path)
+    keys = [f"k{i}" for i in range(6)]
+    cached_features(model, images, keys, norm, store)
+    cached_features(model, images, keys, norm, store, bf16=True)
+    assert len(list(tmp_path.rglob("*.npy"))) == 12  # one entry per (image, precision)
