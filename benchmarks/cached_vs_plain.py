@@ -21,7 +21,14 @@ import pandas as pd
 import torch
 
 from facemask.config import load_params, seed_everything, tune_malloc
-from facemask.data import ArrayStore, Normalize, compute_features, load_images, to_tensor
+from facemask.data import (
+    ArrayStore,
+    Normalize,
+    bf16_supported,
+    compute_features,
+    load_images,
+    to_tensor,
+)
 from facemask.models import create_model
 from facemask.train import Split, feature_store, fit_head, transfer_learn
 
@@ -46,8 +53,10 @@ def plain_epochs(params: dict, size: int, epochs: int) -> list[float]:
     for _ in range(epochs):
         t = time.perf_counter()
         train, valid = (load(s, classes, size, None) for s in ("train", "valid"))
-        f_train = compute_features(model, train.images, norm, tp["batch_size"])
-        f_valid = compute_features(model, valid.images, norm, tp["batch_size"])
+        # Same precision as the cached path, so the ratio measures caching alone.
+        bf16 = bf16_supported() if tp["bf16_features"] == "auto" else tp["bf16_features"]
+        f_train = compute_features(model, train.images, norm, tp["batch_size"], bf16=bf16)
+        f_valid = compute_features(model, valid.images, norm, tp["batch_size"], bf16=bf16)
         fit_head(head, f_train, train.labels, f_valid, valid.labels, epochs=1, patience=0)
         times.append(time.perf_counter() - t)
         print(f"plain epoch: {times[-1]:.1f} s")
@@ -75,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--plain-epochs", type=int, default=3)
-    parser.add_argument("--target", type=float, default=0.99, help="valid accuracy to reach")
+    parser.add_argument("--target", type=float, default=0.995, help="valid accuracy to reach")
     args = parser.parse_args()
     tune_malloc()
     params = load_params()
