@@ -30,7 +30,8 @@ def test_apply_preset_keeps_comments_and_maps_onto_classes(tmp_path, name):
     assert data["data"]["sources"] == preset["data"]["sources"]
     for src in data["data"]["sources"]:  # every source maps onto the preset's classes only
         assert set(src["classes"].values()) <= set(data["classes"])
-    assert data["train"]["image_size"] == 224  # untouched keys stay
+    assert data["train"]["head"]["epochs"] == 60  # keys the preset leaves alone stay
+    assert data["train"]["image_size"] == preset.get("train", {}).get("image_size", 224)
 
 
 def test_binary_preset_is_the_default():
