@@ -24,9 +24,9 @@ from tests.conftest import ROOT
 
 
 def params_models() -> list[str]:
-    """The default model plus every model the project checks."""
+    """Every backbone params.yaml names (the default and the comparison's), and the checked ones."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return sorted({params["model"], *KNOWN_MODELS})
+    return sorted({params["model"], *params["compare"]["models"], *KNOWN_MODELS})
 
 
 @pytest.mark.parametrize("name", params_models())

