@@ -96,6 +96,22 @@ def tiny_params(zip_path: Path, model: str = "facemask_cnn") -> dict:
     return params
 
 
+def run_data_stages(params: dict) -> Path:
+    """download -> prepare -> split in the current folder, as dvc repro lays them out."""
+    from stages import download, prepare, split
+
+    download.main(params, Path("data/raw"))
+    prepare.main(
+        params,
+        Path("data/raw"),
+        Path("data/index.csv"),
+        Path("data/rejected.csv"),
+        Path("metrics/prepare.json"),
+    )
+    split.main(params, Path("data/index.csv"), Path("data/splits"), Path("metrics/split.json"))
+    return Path("data/splits")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache folder and no mirrors, so nothing leaks between them."""

@@ -10,7 +10,8 @@ import pytest
 
 from facemask import compare as compare_lib
 from facemask.compare import Config, make_grid, summarize
-from stages import compare, download, prepare, split
+from stages import compare
+from tests.conftest import run_data_stages
 
 
 def test_grid_skips_what_cannot_be_pretrained_offline():
@@ -47,15 +48,7 @@ def test_summarize_gives_mean_and_std_per_config():
 @pytest.mark.slow
 def test_compare_stage_cross_validates_and_resumes(tmp_path, monkeypatch, params):
     monkeypatch.chdir(tmp_path)
-    download.main(params, Path("data/raw"))
-    prepare.main(
-        params,
-        Path("data/raw"),
-        Path("data/index.csv"),
-        Path("data/rejected.csv"),
-        Path("metrics/prepare.json"),
-    )
-    split.main(params, Path("data/index.csv"), Path("data/splits"), Path("metrics/split.json"))
+    run_data_stages(params)
     params["cv"] = {"folds": 2}
     params["compare"] = {
         "models": ["facemask_cnn", "mobilenetv2_100"],

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from facemask.models import load_model
-from stages import download, evaluate, plots, prepare, split, train
-from tests.conftest import make_dataset, tiny_params, zip_folder
+from stages import evaluate, plots, train
+from tests.conftest import make_dataset, run_data_stages, tiny_params, zip_folder
 
 
 @pytest.fixture
@@ -23,12 +23,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 def run_all(params: dict) -> dict:
-    raw = Path("data/raw")
-    download.main(params, raw)
-    prepare.main(
-        params, raw, Path("data/index.csv"), Path("data/rejected.csv"), Path("metrics/prepare.json")
-    )
-    split.main(params, Path("data/index.csv"), Path("data/splits"), Path("metrics/split.json"))
+    run_data_stages(params)
     summary = train.main(
         params,
         Path("data/splits"),
@@ -120,15 +115,7 @@ def test_interrupted_train_stage_resumes(workdir, params, monkeypatch):
     from facemask.config import cache_dir
 
     params["train"]["finetune"].update(epochs=3, patience=0)
-    download.main(params, Path("data/raw"))
-    prepare.main(
-        params,
-        Path("data/raw"),
-        Path("data/index.csv"),
-        Path("data/rejected.csv"),
-        Path("metrics/prepare.json"),
-    )
-    split.main(params, Path("data/index.csv"), Path("data/splits"), Path("metrics/split.json"))
+    run_data_stages(params)
     n_train = len(pd.read_csv("data/splits/train.csv"))
     real_augment = train_lib.create_augment
     calls = {"n": 0, "stop_at": n_train + 3}  # part-way through fine-tune epoch 2
