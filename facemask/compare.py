@@ -51,10 +51,26 @@ def make_grid(
     return grid, skipped
 
 
+def train_only(df: pd.DataFrame) -> np.ndarray:
+    """Rows of groups pinned to train (`fixed_split`, e.g. synthetic faces): never held out."""
+    if "fixed_split" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    pinned = df["fixed_split"].fillna("").astype(str) == "train"
+    return df["group"].isin(df.loc[pinned, "group"]).to_numpy()
+
+
+def cv_folds(df: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
+    """Fold per row as `group_folds`; rows pinned to train get -1 and so are always fitted on."""
+    fixed = train_only(df)
+    folds = np.full(len(df), -1, dtype=np.int64)
+    folds[~fixed] = group_folds(df[~fixed], n_folds, seed)
+    return folds
+
+
 def inner_split(df: pd.DataFrame, seed: int, fraction: float = 0.1) -> np.ndarray:
     """Boolean mask of an inner validation part (for early stopping), groups kept whole."""
-    folds = group_folds(df, round(1 / fraction), seed)
-    return folds == 0
+    # Like the test folds, the early-stopping part holds no train-pinned rows.
+    return (group_folds(df, round(1 / fraction), seed) == 0) & ~train_only(df)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from facemask.compare import (
+    cv_folds,
     inner_split,
     make_grid,
     measure_latency,
@@ -25,7 +26,6 @@ from facemask.compare import (
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
 from facemask.data import ArrayStore, load_images, to_tensor
 from facemask.models import create_model
-from facemask.split import group_folds
 from facemask.train import Split
 
 
@@ -95,7 +95,7 @@ def main(params: dict, splits: Path, out: Path) -> pd.DataFrame:
     )
     labels = torch.tensor([classes.index(c) for c in dev["label"]])
     # The test split stays untouched: folds are drawn from train+valid, groups kept whole.
-    folds = group_folds(dev, k, params["seed"])
+    folds = cv_folds(dev, k, params["seed"])
     tp = json.loads(json.dumps(params["train"]))
     tp["image_size"], tp["finetune"]["epochs"] = size, cp["finetune_epochs"]
 

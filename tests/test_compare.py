@@ -91,3 +91,20 @@ def test_compare_stage_cross_validates_and_resumes(tmp_path, monkeypatch, params
 def test_config_name():
     assert Config("m", "scratch", "frozen").name == "m/scratch/frozen"
     assert compare_lib.offline_weights("mobilenetv2_100")
+
+
+def test_cv_never_holds_out_rows_pinned_to_train():
+    n = 60
+    df = pd.DataFrame(
+        {
+            "label": ["a", "b"] * (n // 2),
+            "group": list(range(n - 2)) + [0, 1],  # the last two share groups 0 and 1
+            "fixed_split": ["train"] * 10 + [""] * (n - 12) + ["", ""],
+        }
+    )
+    folds = compare_lib.cv_folds(df, 5, seed=0)
+    pinned = df["group"].isin(range(10)).to_numpy()  # pinned rows and their group mates
+    assert (folds[pinned] == -1).all()
+    assert sorted(set(folds[~pinned])) == [0, 1, 2, 3, 4]
+    inner = compare_lib.inner_split(df, seed=0, fraction=0.2)
+    assert inner.any() and not inner[pinned].any()
