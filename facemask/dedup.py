@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
@@ -34,18 +36,18 @@ def duplicate_groups(
     sha256: pd.Series,
     phash: pd.Series | None = None,
     max_distance: int = -1,
-    scene: pd.Series | None = None,
+    same: Sequence[pd.Series] = (),
 ) -> np.ndarray:
     """Connected components over "same bytes", "perceptual hashes within distance" and
-    "same non-empty scene".
+    "same non-empty value" of each series in `same` (scene, person id...).
 
     Returns one group id per row, numbered by first appearance, so the ids are stable
     for a stable row order. `max_distance < 0` turns near-duplicate matching off.
     """
     n = len(sha256)
     edges = [_chain(sha256)]
-    if scene is not None:
-        edges.append(_chain(scene.where(scene.astype(str) != "", None)))
+    for key in same:
+        edges.append(_chain(key.where(key.notna() & (key.astype(str) != ""), None)))
     if phash is not None and max_distance >= 0 and n:
         edges.append(near_pairs(hex_to_bits(phash), max_distance))
     e = np.concatenate(edges)

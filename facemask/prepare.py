@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import Pool
@@ -179,6 +179,18 @@ def read_attributes(src: Source, cands: list[Candidate]) -> pd.DataFrame:
     return out
 
 
+def _attribute(index: pd.DataFrame, name: str) -> pd.Series:
+    """The `attr_<name>` column, or an error naming the attributes there are."""
+    col = f"attr_{name}"
+    if col not in index.columns:
+        have = sorted(c.removeprefix("attr_") for c in index.columns if c.startswith("attr_"))
+        raise ValueError(
+            f"prepare.group_by names attribute {name!r}, but the sources give {have or 'none'}:"
+            " add it to a source's `attributes` regex or `attributes_csv`"
+        )
+    return index[col]
+
+
 def build_index(
     sources: Iterable[Source],
     crops_dir: Path | None = None,
@@ -189,10 +201,12 @@ def build_index(
     crop_margin: float = 0.2,
     min_box: int = 16,
     workers: int = 0,
+    group_by: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Inspect every file of every source; return (index, rejected, report).
 
     Rows are sorted by path so that the same inputs give byte-identical files.
+    `group_by` names attributes (e.g. a person id) whose equal values must share a split.
     """
     sources = list(sources)
     cands, rejected, unmapped, attrs = [], [], {}, []
@@ -253,7 +267,12 @@ def build_index(
     index.insert(
         3,
         "group",
-        duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance, index["scene"]),
+        duplicate_groups(
+            index["sha256"],
+            index["phash"],
+            near_duplicate_distance,
+            [index["scene"], *(_attribute(index, a) for a in group_by)],
+        ),
     )
     rejected_df = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values("path")
 

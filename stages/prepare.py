@@ -46,6 +46,7 @@ def main(
         hash_size=p["hash_size"],
         near_duplicate_distance=p["near_duplicate_distance"],
         workers=p["workers"],
+        group_by=p.get("group_by") or (),
     )
     for path in (index_csv, rejected_csv, report_json):
         path.parent.mkdir(parents=True, exist_ok=True)

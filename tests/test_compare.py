@@ -98,7 +98,7 @@ def test_cv_never_holds_out_rows_pinned_to_train():
     df = pd.DataFrame(
         {
             "label": ["a", "b"] * (n // 2),
-            "group": list(range(n - 2)) + [0, 1],  # the last two share groups 0 and 1
+            "group": [*range(n - 2), 0, 1],  # the last two share groups 0 and 1
             "fixed_split": ["train"] * 10 + [""] * (n - 12) + ["", ""],
         }
     )

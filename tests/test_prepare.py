@@ -94,3 +94,24 @@ def test_no_files_found_is_an_error_naming_the_folders(tmp_path):
         assert "wrong_level" in str(err)
     else:
         raise AssertionError("an empty index must be an error")
+
+
+def test_group_by_person_keeps_one_persons_photos_together(tmp_path):
+    rng = np.random.default_rng(5)
+    (tmp_path / "m").mkdir()
+    for person in range(4):
+        for shot in range(3):  # different pictures of one person
+            draw_face(rng, True, 48).save(tmp_path / "m" / f"p{person}_{shot}.jpg", quality=95)
+    src = Source("s", tmp_path, {"m": "with_mask"}, attributes=r"^p(?P<person>\d+)_")
+    common = dict(min_side=16, near_duplicate_distance=-1, workers=1)
+    index, _, report = build_index([src], group_by=["person"], **common)
+    assert index.groupby("attr_person")["group"].nunique().eq(1).all()
+    assert index["group"].nunique() == 4 and report["split_groups"] == 4
+    plain, _, _ = build_index([src], **common)
+    assert plain["group"].nunique() == 12  # without group_by every picture is its own unit
+    try:
+        build_index([src], group_by=["identity"], **common)
+    except ValueError as err:
+        assert "identity" in str(err) and "person" in str(err)
+    else:
+        raise AssertionError("an unknown group_by attribute must be refused")
