@@ -59,11 +59,14 @@ def plot_board(board: pd.DataFrame, path: Path) -> None:
             color=colors[r["weights"]],
             alpha=0.8,
         )
+    # One label per model and weights: its frozen and fine-tuned points share an x and
+    # often a y, and two labels there print over each other. Marker shape tells the mode.
+    for _, r in board.sort_values("accuracy_mean").groupby(["model", "weights"]).tail(1).iterrows():
         ax.annotate(
             r["model"],
             (r["latency_ms"], r["accuracy_mean"]),
             fontsize=7,
-            xytext=(4, 3),
+            xytext=(6, 3),
             textcoords="offset points",
         )
     for label, m in markers.items():
