@@ -33,19 +33,20 @@ def near_pairs(bits: np.ndarray, max_distance: int, block: int = 1024) -> np.nda
 
 
 def duplicate_groups(
-    sha256: pd.Series,
+    key: pd.Series,
     phash: pd.Series | None = None,
     max_distance: int = -1,
     same: Sequence[pd.Series] = (),
 ) -> np.ndarray:
-    """Connected components over "same bytes", "perceptual hashes within distance" and
-    "same non-empty value" of each series in `same` (scene, person id...).
+    """Connected components over "same `key`" (content hash, or an earlier grouping),
+    "perceptual hashes within distance" and "same non-empty value" of each series in
+    `same` (scene, person id...).
 
     Returns one group id per row, numbered by first appearance, so the ids are stable
     for a stable row order. `max_distance < 0` turns near-duplicate matching off.
     """
-    n = len(sha256)
-    edges = [_chain(sha256)]
+    n = len(key)
+    edges = [_chain(key)]
     for key in same:
         edges.append(_chain(key.where(key.notna() & (key.astype(str) != ""), None)))
     if phash is not None and max_distance >= 0 and n:

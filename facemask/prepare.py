@@ -258,20 +258,18 @@ def build_index(
                 "reason": f"conflicting labels: a copy of this picture is {others}",
             }
         )
-    index = index[~np.isin(copies, conflicts)].reset_index(drop=True)
+    keep = ~np.isin(copies, conflicts)
+    index = index[keep].reset_index(drop=True)
     # Two groupings: `copies` (one picture, however resized) is the unit of counting in
-    # evaluation; `group` (copies plus crops of one scene) is the unit of splitting.
-    index.insert(
-        3, "copies", duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance)
-    )
+    # evaluation; `group` (copies plus crops of one scene, plus `group_by`) is the unit of
+    # splitting. Dropping whole copy groups leaves the others as they were, so both build
+    # on `copies` instead of comparing every pair of hashes again (quadratic in files).
+    index.insert(3, "copies", pd.factorize(copies[keep])[0])
     index.insert(
         3,
         "group",
         duplicate_groups(
-            index["sha256"],
-            index["phash"],
-            near_duplicate_distance,
-            [index["scene"], *(_attribute(index, a) for a in group_by)],
+            index["copies"], same=[index["scene"], *(_attribute(index, a) for a in group_by)]
         ),
     )
     rejected_df = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values("path")
