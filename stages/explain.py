@@ -16,6 +16,7 @@ import torch
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
 from facemask.data import ArrayStore, Normalize, load_images, to_tensor
 from facemask.explain import (
+    cam_layers,
     capture_activations,
     compute_cam_mult_change,
     compute_cams,
@@ -27,7 +28,6 @@ from facemask.explain import (
     find_first_conv,
     find_spatial_layers,
     find_stage_layers,
-    find_target_layer,
     maximize_activations,
     overlay,
     pick_spread,
@@ -204,7 +204,7 @@ def explain_cams(
     images: np.ndarray,
     sample: pd.DataFrame,
     classes: list[str],
-    layer: str,
+    layers: list[str],
     p: dict,
     seed: int,
     folder: Path,
@@ -217,9 +217,9 @@ def explain_cams(
     n_road, percentiles = min(p["road_images"], len(sample)), list(p["road_percentiles"])
     metrics, road_table, share_table, first = {}, [], [], None
     for method in p["cam_methods"]:
-        cams = compute_cams(model, x, layer, targets, method)
+        cams = compute_cams(model, x, layers, targets, method)
         first = cams if first is None else first
-        title = f"{method} at {layer}, for the predicted class"
+        title = f"{method} at {', '.join(layers)}, for the predicted class"
         plot_cam_grid(
             sample, images, cams, classes, p["per_cell"], folder / f"cam_{method}.png", title
         )
@@ -375,9 +375,9 @@ def main(
 
     images = np.stack([by_path[q] for q in sample["path"]]) if len(sample) else decoded[:0]
     x = Normalize(card.mean, card.std)(to_tensor(images))
-    layer = p["target_layer"] or find_target_layer(model, card.image_size)
+    layers = cam_layers(p["target_layer"], model, card.image_size)
     per_method, road_table, share_table, cams = explain_cams(
-        model, x, images, sample, card.classes, layer, p, seed, outs.plots
+        model, x, images, sample, card.classes, layers, p, seed, outs.plots
     )
     print(f"CAMs and faithfulness: {time.perf_counter() - clock:.1f} s")
     o = p["occlusion"]
@@ -418,7 +418,7 @@ def main(
     )
 
     metrics = {
-        "layer": layer,
+        "layer": ", ".join(layers),
         "images": {
             "cam": len(sample),
             "road": min(p["road_images"], len(sample)),

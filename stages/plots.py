@@ -9,7 +9,7 @@ import pandas as pd
 
 from facemask.config import cache_dir, load_params, tune_malloc
 from facemask.data import ArrayStore, Normalize, load_images, to_tensor
-from facemask.explain import compute_cams, find_target_layer, overlay
+from facemask.explain import cam_layers, compute_cams, overlay
 from facemask.models import load_model
 from facemask.plots import plot_confusion, plot_grid
 
@@ -44,7 +44,7 @@ def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, 
         f"{card.model} on test: accuracy {acc:.2%} (n={len(pred)})",
     )
 
-    layer = p["target_layer"] or find_target_layer(model, card.image_size)
+    layer = cam_layers(p["target_layer"], model, card.image_size)
     cells = pick_examples(pred, card.classes, p["per_cell"], params["seed"])
     chosen = pd.concat([rows for _, rows in cells])
     sha = pd.read_csv(test_csv).set_index("path")["sha256"]

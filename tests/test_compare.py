@@ -26,6 +26,18 @@ def test_grid_skips_what_cannot_be_pretrained_offline():
     assert "no published" in reasons["facemask_cnn/pretrained/frozen"]
 
 
+def test_grid_pretrains_joined_backbones_only_when_every_member_can_be():
+    joined = ["mobilenetv2_100+tf_efficientnet_lite0", "mobilenetv2_100+resnet34"]
+    grid, skipped = make_grid(joined, ["pretrained"], ["frozen"])
+    assert [c.name for c in grid] == ["mobilenetv2_100+tf_efficientnet_lite0/pretrained/frozen"]
+    assert (
+        "offline"
+        in dict((c.name, w) for c, w in skipped)["mobilenetv2_100+resnet34/pretrained/frozen"]
+    )
+    _, skipped = make_grid(["mobilenetv2_100+facemask_cnn"], ["pretrained"], ["frozen"])
+    assert "no published" in skipped[0][1]
+
+
 def test_summarize_gives_mean_and_std_per_config():
     folds = pd.DataFrame(
         {
@@ -37,9 +49,12 @@ def test_summarize_gives_mean_and_std_per_config():
             "train_seconds": [1.0] * 6,
             "accuracy": [0.9, 1.0, 0.95, 0.5, 0.5, 0.5],
             "macro_f1": [0.8] * 6,
+            "n": [10, 10, 20, 4, 4, 4],
         }
     )
     board = summarize(folds).set_index("config")
+    assert board.loc["a", "errors"] == 1 + 0 + 1 and board.loc["a", "n"] == 40
+    assert board.loc["b", "errors"] == 6
     assert board.loc["a", "accuracy_mean"] == pytest.approx(0.95)
     assert board.loc["a", "accuracy_std"] == pytest.approx(0.05)
     assert board.loc["b", "accuracy_std"] == 0 and board.loc["a", "folds"] == 3
@@ -83,9 +98,33 @@ def test_compare_stage_cross_validates_and_resumes(tmp_path, monkeypatch, params
     def boom(*a, **k):
         raise AssertionError("should have resumed from the finished folds")
 
+    run_fold = compare.run_fold
     monkeypatch.setattr(compare, "run_fold", boom)
     again = compare.main(params, Path("data/splits"), Path("leaderboard2"))
     pd.testing.assert_series_equal(again["accuracy_mean"], board["accuracy_mean"])
+
+    # A model added to the grid trains alone; the finished folds of the others still count.
+    trained = []
+
+    def spy(cfg, *args, **kwargs):
+        trained.append(cfg.name)
+        return run_fold(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(compare, "run_fold", spy)
+    params["compare"]["models"].append("resnet18")
+    params["compare"]["modes"] = ["frozen"]
+    grown = compare.main(params, Path("data/splits"), Path("leaderboard3"))
+    assert trained == ["resnet18/scratch/frozen"] * 2
+    assert len(grown) == 4  # the grid is the frozen configs only now
+
+    # Another section's grid reuses finished folds; a second repeat redraws the folds.
+    trained.clear()
+    params["extra"] = {**params["compare"], "models": ["facemask_cnn"], "repeats": 2}
+    extra = compare.main(params, Path("data/splits"), Path("leaderboard4"), section="extra")
+    assert trained == ["facemask_cnn/scratch/frozen"] * 2  # repeat 1 only
+    folds4 = pd.read_csv("leaderboard4/folds.csv")
+    assert sorted(set(folds4["repeat"])) == [0, 1] and extra.loc[0, "folds"] == 4
+    assert extra.loc[0, "n"] == 2 * n_dev
 
 
 def test_config_name():

