@@ -39,6 +39,7 @@ def test_binary_preset_is_the_default():
     preset = yaml.safe_load((ROOT / "presets" / "binary.yaml").read_text())
     assert default["classes"] == preset["classes"]
     assert default["data"]["sources"] == preset["data"]["sources"]
+    assert default["model"] == preset["model"]  # switching back restores the default model
 
 
 def test_unknown_preset_lists_the_known_ones(tmp_path):
