@@ -126,8 +126,8 @@ class ConcatBackbones(nn.Module):
 
     Named `a+b` in params.yaml. Its input is scaled to [0, 1] (card mean 0, std 1) and each
     branch applies its own normalisation: MobileNetV2 and EfficientNet-Lite expect different
-    ones. Frozen features of two ImageNet nets make errors neither makes alone less likely
-    (README: 5-fold CV). Grad-CAM gets one target layer per branch.
+    ones. Two ImageNet nets make partly different errors; joined, fewer remain (README:
+    3 x 5-fold CV). Grad-CAM gets one target layer per branch.
     """
 
     def __init__(self, branches: Sequence[nn.Module], num_classes: int) -> None:
@@ -306,7 +306,9 @@ def create_model(
     check_model_name(name)
     parts = members(name)
     if len(parts) > 1:
-        return _create_joined(name, num_classes, pretrained, weights_path, require_pretrained)
+        return _create_joined(
+            name, num_classes, pretrained, weights_path, require_pretrained, **kwargs
+        )
     if not pretrained:
         return build_model(name, num_classes, **kwargs), "none (random init)"
     if isinstance(weights_path, list):
@@ -350,6 +352,7 @@ def _create_joined(
     pretrained: bool,
     weights_path: str | list[str | None] | None,
     require_pretrained: bool,
+    **kwargs,
 ) -> tuple[nn.Module, str]:
     parts = members(name)
     paths = weights_path if weights_path is not None else [None] * len(parts)
@@ -359,7 +362,7 @@ def _create_joined(
             f" path (or null) each, got {weights_path!r}"
         )
     built = [
-        create_model(p, 0, pretrained, w, require_pretrained)
+        create_model(p, 0, pretrained, w, require_pretrained, **kwargs)
         for p, w in zip(parts, paths, strict=True)
     ]
     model = ConcatBackbones([m for m, _ in built], num_classes)
