@@ -124,10 +124,11 @@ def facemask_cnn(pretrained: bool = False, **kwargs) -> FaceMaskCNN:
 class ConcatBackbones(nn.Module):
     """Several backbones read the same image; their pooled features are joined, one head.
 
-    Named `a+b` in params.yaml. Its input is scaled to [0, 1] (card mean 0, std 1) and each
-    branch applies its own normalisation: MobileNetV2 and EfficientNet-Lite expect different
-    ones. Two ImageNet nets make partly different errors; joined, fewer remain (README:
-    3 x 5-fold CV). Grad-CAM gets one target layer per branch.
+    Named `a+b` in params.yaml. Its input is normalised as the first backbone expects (the
+    card's mean and std, so 0 is still the data mean: occlusion patches stay grey); the others
+    are re-normalised from it: MobileNetV2 and EfficientNet-Lite expect different inputs. Two
+    ImageNet nets make partly different errors; joined, fewer remain (README: 3 x 5-fold CV).
+    Grad-CAM gets one target layer per branch.
     """
 
     def __init__(self, branches: Sequence[nn.Module], num_classes: int) -> None:
@@ -135,18 +136,18 @@ class ConcatBackbones(nn.Module):
         for b in branches:
             b.reset_classifier(0)
         self.backbones = nn.ModuleList(branches)
+        # Saved with the weights: they enter the backbone fingerprint (feature-cache key),
+        # and a saved model keeps the normalisation it was trained with.
         for i, b in enumerate(branches):
             cfg = b.pretrained_cfg
-            # Not persistent: they follow from the branch names, and the saved file stays
-            # loadable if a branch's config ever moves.
-            self.register_buffer(f"mean{i}", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), False)
-            self.register_buffer(f"std{i}", torch.tensor(cfg["std"]).view(1, 3, 1, 1), False)
+            self.register_buffer(f"mean{i}", torch.tensor(cfg["mean"]).view(1, 3, 1, 1))
+            self.register_buffer(f"std{i}", torch.tensor(cfg["std"]).view(1, 3, 1, 1))
         self.num_features = self.head_hidden_size = sum(b.num_features for b in branches)
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self.pretrained_cfg = {
-            "mean": (0.0, 0.0, 0.0),
-            "std": (1.0, 1.0, 1.0),
+            "mean": tuple(branches[0].pretrained_cfg["mean"]),
+            "std": tuple(branches[0].pretrained_cfg["std"]),
             "classifier": "head",
             "input_size": branches[0].pretrained_cfg.get("input_size", (3, 224, 224)),
         }
@@ -158,10 +159,14 @@ class ConcatBackbones(nn.Module):
         ]
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        pixels = x * self.std0 + self.mean0  # back to [0, 1]
         return [
-            b.forward_features((x - getattr(self, f"mean{i}")) / getattr(self, f"std{i}"))
+            b.forward_features(x if i == 0 else self._normalise(pixels, i))
             for i, b in enumerate(self.backbones)
         ]
+
+    def _normalise(self, pixels: torch.Tensor, i: int) -> torch.Tensor:
+        return (pixels - getattr(self, f"mean{i}")) / getattr(self, f"std{i}")
 
     def forward_head(self, x: list[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
         pooled = zip(self.backbones, x, strict=True)

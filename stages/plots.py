@@ -44,7 +44,7 @@ def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, 
         f"{card.model} on test: accuracy {acc:.2%} (n={len(pred)})",
     )
 
-    layer = cam_layers(p["target_layer"], model, card.image_size)
+    layers = cam_layers(p["target_layer"], model, card.image_size)
     cells = pick_examples(pred, card.classes, p["per_cell"], params["seed"])
     chosen = pd.concat([rows for _, rows in cells])
     sha = pd.read_csv(test_csv).set_index("path")["sha256"]
@@ -57,7 +57,7 @@ def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, 
     x = Normalize(card.mean, card.std)(to_tensor(images))
     # CAMs for the predicted class: what made the model say what it said.
     targets = [card.classes.index(c) for c in chosen["predicted"]]
-    cams = compute_cams(model, x, layer, targets, p["cam_method"]) if len(chosen) else []
+    cams = compute_cams(model, x, layers, targets, p["cam_method"]) if len(chosen) else []
 
     tiles, captions, colors, k = [], [], [], 0
     for _, rows in cells:
@@ -79,9 +79,10 @@ def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, 
         columns=p["per_cell"],
         colors=colors,
         row_labels=[name for name, _ in cells],
-        title=f"{p['cam_method']} on {card.model}.{layer}, for the predicted class",
+        title=f"{p['cam_method']} on {card.model} at {', '.join(layers)}, for the predicted class",
     )
-    print(f"wrote {out / 'confusion.png'} and {out / 'gradcam.png'} ({k} CAMs, layer {layer})")
+    where = ", ".join(layers)
+    print(f"wrote {out / 'confusion.png'} and {out / 'gradcam.png'} ({k} CAMs at {where})")
 
 
 if __name__ == "__main__":

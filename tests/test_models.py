@@ -27,7 +27,8 @@ from tests.conftest import ROOT
 def params_models() -> list[str]:
     """Every backbone params.yaml names (the default and the comparison's), and the checked ones."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return sorted({params["model"], *params["compare"]["models"], *KNOWN_MODELS})
+    compared = [*params["compare"]["models"], *params["compare_joined"]["models"]]
+    return sorted({params["model"], *compared, *KNOWN_MODELS})
 
 
 @pytest.mark.parametrize("name", params_models())
@@ -148,18 +149,22 @@ def test_save_load_roundtrip(tmp_path):
 def test_joined_backbones_feed_each_branch_its_own_normalisation():
     torch.manual_seed(0)
     joined = build_model("facemask_cnn+resnet18", 2).eval()
-    x = torch.rand(2, 3, 64, 64)  # the card's mean 0, std 1: pixels / 255
+    pixels = torch.rand(2, 3, 64, 64)
+    stats = [
+        [torch.tensor(b.pretrained_cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std")]
+        for b in joined.backbones
+    ]  # facemask_cnn (0.5, 0.25) and ImageNet's differ
     parts = []
-    for branch in joined.backbones:
-        cfg = branch.pretrained_cfg  # facemask_cnn (0.5, 0.25) and ImageNet's differ
-        mean, std = (torch.tensor(cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    for branch, (mean, std) in zip(joined.backbones, stats, strict=True):
         with torch.no_grad():
-            parts.append(branch.forward_head(branch.forward_features((x - mean) / std), True))
+            parts.append(branch.forward_head(branch.forward_features((pixels - mean) / std), True))
+    # The card normalises as the first backbone does, so 0 stays the data mean (grey).
+    assert joined.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)
+    x = (pixels - stats[0][0]) / stats[0][1]
     with torch.no_grad():
         feats = joined.forward_head(joined.forward_features(x), pre_logits=True)
     torch.testing.assert_close(feats, torch.cat(parts, 1))
     assert joined.num_features == 256 + 512 == feats.shape[1]
-    assert joined.pretrained_cfg["mean"] == (0.0, 0.0, 0.0)
 
 
 def test_joined_weights_resolve_per_backbone(tmp_path):
@@ -183,10 +188,11 @@ def test_joined_weights_resolve_per_backbone(tmp_path):
 def test_joined_save_load_roundtrip(tmp_path):
     torch.manual_seed(0)
     model, _ = create_model("facemask_cnn+resnet18", 2, pretrained=False)
-    card = ModelCard("facemask_cnn+resnet18", ["a", "b"], 64, (0.0,) * 3, (1.0,) * 3, "x")
+    card = ModelCard("facemask_cnn+resnet18", ["a", "b"], 64, (0.5,) * 3, (0.25,) * 3, "x")
+    model.std1.fill_(0.3)  # the saved normalisation wins over today's timm config
     save_model(model, card, tmp_path / "m.safetensors")
     loaded, _ = load_model(tmp_path / "m.safetensors")
-    assert not any(k.startswith(("mean", "std")) for k in loaded.state_dict())  # from the names
+    assert (loaded.std1 == 0.3).all()
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x))
