@@ -314,6 +314,36 @@ def feature_store(root: Path, name: str, model: nn.Module, size: int) -> ArraySt
     return ArrayStore(root / "-".join([name, backbone_fingerprint(model), str(size), norm_key[:8]]))
 
 
+def frozen_features(
+    model: nn.Module,
+    split: Split,
+    norm: Normalize,
+    store: ArrayStore,
+    batch_size: int,
+    flip: bool = False,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Pooled features of the frozen backbone, from the cache where they are there.
+
+    Joined backbones (a+b) cache each backbone's features under that backbone's own key
+    (next to `store`), so a joined model reuses what its backbones computed alone and the
+    other way round.
+    """
+    branches = getattr(model, "backbones", None)
+    if not isinstance(branches, nn.ModuleList):
+        return cached_features(model, split.images, split.keys, norm, store, batch_size, flip, bf16)
+    size = split.images.shape[-1]
+    parts = []
+    for b in branches:
+        cfg = b.pretrained_cfg
+        own = feature_store(store.root.parent, cfg["architecture"], b, size)
+        b_norm = Normalize(cfg["mean"], cfg["std"])
+        parts.append(
+            cached_features(b, split.images, split.keys, b_norm, own, batch_size, flip, bf16)
+        )
+    return torch.cat(parts, 1)
+
+
 def transfer_learn(
     model: nn.Module,
     train: Split,
@@ -337,12 +367,12 @@ def transfer_learn(
     t0 = time.perf_counter()
     # The backbone is frozen in phase 1, so its features are a pure function of
     # (weights, size, normalisation, image): computed once, reused by every later run.
-    f_train = cached_features(model, train.images, train.keys, norm, store, bs, bf16=bf16)
+    f_train = frozen_features(model, train, norm, store, bs, bf16=bf16)
     y_head = train.labels
     if h["flip_views"]:
-        flipped = cached_features(model, train.images, train.keys, norm, store, bs, True, bf16)
+        flipped = frozen_features(model, train, norm, store, bs, True, bf16)
         f_train, y_head = torch.cat([f_train, flipped]), torch.cat([y_head, y_head])
-    f_valid = cached_features(model, valid.images, valid.keys, norm, store, bs, bf16=bf16)
+    f_valid = frozen_features(model, valid, norm, store, bs, bf16=bf16)
     weight = class_weights(train.labels, n_classes, tp.get("class_weights"))
     t1 = time.perf_counter()
     history = fit_head(

@@ -110,3 +110,44 @@ def test_bf16_features_are_close_and_cached_apart(tmp_path):
     cached_features(model, images, keys, norm, store)
     cached_features(model, images, keys, norm, store, bf16=True)
     assert len(list(tmp_path.rglob("*.npy"))) == 12  # one entry per (image, precision)
+
+
+def test_joined_model_reuses_each_backbones_cached_features(tmp_path, monkeypatch):
+    from facemask import data
+    from facemask.train import Split, feature_store, frozen_features
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    split = Split(images, torch.zeros(5, dtype=torch.long), [f"k{i}" for i in range(5)])
+    single, _ = create_model("facemask_cnn", 2, pretrained=False)
+    joined, _ = create_model("facemask_cnn+resnet18", 2, pretrained=False)
+    joined.backbones[0].load_state_dict(single.state_dict(), strict=False)  # same weights
+    cfg = single.pretrained_cfg
+    alone = frozen_features(
+        single,
+        split,
+        Normalize(cfg["mean"], cfg["std"]),
+        feature_store(tmp_path, "facemask_cnn", single, 32),
+        4,
+    )
+    calls = []
+    compute = data.compute_features
+
+    def counted(model, x, *args, **kwargs):
+        calls.append((type(model).__name__, len(x)))
+        return compute(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(data, "compute_features", counted)
+    jcfg = joined.pretrained_cfg
+    store = feature_store(tmp_path, "facemask_cnn+resnet18", joined, 32)
+    both = frozen_features(joined, split, Normalize(jcfg["mean"], jcfg["std"]), store, 4)
+    # Only resnet18 ran; facemask_cnn's features came from its own cache.
+    assert calls == [("ResNet", 5)]
+    torch.testing.assert_close(both[:, :256], alone)
+    with torch.no_grad():  # and equal what the joined model computes itself
+        direct = joined.eval().forward_head(
+            joined.forward_features(Normalize(jcfg["mean"], jcfg["std"])(images)), pre_logits=True
+        )
+    torch.testing.assert_close(both, direct, atol=1e-4, rtol=1e-4)
+    frozen_features(joined, split, Normalize(jcfg["mean"], jcfg["std"]), store, 4)
+    assert calls == [("ResNet", 5)]  # second time: all cached
