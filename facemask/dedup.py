@@ -47,8 +47,8 @@ def duplicate_groups(
     """
     n = len(key)
     edges = [_chain(key)]
-    for key in same:
-        edges.append(_chain(key.where(key.notna() & (key.astype(str) != ""), None)))
+    for values in same:
+        edges.append(_chain(values.where(values.notna() & (values.astype(str) != ""), None)))
     if phash is not None and max_distance >= 0 and n:
         edges.append(near_pairs(hex_to_bits(phash), max_distance))
     e = np.concatenate(edges)

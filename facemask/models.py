@@ -56,7 +56,31 @@ class WeightsError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- baseline CNN
-class FaceMaskCNN(nn.Module):
+class _LinearHeadNet(nn.Module):
+    """timm's classifier interface for this project's own nets: pooled features -> Linear.
+
+    Subclasses define forward_features and forward_head and name their head attribute in
+    `head_attr` (kept as it was, so saved files load).
+    """
+
+    head_attr = "fc"
+    num_features: int
+
+    def new_head(self, num_classes: int) -> nn.Module:
+        self.num_classes = num_classes
+        return nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.head_attr)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        setattr(self, self.head_attr, self.new_head(num_classes))
+
+
+class FaceMaskCNN(_LinearHeadNet):
     """A small from-scratch CNN: the baseline every transfer-learned backbone must beat."""
 
     def __init__(
@@ -78,9 +102,8 @@ class FaceMaskCNN(nn.Module):
             ]
         self.features = nn.Sequential(*layers)
         self.num_features = self.head_hidden_size = widths[-1]
-        self.num_classes = num_classes
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(widths[-1], num_classes) if num_classes else nn.Identity()
+        self.fc = self.new_head(num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -88,16 +111,6 @@ class FaceMaskCNN(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(x.mean((2, 3)))
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
 
 default_cfgs = generate_default_cfgs(
@@ -121,7 +134,7 @@ def facemask_cnn(pretrained: bool = False, **kwargs) -> FaceMaskCNN:
 
 
 # --------------------------------------------------------------------------- joined backbones
-class ConcatBackbones(nn.Module):
+class ConcatBackbones(_LinearHeadNet):
     """Several backbones read the same image; their pooled features are joined, one head.
 
     Named `a+b` in params.yaml. Its input is normalised as the first backbone expects (the
@@ -130,6 +143,8 @@ class ConcatBackbones(nn.Module):
     ImageNet nets make partly different errors; joined, fewer remain (README: 3 x 5-fold CV).
     Grad-CAM gets one target layer per branch.
     """
+
+    head_attr = "head"
 
     def __init__(self, branches: Sequence[nn.Module], num_classes: int) -> None:
         super().__init__()
@@ -143,8 +158,7 @@ class ConcatBackbones(nn.Module):
             self.register_buffer(f"mean{i}", torch.tensor(cfg["mean"]).view(1, 3, 1, 1))
             self.register_buffer(f"std{i}", torch.tensor(cfg["std"]).view(1, 3, 1, 1))
         self.num_features = self.head_hidden_size = sum(b.num_features for b in branches)
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.head = self.new_head(num_classes)
         self.pretrained_cfg = {
             "mean": tuple(branches[0].pretrained_cfg["mean"]),
             "std": tuple(branches[0].pretrained_cfg["std"]),
@@ -172,16 +186,6 @@ class ConcatBackbones(nn.Module):
         pooled = zip(self.backbones, x, strict=True)
         x = torch.cat([b.forward_head(f, pre_logits=True) for b, f in pooled], 1)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
 
 def members(name: str) -> list[str]:
