@@ -30,7 +30,7 @@ from facemask.data import (
     to_tensor,
 )
 from facemask.models import create_model
-from facemask.train import Split, feature_store, fit_head, transfer_learn
+from facemask.train import Split, fit_head, transfer_learn
 
 
 def load(split: str, classes: list[str], size: int, store: ArrayStore | None) -> Split:
@@ -75,8 +75,8 @@ def cached_run(params: dict, size: int) -> tuple[float, list[dict]]:
     train, valid = (load(s, classes, size, store) for s in ("train", "valid"))
     model, _ = create_model(params["model"], len(classes))
     model = model.to(memory_format=torch.channels_last)
-    fstore = feature_store(cache_dir() / "features", params["model"], model, size)
-    history, _ = transfer_learn(model, train, valid, tp, len(classes), fstore, params["seed"])
+    features = cache_dir() / "features"
+    history, _ = transfer_learn(model, train, valid, tp, len(classes), features, params["seed"])
     return time.perf_counter() - t, history
 
 

@@ -15,7 +15,7 @@ from facemask.data import Normalize
 from facemask.metrics import classification_metrics
 from facemask.models import create_model, members, model_cfg, wheel_weights_path
 from facemask.split import group_folds
-from facemask.train import Split, feature_store, predict_logits, transfer_learn
+from facemask.train import Split, predict_logits, transfer_learn
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,7 @@ def run_fold(
         tp["finetune"]["epochs"] = 0
     model, source = create_model(cfg.model, len(classes), cfg.weights == "pretrained")
     model = model.to(memory_format=torch.channels_last)
-    store = feature_store(store_root, cfg.model, model, train.images.shape[-1])
-    history, seconds = transfer_learn(model, train, valid, tp, len(classes), store, seed)
+    history, seconds = transfer_learn(model, train, valid, tp, len(classes), store_root, seed)
     mcfg = model.pretrained_cfg
     _, first = np.unique(test_copies, return_index=True)
     logits = predict_logits(model, test.images[first], Normalize(mcfg["mean"], mcfg["std"]))

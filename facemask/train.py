@@ -314,34 +314,50 @@ def feature_store(root: Path, name: str, model: nn.Module, size: int) -> ArraySt
     return ArrayStore(root / "-".join([name, backbone_fingerprint(model), str(size), norm_key[:8]]))
 
 
+@dataclass
+class FeatureSource:
+    """A frozen module whose pooled features feed the head, its input normalisation and cache."""
+
+    module: nn.Module
+    norm: Normalize
+    store: ArrayStore
+
+
+def feature_sources(root: Path, model: nn.Module, size: int) -> list[FeatureSource]:
+    """The model itself; for joined backbones (a+b), each backbone on its own.
+
+    Each backbone's features are cached under that backbone's own key, so a joined model
+    reuses what its backbones computed alone and the other way round.
+    """
+    branches = getattr(model, "backbones", None)
+    parts = list(branches) if isinstance(branches, nn.ModuleList) else [model]
+    return [
+        FeatureSource(
+            m,
+            Normalize(m.pretrained_cfg["mean"], m.pretrained_cfg["std"]),
+            feature_store(root, m.pretrained_cfg["architecture"], m, size),
+        )
+        for m in parts
+    ]
+
+
 def frozen_features(
-    model: nn.Module,
+    sources: list[FeatureSource],
     split: Split,
-    norm: Normalize,
-    store: ArrayStore,
     batch_size: int,
     flip: bool = False,
     bf16: bool = False,
 ) -> torch.Tensor:
-    """Pooled features of the frozen backbone, from the cache where they are there.
-
-    Joined backbones (a+b) cache each backbone's features under that backbone's own key
-    (next to `store`), so a joined model reuses what its backbones computed alone and the
-    other way round.
-    """
-    branches = getattr(model, "backbones", None)
-    if not isinstance(branches, nn.ModuleList):
-        return cached_features(model, split.images, split.keys, norm, store, batch_size, flip, bf16)
-    size = split.images.shape[-1]
-    parts = []
-    for b in branches:
-        cfg = b.pretrained_cfg
-        own = feature_store(store.root.parent, cfg["architecture"], b, size)
-        b_norm = Normalize(cfg["mean"], cfg["std"])
-        parts.append(
-            cached_features(b, split.images, split.keys, b_norm, own, batch_size, flip, bf16)
-        )
-    return torch.cat(parts, 1)
+    """Pooled frozen features of every source side by side, from the caches where they are."""
+    return torch.cat(
+        [
+            cached_features(
+                s.module, split.images, split.keys, s.norm, s.store, batch_size, flip, bf16
+            )
+            for s in sources
+        ],
+        1,
+    )
 
 
 def transfer_learn(
@@ -350,14 +366,14 @@ def transfer_learn(
     valid: Split,
     tp: dict,
     n_classes: int,
-    store: ArrayStore,
+    feature_root: Path,
     seed: int = 0,
     checkpoint: Path | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
     """Phase 1, a linear head on frozen features (cached); phase 2, optional fine-tune.
 
-    `tp` is params.yaml's `train` section. Returns the per-epoch history and the
-    seconds spent per phase.
+    `tp` is params.yaml's `train` section; frozen features are cached under `feature_root`.
+    Returns the per-epoch history and the seconds spent per phase.
     """
     cfg = model.pretrained_cfg
     norm = Normalize(cfg["mean"], cfg["std"])
@@ -367,12 +383,13 @@ def transfer_learn(
     t0 = time.perf_counter()
     # The backbone is frozen in phase 1, so its features are a pure function of
     # (weights, size, normalisation, image): computed once, reused by every later run.
-    f_train = frozen_features(model, train, norm, store, bs, bf16=bf16)
+    sources = feature_sources(feature_root, model, train.images.shape[-1])
+    f_train = frozen_features(sources, train, bs, bf16=bf16)
     y_head = train.labels
     if h["flip_views"]:
-        flipped = frozen_features(model, train, norm, store, bs, True, bf16)
+        flipped = frozen_features(sources, train, bs, True, bf16)
         f_train, y_head = torch.cat([f_train, flipped]), torch.cat([y_head, y_head])
-    f_valid = frozen_features(model, valid, norm, store, bs, bf16=bf16)
+    f_valid = frozen_features(sources, valid, bs, bf16=bf16)
     weight = class_weights(train.labels, n_classes, tp.get("class_weights"))
     t1 = time.perf_counter()
     history = fit_head(

@@ -14,7 +14,7 @@ import torch
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
 from facemask.data import ArrayStore, load_images, to_tensor
 from facemask.models import ModelCard, create_model, save_model
-from facemask.train import Split, feature_store, transfer_learn
+from facemask.train import Split, transfer_learn
 
 
 def load_split(
@@ -73,7 +73,7 @@ def main(
         Split(valid_x, valid_y, valid_df["sha256"].tolist()),
         tp,
         len(classes),
-        feature_store(cache_dir() / "features", params["model"], model, size),
+        cache_dir() / "features",
         seed=params["seed"],
         checkpoint=checkpoint,
     )

@@ -114,7 +114,7 @@ def test_bf16_features_are_close_and_cached_apart(tmp_path):
 
 def test_joined_model_reuses_each_backbones_cached_features(tmp_path, monkeypatch):
     from facemask import data
-    from facemask.train import Split, feature_store, frozen_features
+    from facemask.train import Split, feature_sources, frozen_features
 
     torch.manual_seed(0)
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
@@ -122,14 +122,7 @@ def test_joined_model_reuses_each_backbones_cached_features(tmp_path, monkeypatc
     single, _ = create_model("facemask_cnn", 2, pretrained=False)
     joined, _ = create_model("facemask_cnn+resnet18", 2, pretrained=False)
     joined.backbones[0].load_state_dict(single.state_dict(), strict=False)  # same weights
-    cfg = single.pretrained_cfg
-    alone = frozen_features(
-        single,
-        split,
-        Normalize(cfg["mean"], cfg["std"]),
-        feature_store(tmp_path, "facemask_cnn", single, 32),
-        4,
-    )
+    alone = frozen_features(feature_sources(tmp_path, single, 32), split, 4)
     calls = []
     compute = data.compute_features
 
@@ -138,16 +131,16 @@ def test_joined_model_reuses_each_backbones_cached_features(tmp_path, monkeypatc
         return compute(model, x, *args, **kwargs)
 
     monkeypatch.setattr(data, "compute_features", counted)
-    jcfg = joined.pretrained_cfg
-    store = feature_store(tmp_path, "facemask_cnn+resnet18", joined, 32)
-    both = frozen_features(joined, split, Normalize(jcfg["mean"], jcfg["std"]), store, 4)
+    sources = feature_sources(tmp_path, joined, 32)
+    both = frozen_features(sources, split, 4)
     # Only resnet18 ran; facemask_cnn's features came from its own cache.
     assert calls == [("ResNet", 5)]
     torch.testing.assert_close(both[:, :256], alone)
+    jcfg = joined.pretrained_cfg
     with torch.no_grad():  # and equal what the joined model computes itself
         direct = joined.eval().forward_head(
             joined.forward_features(Normalize(jcfg["mean"], jcfg["std"])(images)), pre_logits=True
         )
     torch.testing.assert_close(both, direct, atol=1e-4, rtol=1e-4)
-    frozen_features(joined, split, Normalize(jcfg["mean"], jcfg["std"]), store, 4)
+    frozen_features(sources, split, 4)
     assert calls == [("ResNet", 5)]  # second time: all cached
