@@ -10,11 +10,13 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from facemask.config import cache_dir
 from facemask.images import load_array
 
 
@@ -80,6 +82,21 @@ def load_images(
             if store:
                 store.put(f"{keys[i]}-{size}", arr)
     return out
+
+
+def load_split(
+    csv: Path, classes: list[str], size: int
+) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
+    """A split's rows, its images (uint8 NCHW, from the decode cache) and label indices."""
+    df = pd.read_csv(csv)
+    unknown = set(df["label"]) - set(classes)
+    if unknown:
+        raise ValueError(f"{csv}: labels {sorted(unknown)} are not in classes {classes}")
+    images = load_images(
+        df["path"].tolist(), df["sha256"].tolist(), size, ArrayStore(cache_dir() / "images")
+    )
+    labels = torch.tensor([classes.index(c) for c in df["label"]])
+    return df, to_tensor(images), labels
 
 
 def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:

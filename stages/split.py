@@ -9,16 +9,32 @@ from pathlib import Path
 import pandas as pd
 
 from facemask.config import load_params
+from facemask.labels import REVIEW_COLUMNS, apply_label_reviews, read_label_reviews
 from facemask.split import SPLITS, cross_split_leaks, split_index
+
+
+def pictures(df: pd.DataFrame) -> int:
+    """Distinct pictures: resized copies of one picture count once."""
+    return int(df["copies"].nunique()) if "copies" in df else len(df)
 
 
 def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
     """Write out/{train,valid,test}.csv and a report with counts and leak checks."""
     s = params["split"]
     index = pd.read_csv(index_csv)
-    assignment = split_index(index, s["valid"], s["test"], params["seed"])
+    # Drawn on the published labels, so a review never moves a picture to another split.
+    index["split"] = split_index(index, s["valid"], s["test"], params["seed"])
+    drawn = {name: pictures(index[index["split"] == name]) for name in SPLITS}
+    in_use = set(index["source"]) if "source" in index else set()
+    reviews = [
+        read_label_reviews(Path(csv), list(params["classes"]), source)
+        for source, csv in (s.get("label_reviews") or {}).items()
+        if source in in_use  # reviews of another data set (a preset's sources) do not apply
+    ]
+    reviews = pd.concat(reviews) if reviews else pd.DataFrame(columns=[*REVIEW_COLUMNS, "source"])
+    index, reviewed = apply_label_reviews(index, reviews)
     out.mkdir(parents=True, exist_ok=True)
-    parts = {name: index[assignment == name] for name in SPLITS}
+    parts = {name: index[index["split"] == name].drop(columns="split") for name in SPLITS}
     dropped = {}
     if s["unique_eval"]:
         # Copies of one picture are one test case: six resized copies of a mislabelled
@@ -35,11 +51,19 @@ def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
             "n": len(part),
             "fraction": round(len(part) / max(len(index), 1), 4),
             "per_class": part["label"].value_counts().sort_index().to_dict(),
+            "label_reviews": {  # pictures (copies count once)
+                "relabelled": pictures(part[part["label"] != part["published_label"]]),
+                "kept": pictures(
+                    part[(part["label_review"] != "") & (part["label"] == part["published_label"])]
+                ),
+                "dropped": drawn[name] - pictures(index[index["split"] == name]),
+            },
         }
         for name, part in parts.items()
     }
     report["leaks"] = cross_split_leaks(parts, near)
     report["duplicates_dropped_from_eval"] = dropped
+    report["label_reviews"] = reviewed  # rows per decision, copies included
     report_json.parent.mkdir(parents=True, exist_ok=True)
     report_json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(json.dumps(report, indent=2, sort_keys=True))

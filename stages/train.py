@@ -12,24 +12,9 @@ import pandas as pd
 import torch
 
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data import ArrayStore, load_images, to_tensor
+from facemask.data import load_split
 from facemask.models import ModelCard, create_model, save_model
 from facemask.train import Split, transfer_learn
-
-
-def load_split(
-    csv: Path, classes: list[str], size: int
-) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
-    """A split's rows, its images (uint8 NCHW, from the decode cache) and label indices."""
-    df = pd.read_csv(csv)
-    unknown = set(df["label"]) - set(classes)
-    if unknown:
-        raise ValueError(f"{csv}: labels {sorted(unknown)} are not in classes {classes}")
-    images = load_images(
-        df["path"].tolist(), df["sha256"].tolist(), size, ArrayStore(cache_dir() / "images")
-    )
-    labels = torch.tensor([classes.index(c) for c in df["label"]])
-    return df, to_tensor(images), labels
 
 
 def run_key(params: dict, *csvs: Path) -> str:

@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import ROOT, tiny_params
 
-STAGES = ["download", "prepare", "split", "train", "evaluate", "plots"]
+STAGES = ["download", "prepare", "split", "audit", "train", "evaluate", "plots"]
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -35,7 +35,7 @@ def repo(tmp_path, tiny_zip) -> Path:
     repo.mkdir()
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    for folder in ("stages", "facemask"):
+    for folder in ("stages", "facemask", "data/label_reviews"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_zip), sort_keys=False))
     run(["git", "init", "-q"], repo)
@@ -56,6 +56,9 @@ def test_dvc_repro_param_changes_and_experiments(repo):
         "metrics/train_history.csv",
         "plots/confusion.png",
         "plots/gradcam.png",
+        "plots/label_audit.png",
+        "metrics/label_audit.csv",
+        "metrics/audit.json",
         "models/model.safetensors",
     ):
         assert (repo / out).is_file(), out
@@ -72,7 +75,8 @@ def test_dvc_repro_param_changes_and_experiments(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
     out = run([*dvc, "exp", "run", "-S", "model=resnet18", "-n", "r18"], repo)
-    assert ran(out) == ["train", "evaluate", "plots"]  # a train param: only downstream
+    # model is read by audit and train: only they and what follows them rerun
+    assert ran(out) == ["audit", "train", "evaluate", "plots"]
     table = json.dumps(json.loads(run([*dvc, "exp", "show", "--json"], repo)))
     assert "r18" in table and "resnet18" in table
     diff = json.loads(run([*dvc, "metrics", "diff", "--json"], repo))

@@ -77,6 +77,20 @@ def test_stages_end_to_end(workdir, params):
     assert list(preds.columns[:4]) == ["path", "label", "predicted", "confidence"]
     assert preds[["p_with_mask", "p_without_mask"]].sum(axis=1).round(4).eq(1).all()
 
+    # A review relabels a test picture: the metrics say what the published labels gave.
+    assert "published_labels" not in test
+    reviewed = parts["test"].copy()
+    first = reviewed.index[0]
+    reviewed.loc[first, "label"] = {"with_mask": "without_mask", "without_mask": "with_mask"}[
+        reviewed.loc[first, "label"]
+    ]
+    reviewed.to_csv("reviewed.csv", index=False)
+    model = Path("models/model.safetensors")
+    again = evaluate.main(params, model, Path("reviewed.csv"), Path("r.json"), Path("r.csv"))
+    assert again["published_labels"]["accuracy"] == test["accuracy"]
+    assert again["published_labels"]["n"] == test["n"]
+    assert again["accuracy"] != test["accuracy"]
+
     # Same data, params and seed: byte-identical model and history (DVC sees no change).
     train.main(
         params,
