@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data import bf16_supported, load_split
+from facemask.data import ArrayStore, bf16_supported, load_images, load_split
 from facemask.labels import label_issues, out_of_fold_probs
 from facemask.models import create_model
 from facemask.plots import plot_grid
@@ -35,13 +35,6 @@ def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery:
     seed_everything(params["seed"])
     tp, a, classes = params["train"], params["audit"], list(params["classes"])
     size = tp["image_size"]
-    frames, images = [], []
-    for name in SPLITS:
-        df, x, _ = load_split(splits / f"{name}.csv", classes, size)
-        frames.append(df.assign(split=name))
-        images.append(x)
-    df = pd.concat(frames, ignore_index=True)
-    x = torch.cat(images)
     model, _ = create_model(
         params["model"],
         len(classes),
@@ -52,17 +45,27 @@ def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery:
     model = model.to(memory_format=torch.channels_last)
     mode = tp.get("bf16_features", "auto")
     bf16 = bf16_supported() if mode == "auto" else bool(mode)
-    # The train stage cached train and valid features already; only test runs the backbone.
+    # Shared with the train stage through the cache: whichever runs first computes them.
     sources = feature_sources(cache_dir() / "features", model, size)
-    split = Split(x, torch.zeros(len(df), dtype=torch.long), df["sha256"].tolist())
-    features = frozen_features(sources, split, tp["batch_size"], bf16=bf16)
-    flipped = (
-        frozen_features(sources, split, tp["batch_size"], True, bf16) if a["flip_views"] else None
-    )
+    frames, features, flipped = [], [], []
+    for name in SPLITS:  # one split's pixels in memory at a time
+        df, x, y = load_split(splits / f"{name}.csv", classes, size)
+        split = Split(x, y, df["sha256"].tolist())
+        frames.append(df.assign(split=name))
+        features.append(frozen_features(sources, split, tp["batch_size"], bf16=bf16))
+        if a["flip_views"]:
+            flipped.append(frozen_features(sources, split, tp["batch_size"], True, bf16))
+    df = pd.concat(frames, ignore_index=True)
     probs = out_of_fold_probs(
-        df, features, a["folds"], classes, tp["head"], flipped, tp.get("class_weights"),
+        df,
+        torch.cat(features),
+        a["folds"],
+        classes,
+        tp["head"],
+        torch.cat(flipped) if flipped else None,
+        tp.get("class_weights"),
         params["seed"],
-    )  # fmt: skip
+    )
     table = label_issues(df, probs, classes)
     # cleanlab's flags are few and strict; every out-of-fold error is worth a look too.
     wrong = table["predicted"] != table["label"]
@@ -73,8 +76,8 @@ def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery:
     shown.to_csv(out_csv, index=False, lineterminator="\n")
 
     todo = table[suspect & ~table["reviewed"]].head(a["gallery"])
-    row_of = {p: i for i, p in enumerate(df["path"])}
-    tiles = [x[row_of[p]].permute(1, 2, 0).numpy() for p in todo["path"]]
+    store = ArrayStore(cache_dir() / "images")
+    tiles = list(load_images(todo["path"].tolist(), todo["sha256"].tolist(), size, store))
     captions = [
         f"{_short(Path(r.path).name)} ({r.split})\n"
         f"{r.label} -> {r.predicted}, p {r.self_confidence:.2f}"
