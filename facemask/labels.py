@@ -49,30 +49,73 @@ def read_label_reviews(path: Path, classes: list[str], source: str | None = None
     return reviews
 
 
+def load_label_reviews(
+    files: dict[str, str] | None, index: pd.DataFrame, classes: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """The reviews of every source the index holds, and the named sources it does not hold.
+
+    `files` maps a source name to its reviews CSV (params.yaml `split.label_reviews`). A
+    source that is not in the index (another data set, or a misspelt name) is returned in the
+    second list rather than read: a preset that swaps the data keeps working.
+    """
+    in_use = set(index["source"]) if "source" in index else set()
+    files = files or {}
+    reviews = [read_label_reviews(Path(f), classes, s) for s, f in files.items() if s in in_use]
+    skipped = sorted(s for s in files if s not in in_use)
+    if not reviews:
+        return pd.DataFrame(columns=[*REVIEW_COLUMNS, "source", "file", "line"]), skipped
+    return pd.concat(reviews, ignore_index=True), skipped
+
+
+def _rows_of(index: pd.DataFrame, review: dict) -> np.ndarray:
+    """Rows a review decides: its picture (sha256, in its source) and all that picture's copies."""
+    same_source = index["source"] == review["source"] if "source" in review else True
+    hit = (index["sha256"] == review["sha256"]) & same_source
+    if "copies" in index:  # resized copies carry the same label: the decision follows them
+        hit = index["copies"].isin(index.loc[hit, "copies"]) & same_source
+    return np.asarray(hit, dtype=bool)
+
+
+def _where(review: dict) -> str:
+    return f"{review.get('file', 'label reviews')} line {review.get('line', '?')}"
+
+
+def reviewed_mask(index: pd.DataFrame, reviews: pd.DataFrame) -> np.ndarray:
+    """Rows some review has decided (their picture or a copy of it was looked at)."""
+    mask = np.zeros(len(index), dtype=bool)
+    for rev in reviews.to_dict("records"):
+        mask |= _rows_of(index, rev)
+    return mask
+
+
 def apply_label_reviews(
     index: pd.DataFrame, reviews: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Index with each reviewed decision applied to its picture and all that picture's copies.
 
-    Adds `published_label` (what the source says) and `label_review` (the reason, where a
-    person reviewed the picture); `drop` removes the rows. Returns the rows per action.
+    Adds `published_label` (what the source says) and, in memory, `label_review` (the reason,
+    where a person reviewed the picture); `drop` removes the rows. Returns rows per action.
     """
     out = index.assign(published_label=index["label"], label_review="")
     counts = {"relabelled": 0, "kept": 0, "dropped": 0}
+    decided_by = np.full(len(out), "", dtype=object)
     drop = np.zeros(len(out), dtype=bool)
     for rev in reviews.to_dict("records"):
-        hit = out["sha256"] == rev["sha256"]
-        if "source" in rev:
-            hit &= out["source"] == rev["source"]
-        if not hit.any():
+        rows = _rows_of(out, rev)
+        if not rows.any():
             where = f" ({rev['path']})" if rev.get("path") else ""
             of = f" of source {rev['source']!r}" if "source" in rev else ""
             raise ValueError(
-                f"{rev.get('file', 'label reviews')} line {rev.get('line', '?')}: sha256 "
-                f"{rev['sha256'][:16]}...{where} matches no image{of} in the index"
+                f"{_where(rev)}: sha256 {rev['sha256'][:16]}...{where} "
+                f"matches no image{of} in the index"
             )
-        # Resized copies of a picture carry the same label: the decision follows them.
-        rows = (out["copies"].isin(out.loc[hit, "copies"]) if "copies" in out else hit).to_numpy()
+        if decided_by[rows].any():
+            other = next(d for d in decided_by[rows] if d)
+            raise ValueError(
+                f"{_where(rev)}: decides the same picture (or a copy of it) as {other}; "
+                "keep one decision per picture"
+            )
+        decided_by[rows] = _where(rev)
         if rev["label"] == DROP:
             drop |= rows
             counts["dropped"] += int(rows.sum())
@@ -136,11 +179,14 @@ def out_of_fold_probs(
     return probs
 
 
-def label_issues(df: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+def label_issues(
+    df: pd.DataFrame, probs: np.ndarray, classes: list[str], reviewed: np.ndarray | None = None
+) -> pd.DataFrame:
     """One row per picture (copies collapsed), least-believed label first.
 
     `self_confidence` is the out-of-fold probability of the given label; `issue` marks what
-    cleanlab's confident learning flags (per-class thresholds, not one global cut-off).
+    cleanlab's confident learning flags (per-class thresholds, not one global cut-off);
+    `reviewed` marks rows a person has already decided (`reviewed_mask`).
     """
     from cleanlab.filter import find_label_issues
 
@@ -156,9 +202,5 @@ def label_issues(df: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.
     out["self_confidence"] = p[np.arange(len(y)), y].round(6)
     out["predicted"] = [classes[i] for i in p.argmax(1)]
     out["issue"] = issue
-    out["reviewed"] = (
-        df.loc[first, "label_review"].fillna("").astype(str).str.len().to_numpy() > 0
-        if "label_review" in df
-        else False
-    )
+    out["reviewed"] = reviewed[first] if reviewed is not None else False
     return out.sort_values(["self_confidence", "path"], kind="stable").reset_index(drop=True)

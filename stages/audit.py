@@ -17,7 +17,7 @@ import torch
 
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
 from facemask.data import ArrayStore, bf16_supported, load_images, load_split
-from facemask.labels import label_issues, out_of_fold_probs
+from facemask.labels import label_issues, load_label_reviews, out_of_fold_probs, reviewed_mask
 from facemask.models import create_model
 from facemask.plots import plot_grid
 from facemask.split import SPLITS
@@ -66,7 +66,8 @@ def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery:
         tp.get("class_weights"),
         params["seed"],
     )
-    table = label_issues(df, probs, classes)
+    reviews, _ = load_label_reviews(params["split"].get("label_reviews"), df, classes)
+    table = label_issues(df, probs, classes, reviewed_mask(df, reviews))
     # cleanlab's flags are few and strict; every out-of-fold error is worth a look too.
     wrong = table["predicted"] != table["label"]
     suspect = table["issue"] | wrong

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from facemask.config import load_params
-from facemask.labels import REVIEW_COLUMNS, apply_label_reviews, read_label_reviews
+from facemask.labels import apply_label_reviews, load_label_reviews
 from facemask.split import SPLITS, cross_split_leaks, split_index
 
 
@@ -25,13 +25,7 @@ def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
     # Drawn on the published labels, so a review never moves a picture to another split.
     index["split"] = split_index(index, s["valid"], s["test"], params["seed"])
     drawn = {name: pictures(index[index["split"] == name]) for name in SPLITS}
-    in_use = set(index["source"]) if "source" in index else set()
-    reviews = [
-        read_label_reviews(Path(csv), list(params["classes"]), source)
-        for source, csv in (s.get("label_reviews") or {}).items()
-        if source in in_use  # reviews of another data set (a preset's sources) do not apply
-    ]
-    reviews = pd.concat(reviews) if reviews else pd.DataFrame(columns=[*REVIEW_COLUMNS, "source"])
+    reviews, skipped = load_label_reviews(s.get("label_reviews"), index, list(params["classes"]))
     index, reviewed = apply_label_reviews(index, reviews)
     out.mkdir(parents=True, exist_ok=True)
     parts = {name: index[index["split"] == name].drop(columns="split") for name in SPLITS}
@@ -44,7 +38,11 @@ def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
             dropped[name] = len(parts[name]) - len(unique)
             parts[name] = unique
     for name, part in parts.items():
-        part.to_csv(out / f"{name}.csv", index=False, lineterminator="\n")
+        # Reasons stay out of the split files: editing one, or recording "looked, label
+        # stands", must not rerun training.
+        part.drop(columns="label_review").to_csv(
+            out / f"{name}.csv", index=False, lineterminator="\n"
+        )
     near = params["prepare"]["near_duplicate_distance"]
     report = {
         name: {
@@ -64,6 +62,8 @@ def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
     report["leaks"] = cross_split_leaks(parts, near)
     report["duplicates_dropped_from_eval"] = dropped
     report["label_reviews"] = reviewed  # rows per decision, copies included
+    # Named in split.label_reviews but not in the data (another data set, or a typo).
+    report["label_reviews_skipped_sources"] = skipped
     report_json.parent.mkdir(parents=True, exist_ok=True)
     report_json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(json.dumps(report, indent=2, sort_keys=True))

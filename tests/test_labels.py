@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,9 @@ from facemask.labels import (
     label_issues,
     out_of_fold_probs,
     read_label_reviews,
+    reviewed_mask,
 )
+from facemask.split import SPLITS
 from tests.test_split import index_frame
 
 CLASSES = ["a", "b"]
@@ -53,8 +56,14 @@ def test_review_file_without_reason_column_is_refused(tmp_path):
         read_label_reviews(path, CLASSES)
 
 
+def with_copy_hashes(df: pd.DataFrame) -> pd.DataFrame:
+    """Resized copies of one picture: same `copies` group, each its own sha256."""
+    n = df.groupby("copies").cumcount().astype(str)
+    return df.assign(sha256=df["sha256"] + "_" + n)
+
+
 def test_decisions_follow_every_copy_and_keep_the_published_label(tmp_path):
-    df = index_frame(40).assign(source="s")
+    df = with_copy_hashes(index_frame(40).assign(source="s"))
     copies = df[df.duplicated("copies", keep=False)]  # a picture with resized copies
     target = copies.iloc[0]
     other = "b" if target["label"] == "a" else "a"
@@ -82,6 +91,22 @@ def test_decisions_follow_every_copy_and_keep_the_published_label(tmp_path):
     untouched = out[~out["copies"].isin([target["copies"], kept["copies"]])]
     assert (untouched["label"] == untouched["published_label"]).all()
     assert (untouched["label_review"] == "").all()
+
+
+def test_two_decisions_on_one_picture_are_refused(tmp_path):
+    df = with_copy_hashes(index_frame(40).assign(source="s"))
+    copies = df[df.duplicated("copies", keep=False)]
+    pair = copies[copies["copies"] == copies["copies"].iloc[0]].iloc[:2]
+    path = tmp_path / "reviews.csv"
+    write_reviews(
+        path,
+        [
+            {"sha256": pair["sha256"].iloc[0], "label": "drop", "path": "", "reason": "x"},
+            {"sha256": pair["sha256"].iloc[1], "label": "a", "path": "", "reason": "y"},
+        ],
+    )
+    with pytest.raises(ValueError, match=r"line 3: decides the same picture .* line 2"):
+        apply_label_reviews(df, read_label_reviews(path, CLASSES, "s"))
 
 
 def test_review_of_an_unknown_picture_names_file_line_and_path(tmp_path):
@@ -125,9 +150,17 @@ def test_split_stage_applies_reviews_after_drawing_the_split(tmp_path):
         [{"sha256": h, "label": "b", "path": "", "reason": "r"} for h in test_a["sha256"]]
         + [{"sha256": dropped["sha256"], "label": "drop", "path": "", "reason": "r"}],
     )
+    kept = before["train"].iloc[0]
+    rows = pd.read_csv(path).to_dict("records")
+    rows.append({"sha256": kept["sha256"], "label": kept["label"], "path": "", "reason": "ok"})
+    write_reviews(path, rows)
     params["split"]["label_reviews"] = {"s": str(path), "not_in_use": str(tmp_path / "absent")}
     after = run("reviewed")
     report = json.loads((tmp_path / "r.json").read_text())
+    assert report["label_reviews_skipped_sources"] == ["not_in_use"]
+    assert report["train"]["label_reviews"] == {"relabelled": 0, "kept": 1, "dropped": 0}
+    # reasons stay out of the split files (editing one must not rerun training)
+    assert "label_review" not in after["train"].columns
     assert set(after["train"]["sha256"]) == set(before["train"]["sha256"])
     assert set(after["test"]["sha256"]) == set(before["test"]["sha256"])
     assert set(after["valid"]["sha256"]) == set(before["valid"]["sha256"]) - {dropped["sha256"]}
@@ -135,7 +168,6 @@ def test_split_stage_applies_reviews_after_drawing_the_split(tmp_path):
     assert (after["test"]["published_label"] != after["test"]["label"]).sum() == len(test_a)
     assert report["test"]["label_reviews"]["relabelled"] == len(test_a) > 0
     assert report["valid"]["label_reviews"]["dropped"] == 1
-    assert report["train"]["label_reviews"] == {"relabelled": 0, "kept": 0, "dropped": 0}
 
 
 def planted(n: int = 240, flipped: int = 6, seed: int = 0):
@@ -202,11 +234,31 @@ def test_out_of_fold_means_a_picture_never_trains_its_own_head(monkeypatch):
 def test_copies_count_once_and_reviewed_pictures_are_marked():
     df, _ = planted(n=40, flipped=0)
     df["copies"] = np.arange(40) // 2  # each picture twice
-    df["label_review"] = ""
-    df.loc[df["copies"] == 3, "label_review"] = "looked: fine"
     df["published_label"] = df["label"]
+    df["source"] = "s"
+    df["sha256"] = [f"h{i}" for i in range(40)]
+    reviews = pd.DataFrame([{"sha256": "h7", "label": "b", "reason": "looked", "source": "s"}])
     probs = np.tile([0.9, 0.1], (40, 1)).astype(np.float32)
-    table = label_issues(df, probs, CLASSES)
+    table = label_issues(df, probs, CLASSES, reviewed_mask(df, reviews))
     assert len(table) == 20
     assert table["reviewed"].sum() == 1
     assert table.loc[table["reviewed"], "path"].item() == "6.jpg"
+
+
+def test_audit_stage_on_tiny_images(tmp_path, monkeypatch, params):
+    from stages import audit
+    from tests.conftest import run_data_stages
+
+    monkeypatch.chdir(tmp_path)
+    splits = run_data_stages(params)
+    n = sum(len(pd.read_csv(splits / f"{s}.csv").drop_duplicates("copies")) for s in SPLITS)
+    out = audit.main(
+        params, splits, Path("audit.csv"), Path("audit.json"), Path("plots/label_audit.png")
+    )
+    table = pd.read_csv("audit.csv")
+    assert out["pictures"] == n
+    assert out["out_of_fold_errors"] == int((table["predicted"] != table["label"]).sum())
+    assert out["to_review"] == int((~table["reviewed"]).sum())  # nothing reviewed yet
+    assert set(table["split"]) <= set(SPLITS)
+    assert json.loads(Path("audit.json").read_text()) == out
+    assert Path("plots/label_audit.png").stat().st_size > 1000

@@ -78,6 +78,7 @@ def test_split_stage_keeps_one_copy_per_group_in_eval(tmp_path):
     df.to_csv(tmp_path / "index.csv", index=False)
     params = {
         "seed": 0,
+        "classes": ["a", "b"],
         "split": {"valid": 0.2, "test": 0.2, "unique_eval": True},
         "prepare": {"near_duplicate_distance": -1},
     }
