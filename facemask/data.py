@@ -84,6 +84,13 @@ def load_images(
     return out
 
 
+def decode_frame(df: pd.DataFrame, size: int) -> np.ndarray:
+    """Pixels (N, size, size, 3 uint8) of a frame's pictures (`path`, `sha256` columns), from
+    the decode cache every stage shares."""
+    store = ArrayStore(cache_dir() / "images")
+    return load_images(df["path"].tolist(), df["sha256"].tolist(), size, store)
+
+
 def load_split(
     csv: Path, classes: list[str], size: int
 ) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
@@ -92,11 +99,8 @@ def load_split(
     unknown = set(df["label"]) - set(classes)
     if unknown:
         raise ValueError(f"{csv}: labels {sorted(unknown)} are not in classes {classes}")
-    images = load_images(
-        df["path"].tolist(), df["sha256"].tolist(), size, ArrayStore(cache_dir() / "images")
-    )
     labels = torch.tensor([classes.index(c) for c in df["label"]])
-    return df, to_tensor(images), labels
+    return df, to_tensor(decode_frame(df, size)), labels
 
 
 def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:

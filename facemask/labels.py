@@ -17,7 +17,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from torch import nn
 
 from facemask.split import group_folds
-from facemask.train import class_weights, fit_head
+from facemask.train import class_weights, fit_head, head_settings
 
 DROP = "drop"  # a review's label that removes the picture (neither class fits it)
 REVIEW_COLUMNS = ("sha256", "label", "reason")
@@ -165,13 +165,8 @@ def out_of_fold_probs(
             y,
             features[stop_idx],
             labels[stop_idx],
-            epochs=head["epochs"],
-            lr=head["lr"],
-            weight_decay=head["weight_decay"],
-            dropout=head["dropout"],
-            label_smoothing=head["label_smoothing"],
-            patience=head["patience"],
             class_weight=class_weights(labels[train_idx], len(classes), class_weight_mode),
+            **head_settings(head),
         )
         held = folds == k
         with torch.no_grad():

@@ -355,6 +355,18 @@ def create_model(
     return timm.create_model(name, num_classes=num_classes, **kwargs), "none (hub unreachable)"
 
 
+def create_for_training(name: str, num_classes: int, tp: dict) -> tuple[nn.Module, str]:
+    """create_model with params.yaml's `train` weight settings, channels_last (faster on CPU)."""
+    model, weights = create_model(
+        name,
+        num_classes,
+        tp["pretrained"],
+        tp.get("weights_path"),
+        tp.get("require_pretrained", False),
+    )
+    return model.to(memory_format=torch.channels_last), weights
+
+
 def _create_joined(
     name: str,
     num_classes: int,

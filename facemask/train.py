@@ -314,6 +314,21 @@ def feature_store(root: Path, name: str, model: nn.Module, size: int) -> ArraySt
     return ArrayStore(root / "-".join([name, backbone_fingerprint(model), str(size), norm_key[:8]]))
 
 
+# params.yaml `train.head` keys that fit_head takes (flip_views shapes its inputs instead).
+HEAD_KEYS = ("epochs", "lr", "weight_decay", "dropout", "label_smoothing", "patience")
+
+
+def head_settings(head: dict) -> dict:
+    """fit_head's keyword arguments from params.yaml's `train.head`."""
+    return {k: head[k] for k in HEAD_KEYS}
+
+
+def use_bf16(tp: dict) -> bool:
+    """params.yaml `train.bf16_features`: auto = where the CPU/GPU runs bfloat16 natively."""
+    mode = tp.get("bf16_features", "auto")
+    return bf16_supported() if mode == "auto" else bool(mode)
+
+
 @dataclass
 class FeatureSource:
     """A frozen module whose pooled features feed the head, its input normalisation and cache."""
@@ -378,8 +393,7 @@ def transfer_learn(
     cfg = model.pretrained_cfg
     norm = Normalize(cfg["mean"], cfg["std"])
     h, ft, bs = tp["head"], tp["finetune"], tp["batch_size"]
-    mode = tp.get("bf16_features", "auto")
-    bf16 = bf16_supported() if mode == "auto" else bool(mode)
+    bf16 = use_bf16(tp)
     t0 = time.perf_counter()
     # The backbone is frozen in phase 1, so its features are a pure function of
     # (weights, size, normalisation, image): computed once, reused by every later run.
@@ -398,13 +412,8 @@ def transfer_learn(
         y_head,
         f_valid,
         valid.labels,
-        epochs=h["epochs"],
-        lr=h["lr"],
-        weight_decay=h["weight_decay"],
-        dropout=h["dropout"],
-        label_smoothing=h["label_smoothing"],
-        patience=h["patience"],
         class_weight=weight,
+        **head_settings(h),
     )
     t2 = time.perf_counter()
     if ft["epochs"] > 0:

@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data import ArrayStore, bf16_supported, load_images, load_split
+from facemask.data import decode_frame, load_split
 from facemask.labels import label_issues, load_label_reviews, out_of_fold_probs, reviewed_mask
-from facemask.models import create_model
+from facemask.models import create_for_training
 from facemask.plots import plot_grid
 from facemask.split import SPLITS
-from facemask.train import Split, feature_sources, frozen_features
+from facemask.train import Split, feature_sources, frozen_features, use_bf16
 
 
 def _short(name: str, width: int = 22) -> str:
@@ -35,16 +35,8 @@ def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery:
     seed_everything(params["seed"])
     tp, a, classes = params["train"], params["audit"], list(params["classes"])
     size = tp["image_size"]
-    model, _ = create_model(
-        params["model"],
-        len(classes),
-        tp["pretrained"],
-        tp.get("weights_path"),
-        tp.get("require_pretrained", False),
-    )
-    model = model.to(memory_format=torch.channels_last)
-    mode = tp.get("bf16_features", "auto")
-    bf16 = bf16_supported() if mode == "auto" else bool(mode)
+    model, _ = create_for_training(params["model"], len(classes), tp)
+    bf16 = use_bf16(tp)
     # Shared with the train stage through the cache: whichever runs first computes them.
     sources = feature_sources(cache_dir() / "features", model, size)
     frames, features, flipped = [], [], []
@@ -77,8 +69,7 @@ def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery:
     shown.to_csv(out_csv, index=False, lineterminator="\n")
 
     todo = table[suspect & ~table["reviewed"]].head(a["gallery"])
-    store = ArrayStore(cache_dir() / "images")
-    tiles = list(load_images(todo["path"].tolist(), todo["sha256"].tolist(), size, store))
+    tiles = list(decode_frame(todo, size))
     captions = [
         f"{_short(Path(r.path).name)} ({r.split})\n"
         f"{r.label} -> {r.predicted}, p {r.self_confidence:.2f}"

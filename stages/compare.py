@@ -24,7 +24,7 @@ from facemask.compare import (
     to_markdown,
 )
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data import ArrayStore, load_images, to_tensor
+from facemask.data import decode_frame, to_tensor
 from facemask.models import create_model
 from facemask.train import Split
 
@@ -124,11 +124,7 @@ def main(params: dict, splits: Path, out: Path, section: str = "compare") -> pd.
     dev = pd.concat([pd.read_csv(splits / f"{s}.csv") for s in ("train", "valid")])
     dev = dev.sort_values("path").reset_index(drop=True)
     size = cp["image_size"]
-    images = to_tensor(
-        load_images(
-            dev["path"].tolist(), dev["sha256"].tolist(), size, ArrayStore(cache_dir() / "images")
-        )
-    )
+    images = to_tensor(decode_frame(dev, size))
     labels = torch.tensor([classes.index(c) for c in dev["label"]])
     # The test split stays untouched: folds are drawn from train+valid, groups kept whole.
     tp = json.loads(json.dumps(params["train"]))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from facemask.config import cache_dir, load_params, tune_malloc
-from facemask.data import ArrayStore, Normalize, load_images, to_tensor
+from facemask.config import load_params, tune_malloc
+from facemask.data import Normalize, decode_frame, to_tensor
 from facemask.metrics import classification_metrics
 from facemask.models import load_model
 from facemask.train import predict_logits
@@ -18,12 +18,7 @@ from facemask.train import predict_logits
 
 def predict_frame(model, card, df: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     """path, label, predicted, confidence and one probability column per class."""
-    images = load_images(
-        df["path"].tolist(),
-        df["sha256"].tolist(),
-        card.image_size,
-        ArrayStore(cache_dir() / "images"),
-    )
+    images = decode_frame(df, card.image_size)
     model = model.to(memory_format=torch.channels_last)
     probs = predict_logits(model, to_tensor(images), Normalize(card.mean, card.std), batch_size)
     probs = probs.softmax(1).numpy()

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data import ArrayStore, Normalize, load_images, to_tensor
+from facemask.config import load_params, seed_everything, tune_malloc
+from facemask.data import Normalize, decode_frame, to_tensor
 from facemask.explain import (
     cam_layers,
     capture_activations,
@@ -360,12 +360,7 @@ def main(
     limit = p["gallery_max"]
     shown = [rows.drop_duplicates("group").head(limit) for rows in (low, wrong)]
     needed = pd.concat([sample, *shown]).drop_duplicates("path")
-    decoded = load_images(
-        needed["path"].tolist(),
-        needed["sha256"].tolist(),
-        card.image_size,
-        ArrayStore(cache_dir() / "images"),
-    )
+    decoded = decode_frame(needed, card.image_size)
     by_path = dict(zip(needed["path"], decoded, strict=True))
     threshold = p["low_confidence"]
     n_low = plot_gallery(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from facemask.config import cache_dir, load_params, tune_malloc
-from facemask.data import ArrayStore, Normalize, load_images, to_tensor
+from facemask.config import load_params, tune_malloc
+from facemask.data import Normalize, decode_frame, to_tensor
 from facemask.explain import cam_layers, compute_cams, overlay
 from facemask.models import load_model
 from facemask.plots import plot_confusion, plot_grid
@@ -48,12 +48,7 @@ def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, 
     cells = pick_examples(pred, card.classes, p["per_cell"], params["seed"])
     chosen = pd.concat([rows for _, rows in cells])
     sha = pd.read_csv(test_csv).set_index("path")["sha256"]
-    images = load_images(
-        chosen["path"].tolist(),
-        sha.loc[chosen["path"]].tolist(),
-        card.image_size,
-        ArrayStore(cache_dir() / "images"),
-    )
+    images = decode_frame(chosen.assign(sha256=sha.loc[chosen["path"]].to_numpy()), card.image_size)
     x = Normalize(card.mean, card.std)(to_tensor(images))
     # CAMs for the predicted class: what made the model say what it said.
     targets = [card.classes.index(c) for c in chosen["predicted"]]

@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
 from facemask.data import load_split
-from facemask.models import ModelCard, create_model, save_model
+from facemask.models import ModelCard, create_for_training, save_model
 from facemask.train import Split, transfer_learn
 
 
@@ -38,14 +37,7 @@ def main(
     tp, classes = params["train"], list(params["classes"])
     seed_everything(params["seed"])
     size = tp["image_size"]
-    model, weights = create_model(
-        params["model"],
-        len(classes),
-        tp["pretrained"],
-        tp.get("weights_path"),
-        tp.get("require_pretrained", False),
-    )
-    model = model.to(memory_format=torch.channels_last)
+    model, weights = create_for_training(params["model"], len(classes), tp)
     cfg = model.pretrained_cfg
     train_df, train_x, train_y = load_split(splits / "train.csv", classes, size)
     valid_df, valid_x, valid_y = load_split(splits / "valid.csv", classes, size)
