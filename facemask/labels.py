@@ -189,7 +189,7 @@ def label_issues(
     key = df["copies"] if "copies" in df else pd.Series(np.arange(len(df)))
     first = ~key.duplicated().to_numpy()
     # Copies share a fold and a prediction; counting each would weigh a picture by its copies.
-    p = probs[first] / probs[first].sum(1, keepdims=True)
+    p = probs[first]  # softmax rows: they sum to 1 already
     y = given[first]
     issue = find_label_issues(y, p, filter_by="prune_by_noise_rate", n_jobs=1)
     cols = [c for c in ("path", "sha256", "split", "label", "published_label") if c in df]
