@@ -21,16 +21,10 @@ import pandas as pd
 import torch
 
 from facemask.config import load_params, seed_everything, tune_malloc
-from facemask.data import (
-    ArrayStore,
-    Normalize,
-    bf16_supported,
-    compute_features,
-    load_images,
-    to_tensor,
-)
-from facemask.models import create_model
-from facemask.train import Split, fit_head, transfer_learn
+from facemask.data.cache import ArrayStore, Normalize, Split, load_images, to_tensor
+from facemask.models.factory import create_model
+from facemask.training.features import bf16_supported, compute_features
+from facemask.training.train import fit_head, transfer_learn
 
 
 def load(split: str, classes: list[str], size: int, store: ArrayStore | None) -> Split:

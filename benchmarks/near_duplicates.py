@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from facemask.dedup import near_pairs
-from facemask.download import extract, find_in_mirrors, mirror_folders
-from facemask.images import open_image
-from facemask.voc import cut_crops
+from facemask.data.dedup import near_pairs
+from facemask.data.download import extract, find_in_mirrors, mirror_folders
+from facemask.data.images import open_image
+from facemask.data.voc import cut_crops
 
 THREE_CLASS = {"with_mask": "a", "without_mask": "b", "mask_weared_incorrect": "c"}
 

@@ -35,7 +35,7 @@ def measure(model_name: str, size: int, phase: str, layout: str, dtype: str, bat
     import torch
 
     from facemask.config import tune_malloc
-    from facemask.models import create_model
+    from facemask.models.factory import create_model
 
     tuned = tune_malloc()
     model, _ = create_model(model_name, 2, pretrained=False)

@@ -11,35 +11,35 @@ from facemask.config import tune_malloc
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
-    from facemask.data import Normalize, to_tensor
-    from facemask.images import ImageError, load_array
-    from facemask.models import load_model
-    from facemask.train import predict_logits
+    from facemask.data.images import ImageError, load_array
+    from facemask.evaluation.predict import predict_probs, prediction_table
+    from facemask.models.factory import load_model
 
     model, card = load_model(args.model)
     arrays, names, failed = [], [], 0
     for path in args.images:
         try:
             arrays.append(load_array(path, card.image_size))
-            names.append(path)
+            names.append(str(path))
         except ImageError as err:
             print(f"{path}: skipped: {err}", file=sys.stderr)
             failed += 1
     if arrays:
-        model = model.to(memory_format=torch.channels_last)
-        probs = predict_logits(model, to_tensor(np.stack(arrays)), Normalize(card.mean, card.std))
-        probs = probs.softmax(1)
-        print("path,predicted,confidence," + ",".join(f"p_{c}" for c in card.classes))
-        for name, p in zip(names, probs.tolist(), strict=True):
-            best = max(range(len(p)), key=p.__getitem__)
-            print(f"{name},{card.classes[best]},{p[best]:.4f}," + ",".join(f"{v:.4f}" for v in p))
+        probs = predict_probs(model, card, np.stack(arrays))
+        table = prediction_table(names, probs, card.classes)
+        sys.stdout.write(table.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
     return 1 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from facemask.models import KNOWN_MODELS, WHEEL_WEIGHTS, members, model_cfg, wheel_weights_path
+    from facemask.models.factory import (
+        KNOWN_MODELS,
+        WHEEL_WEIGHTS,
+        members,
+        model_cfg,
+        wheel_weights_path,
+    )
 
     print("model,offline_weights,hub_weights")
     for name in KNOWN_MODELS:

@@ -62,3 +62,65 @@ def cache_dir() -> Path:
         return Path(os.environ["FACEMASK_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "facemask"
+
+
+def facemask_imports(module: str) -> set[str]:
+    """Every `facemask` module that `module` imports, directly or through others (itself too).
+
+    Read from the source (ast), not by importing: a module's file is what DVC hashes, so
+    this is what a cache key or a stage's deps must cover.
+    """
+    import ast
+    import importlib.util
+
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(f"no module named {name!r}")
+        seen.add(name)
+        tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found = [node.module]
+                package = found[0].startswith("facemask") and importlib.util.find_spec(found[0])
+                if package and package.submodule_search_locations is not None:
+                    # `from facemask.data import cache` imports facemask.data.cache
+                    found += [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            else:
+                continue
+            for dep in found:
+                if dep.split(".")[0] == "facemask" and importlib.util.find_spec(dep) is not None:
+                    todo.append(dep)
+    return seen
+
+
+def module_file(module: str) -> Path:
+    """The source file of an importable module."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"no module named {module!r}")
+    return Path(spec.origin)
+
+
+def code_fingerprint(*modules: str) -> str:
+    """16 hex digits of sha256 over the source of `modules` and every facemask module they import.
+
+    Caches outside DVC (features, checkpoints, CV folds) put this in their keys, so that a
+    change to the code that produced an entry makes it a miss instead of a stale hit.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    files = sorted({module_file(m) for name in modules for m in facemask_imports(name)})
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]

@@ -16,12 +16,13 @@ import pandas as pd
 import torch
 
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data import decode_frame, load_split
-from facemask.labels import label_issues, load_label_reviews, out_of_fold_probs, reviewed_mask
-from facemask.models import create_for_training
-from facemask.plots import plot_grid
-from facemask.split import SPLITS
-from facemask.train import Split, feature_sources, frozen_features, use_bf16
+from facemask.data.cache import Split, decode_frame, load_split
+from facemask.data.reviews import load_label_reviews, reviewed_mask
+from facemask.data.split import SPLITS
+from facemask.explain.figures import plot_grid
+from facemask.models.factory import create_for_training
+from facemask.training.audit import label_issues, out_of_fold_probs
+from facemask.training.features import feature_sources, frozen_features, use_bf16
 
 
 def _short(name: str, width: int = 22) -> str:

@@ -14,7 +14,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from facemask.compare import (
+from facemask.config import cache_dir, code_fingerprint, load_params, seed_everything, tune_malloc
+from facemask.data.cache import Split, decode_frame, to_tensor
+from facemask.models.factory import create_model
+from facemask.training.compare import (
     cv_folds,
     inner_split,
     make_grid,
@@ -23,10 +26,6 @@ from facemask.compare import (
     summarize,
     to_markdown,
 )
-from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data import decode_frame, to_tensor
-from facemask.models import create_model
-from facemask.train import Split
 
 
 def fold_key(
@@ -44,6 +43,8 @@ def fold_key(
     """
     shared = {k: params[section][k] for k in ("image_size", "finetune_epochs")}
     spec = [*(params[k] for k in ("seed", "classes", "train", "cv")), shared]
+    # The code that computes a fold: a change to it makes every stored fold a miss.
+    spec.append(code_fingerprint("facemask.training.compare"))
     where = fold if repeat == 0 else f"{repeat}:{fold}"
     h = hashlib.sha256(json.dumps([spec, config, where], sort_keys=True, default=str).encode())
     h.update(pd.util.hash_pandas_object(dev[["sha256", "label", "group"]]).values.tobytes())

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from facemask.config import cache_dir, load_params
-from facemask.download import Fetched, archive_name, extract, fetch, mirror_folders
+from facemask.data.download import Fetched, archive_name, extract, fetch, mirror_folders
 
 
 def fetch_cached(src: dict, dest: Path, dl: dict) -> Fetched:

@@ -7,32 +7,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from facemask.config import load_params, tune_malloc
-from facemask.data import Normalize, decode_frame, to_tensor
-from facemask.metrics import classification_metrics
-from facemask.models import load_model
-from facemask.train import predict_logits
-
-
-def predict_frame(model, card, df: pd.DataFrame, batch_size: int) -> pd.DataFrame:
-    """path, label, predicted, confidence and one probability column per class."""
-    images = decode_frame(df, card.image_size)
-    model = model.to(memory_format=torch.channels_last)
-    probs = predict_logits(model, to_tensor(images), Normalize(card.mean, card.std), batch_size)
-    probs = probs.softmax(1).numpy()
-    out = pd.DataFrame(
-        {
-            "path": df["path"],
-            "label": df["label"],
-            "predicted": [card.classes[i] for i in probs.argmax(1)],
-            "confidence": probs.max(1).round(6),
-        }
-    )
-    for i, c in enumerate(card.classes):
-        out[f"p_{c}"] = probs[:, i].round(6)
-    return out
+from facemask.evaluation.metrics import classification_metrics
+from facemask.evaluation.predict import predict_frame
+from facemask.models.factory import load_model
 
 
 def main(

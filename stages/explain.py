@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 
 from facemask.config import load_params, seed_everything, tune_malloc
-from facemask.data import Normalize, decode_frame, to_tensor
-from facemask.explain import (
+from facemask.data.cache import Normalize, decode_frame, to_tensor
+from facemask.explain.cams import (
     cam_layers,
     capture_activations,
     compute_cam_mult_change,
@@ -35,8 +35,8 @@ from facemask.explain import (
     summarize_weights,
     top_channels,
 )
-from facemask.models import ModelCard, load_model
-from facemask.plots import colorize, enlarge, plot_grid, plot_weight_histograms
+from facemask.explain.figures import colorize, enlarge, plot_grid, plot_weight_histograms
+from facemask.models.factory import ModelCard, load_model
 
 LIST_COLUMNS = ["path", "group", "label", "predicted", "confidence"]
 

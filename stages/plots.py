@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from facemask.config import load_params, tune_malloc
-from facemask.data import Normalize, decode_frame, to_tensor
-from facemask.explain import cam_layers, compute_cams, overlay
-from facemask.models import load_model
-from facemask.plots import plot_confusion, plot_grid
+from facemask.data.cache import Normalize, decode_frame, to_tensor
+from facemask.explain.cams import cam_layers, compute_cams, overlay
+from facemask.explain.figures import plot_confusion, plot_grid
+from facemask.models.factory import load_model
 
 
 def pick_examples(

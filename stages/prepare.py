@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from facemask.config import load_params
-from facemask.prepare import Source, build_index
+from facemask.data.prepare import Source, build_index
 
 SOURCE_KEYS = ("format", "images", "annotations", "split", "attributes", "attributes_csv")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from facemask.config import load_params
-from facemask.labels import apply_label_reviews, load_label_reviews
-from facemask.split import SPLITS, cross_split_leaks, split_index
+from facemask.data.reviews import apply_label_reviews, load_label_reviews
+from facemask.data.split import SPLITS, cross_split_leaks, split_index
 
 
 def pictures(df: pd.DataFrame) -> int:

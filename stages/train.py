@@ -10,19 +10,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data import load_split
-from facemask.models import ModelCard, create_for_training, save_model
-from facemask.train import Split, transfer_learn
+from facemask.config import cache_dir, code_fingerprint, load_params, seed_everything, tune_malloc
+from facemask.data.cache import Split, load_split
+from facemask.models.factory import ModelCard, create_for_training, save_model
+from facemask.training.train import transfer_learn
 
 
 def run_key(params: dict, *csvs: Path) -> str:
-    """Identifies one training run (params + data), to find its interrupted checkpoint."""
-    h = hashlib.sha256(
-        json.dumps(
-            [params[k] for k in ("seed", "model", "classes", "train")], sort_keys=True, default=str
-        ).encode()
-    )
+    """Identifies one training run (params, data and training code), to find its interrupted
+    checkpoint: a checkpoint written by other code is never resumed."""
+    spec = [params[k] for k in ("seed", "model", "classes", "train")]
+    spec.append(code_fingerprint("facemask.training.train"))
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
     for csv in csvs:
         h.update(csv.read_bytes())
     return h.hexdigest()[:16]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from facemask.cli import main
-from facemask.models import ModelCard, create_model, save_model
+from facemask.models.factory import ModelCard, create_model, save_model
 from tests.conftest import draw_face
 
 

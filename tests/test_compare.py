@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from facemask import compare as compare_lib
-from facemask.compare import Config, make_grid, summarize
+from facemask.training import compare as compare_lib
+from facemask.training.compare import Config, make_grid, summarize
 from stages import compare
 from tests.conftest import run_data_stages
 

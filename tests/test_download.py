@@ -1,4 +1,4 @@
-"""facemask.download: fetch from mirror/local/http with verify and resume; extract safely."""
+"""facemask.data.download: fetch from mirror/local/http with verify and resume; extract safely."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from facemask import download
-from facemask.download import (
+from facemask.data import download
+from facemask.data.download import (
     DownloadError,
     UnsafeArchiveError,
     archive_name,

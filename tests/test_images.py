@@ -1,4 +1,4 @@
-"""facemask.images: every odd or broken file decodes to RGB or fails with a clear reason."""
+"""facemask.data.images: every odd or broken file decodes to RGB or fails with a clear reason."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
-from facemask.images import (
+from facemask.data.images import (
     BACKGROUND,
     ImageError,
     ImageInfo,

@@ -10,14 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from facemask.labels import (
-    apply_label_reviews,
-    label_issues,
-    out_of_fold_probs,
-    read_label_reviews,
-    reviewed_mask,
-)
-from facemask.split import SPLITS
+from facemask.data.reviews import apply_label_reviews, read_label_reviews, reviewed_mask
+from facemask.data.split import SPLITS
+from facemask.training.audit import label_issues, out_of_fold_probs
 from tests.test_split import index_frame
 
 CLASSES = ["a", "b"]
@@ -207,7 +202,7 @@ def test_audit_ranks_planted_label_errors_first_and_flags_them():
 
 
 def test_out_of_fold_means_a_picture_never_trains_its_own_head(monkeypatch):
-    import facemask.labels as labels
+    import facemask.training.audit as labels
 
     df, _ = planted(n=60, flipped=0)
     ids = torch.arange(60, dtype=torch.float32)[:, None]  # a feature that names the row

@@ -8,7 +8,7 @@ import torch
 import torchvision
 import yaml
 
-from facemask.models import (
+from facemask.models.factory import (
     KNOWN_MODELS,
     ModelCard,
     WeightsError,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from facemask.prepare import Source, build_index
+from facemask.data.prepare import Source, build_index
 from stages import prepare
 from tests.conftest import draw_face, make_dataset, tiny_params
 

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from facemask.presets import apply_preset, list_presets, merge
-from facemask.train import class_weights
+from facemask.training.train import class_weights
 from tests.conftest import ROOT
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facemask.split import cross_split_leaks, split_index
+from facemask.data.split import cross_split_leaks, split_index
 
 
 def index_frame(n_groups: int = 200, seed: int = 0) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facemask.models import load_model
+from facemask.models.factory import load_model
 from stages import evaluate, plots, train
 from tests.conftest import make_dataset, run_data_stages, tiny_params, zip_folder
 
@@ -125,8 +125,8 @@ def test_pretrained_backbone_learns_tiny_task(workdir, tmp_path):
 @pytest.mark.slow
 def test_interrupted_train_stage_resumes(workdir, params, monkeypatch):
     """Kill train mid fine-tune; the next run continues from the saved epoch."""
-    from facemask import train as train_lib
     from facemask.config import cache_dir
+    from facemask.training import train as train_lib
 
     params["train"]["finetune"].update(epochs=3, patience=0)
     run_data_stages(params)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facemask.data import Normalize
-from facemask.models import create_model
-from facemask.train import fine_tune, fit_head
+from facemask.data.cache import Normalize
+from facemask.models.factory import create_model
+from facemask.training.train import fine_tune, fit_head
 
 
 def separable(n: int, dim: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +95,8 @@ def test_fine_tune_resumes_after_interrupt(tmp_path):
 
 
 def test_bf16_features_are_close_and_cached_apart(tmp_path):
-    from facemask.data import ArrayStore, cached_features, compute_features
+    from facemask.data.cache import ArrayStore
+    from facemask.training.features import cached_features, compute_features
 
     torch.manual_seed(0)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
@@ -113,8 +114,9 @@ def test_bf16_features_are_close_and_cached_apart(tmp_path):
 
 
 def test_joined_model_reuses_each_backbones_cached_features(tmp_path, monkeypatch):
-    from facemask import data
-    from facemask.train import Split, feature_sources, frozen_features
+    from facemask.data.cache import Split
+    from facemask.training import features as data
+    from facemask.training.features import feature_sources, frozen_features
 
     torch.manual_seed(0)
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)

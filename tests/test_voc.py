@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from facemask.prepare import Source, build_index
-from facemask.split import split_index
-from facemask.voc import Box, square_crop_box
+from facemask.data.prepare import Source, build_index
+from facemask.data.split import split_index
+from facemask.data.voc import Box, square_crop_box
 from tests.conftest import draw_face
 
 CLASSES = {"with_mask": "with_mask", "without_mask": "without_mask",

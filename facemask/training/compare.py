@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facemask.data import Normalize
-from facemask.metrics import classification_metrics
-from facemask.models import create_model, members, model_cfg, wheel_weights_path
-from facemask.split import group_folds
-from facemask.train import Split, predict_logits, transfer_learn
+from facemask.data.cache import Normalize, Split
+from facemask.data.split import group_folds
+from facemask.evaluation.metrics import classification_metrics
+from facemask.models.factory import create_model, members, model_cfg, wheel_weights_path
+from facemask.models.predict import predict_logits
+from facemask.training.train import transfer_learn
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from facemask.dedup import hex_to_bits, near_pairs
+from facemask.data.dedup import hex_to_bits, near_pairs
 
 SPLITS = ("train", "valid", "test")
 

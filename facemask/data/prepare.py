@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from facemask.dedup import conflicting_groups, duplicate_groups, summarize_groups
-from facemask.images import IMAGE_SUFFIXES, ImageError, open_image, suffix_matches
-from facemask.voc import cut_crops
+from facemask.data.dedup import conflicting_groups, duplicate_groups, summarize_groups
+from facemask.data.images import IMAGE_SUFFIXES, ImageError, open_image, suffix_matches
+from facemask.data.voc import cut_crops
 
 INDEX_COLUMNS = [
     "path", "label", "source", "group", "copies", "scene", "fixed_split",

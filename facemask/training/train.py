@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import os
 import time
@@ -16,14 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from facemask.data import (
-    ArrayStore,
-    Normalize,
-    TensorImages,
-    bf16_supported,
-    cached_features,
-    create_augment,
-)
+from facemask.data.cache import Normalize, Split
+from facemask.models.predict import predict_logits
+from facemask.training.augment import TensorImages, create_augment
+from facemask.training.features import feature_sources, frozen_features, use_bf16
 
 
 @dataclass
@@ -147,23 +142,6 @@ def fit_head(
             break
     head.load_state_dict(stopper.best_state)
     return history
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    norm: Normalize,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Logits for uint8 NCHW images, in batches."""
-    model.eval()
-    out = [
-        model(norm(images[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(out) if out else torch.zeros(0, model.num_classes)
 
 
 def _set_bn_eval(model: nn.Module) -> None:
@@ -296,24 +274,6 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-@dataclass
-class Split:
-    """One split in memory: uint8 NCHW images, label indices, content hashes."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    keys: list[str]
-
-
-def feature_store(root: Path, name: str, model: nn.Module, size: int) -> ArrayStore:
-    """Where a frozen backbone's features live: keyed by its weights, size and normalisation."""
-    from facemask.models import backbone_fingerprint  # models imports timm: keep it lazy
-
-    cfg = model.pretrained_cfg
-    norm_key = hashlib.sha256(repr((tuple(cfg["mean"]), tuple(cfg["std"]))).encode()).hexdigest()
-    return ArrayStore(root / "-".join([name, backbone_fingerprint(model), str(size), norm_key[:8]]))
-
-
 # params.yaml `train.head` keys that fit_head takes (flip_views shapes its inputs instead).
 HEAD_KEYS = ("epochs", "lr", "weight_decay", "dropout", "label_smoothing", "patience")
 
@@ -321,58 +281,6 @@ HEAD_KEYS = ("epochs", "lr", "weight_decay", "dropout", "label_smoothing", "pati
 def head_settings(head: dict) -> dict:
     """fit_head's keyword arguments from params.yaml's `train.head`."""
     return {k: head[k] for k in HEAD_KEYS}
-
-
-def use_bf16(tp: dict) -> bool:
-    """params.yaml `train.bf16_features`: auto = where the CPU/GPU runs bfloat16 natively."""
-    mode = tp.get("bf16_features", "auto")
-    return bf16_supported() if mode == "auto" else bool(mode)
-
-
-@dataclass
-class FeatureSource:
-    """A frozen module whose pooled features feed the head, its input normalisation and cache."""
-
-    module: nn.Module
-    norm: Normalize
-    store: ArrayStore
-
-
-def feature_sources(root: Path, model: nn.Module, size: int) -> list[FeatureSource]:
-    """The model itself; for joined backbones (a+b), each backbone on its own.
-
-    Each backbone's features are cached under that backbone's own key, so a joined model
-    reuses what its backbones computed alone and the other way round.
-    """
-    branches = getattr(model, "backbones", None)
-    parts = list(branches) if isinstance(branches, nn.ModuleList) else [model]
-    return [
-        FeatureSource(
-            m,
-            Normalize(m.pretrained_cfg["mean"], m.pretrained_cfg["std"]),
-            feature_store(root, m.pretrained_cfg["architecture"], m, size),
-        )
-        for m in parts
-    ]
-
-
-def frozen_features(
-    sources: list[FeatureSource],
-    split: Split,
-    batch_size: int,
-    flip: bool = False,
-    bf16: bool = False,
-) -> torch.Tensor:
-    """Pooled frozen features of every source side by side, from the caches where they are."""
-    return torch.cat(
-        [
-            cached_features(
-                s.module, split.images, split.keys, s.norm, s.store, batch_size, flip, bf16
-            )
-            for s in sources
-        ],
-        1,
-    )
 
 
 def transfer_learn(

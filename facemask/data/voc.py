@@ -12,7 +12,7 @@ from pathlib import Path
 from defusedxml import ElementTree
 from tqdm import tqdm
 
-from facemask.images import IMAGE_SUFFIXES, ImageError, open_image
+from facemask.data.images import IMAGE_SUFFIXES, ImageError, open_image
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, prediction tables, and how a model does on data unlike its training."""

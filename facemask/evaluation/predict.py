@@ -1,0 +1,48 @@
+"""A trained model's predictions as a table: one row per picture, one column per class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from facemask.data.cache import Normalize, decode_frame, to_tensor
+from facemask.models.factory import ModelCard
+from facemask.models.predict import predict_logits
+
+
+def predict_probs(
+    model: nn.Module, card: ModelCard, images: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    """Softmax probabilities (N, classes) of uint8 NHWC images at the card's size."""
+    model = model.to(memory_format=torch.channels_last)
+    logits = predict_logits(model, to_tensor(images), Normalize(card.mean, card.std), batch_size)
+    return logits.softmax(1).numpy()
+
+
+def prediction_table(
+    paths: Sequence[str],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    labels: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """path, [label,] predicted, confidence and one `p_<class>` column per class."""
+    out = pd.DataFrame({"path": list(paths)})
+    if labels is not None:
+        out["label"] = list(labels)
+    out["predicted"] = [classes[i] for i in probs.argmax(1)]
+    out["confidence"] = probs.max(1).round(6)
+    for i, c in enumerate(classes):
+        out[f"p_{c}"] = probs[:, i].round(6)
+    return out
+
+
+def predict_frame(
+    model: nn.Module, card: ModelCard, df: pd.DataFrame, batch_size: int
+) -> pd.DataFrame:
+    """prediction_table of a split-style frame (`path`, `sha256`, `label`), via the decode cache."""
+    probs = predict_probs(model, card, decode_frame(df, card.image_size), batch_size)
+    return prediction_table(df["path"], probs, card.classes, df["label"])

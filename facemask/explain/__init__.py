@@ -1,0 +1,1 @@
+"""Explanations: CAMs and their faithfulness, occlusion, inside the net, and the figures."""

@@ -1,0 +1,101 @@
+"""The house rules the code must keep: dvc.yaml lists the code each stage runs, caches are
+keyed by code, and the library's layers point one way."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facemask.config import code_fingerprint, facemask_imports, module_file
+from tests.conftest import ROOT
+
+PIPELINES = [ROOT / "dvc.yaml", ROOT / "compare" / "dvc.yaml"]
+
+
+def stage_modules(pipeline: Path) -> list[tuple[str, str, list[str]]]:
+    """(stage name, its python module, its deps as repo-relative paths) for every stage."""
+    spec = yaml.safe_load(pipeline.read_text())
+    wdir = pipeline.parent.relative_to(ROOT)  # a stage's own `wdir` is relative to this
+    out = []
+    for name, stage in spec["stages"].items():
+        body = stage.get("do", stage)  # foreach/matrix stages keep theirs under `do`
+        words = body["cmd"].split()
+        if "-m" not in words:
+            continue
+        module = words[words.index("-m") + 1]
+        base = ROOT / wdir / body.get("wdir", ".")
+        deps = [str((base / d).resolve().relative_to(ROOT)) for d in body.get("deps", [])]
+        out.append((f"{pipeline.relative_to(ROOT)}:{name}", module, deps))
+    return out
+
+
+STAGES = [s for p in PIPELINES for s in stage_modules(p)]
+
+
+def test_every_stage_is_found():
+    names = {s[0].split(":")[1] for s in STAGES}
+    # A parser that misses stages would make the test below pass vacuously.
+    assert {"download", "prepare", "split", "audit", "train", "evaluate", "plots"} <= names
+
+
+@pytest.mark.parametrize("stage,module,deps", STAGES, ids=[s[0] for s in STAGES])
+def test_stage_deps_list_every_imported_module(stage, module, deps):
+    needed = {str(module_file(m).relative_to(ROOT)) for m in facemask_imports(module)}
+    needed = {n for n in needed if not (n.endswith("__init__.py") and _empty(n))}
+    covered = {n for n in needed if any(n == d or n.startswith(d.rstrip("/") + "/") for d in deps)}
+    assert needed == covered, f"{stage}: dvc.yaml deps miss {sorted(needed - covered)}"
+
+
+def _empty(path: str) -> bool:
+    text = (ROOT / path).read_text()
+    return not [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("#", '"""'))]
+
+
+def test_import_walk_follows_imports_transitively():
+    # stages.train imports data.cache, which alone imports data.images.
+    found = facemask_imports("stages.train")
+    assert "facemask.data.cache" in found
+    assert "facemask.data.images" in found
+    assert "facemask.explain.cams" not in found  # not reached: not listed
+
+
+LAYERS = ["config", "data", "models", "evaluation", "training", "explain"]
+
+
+@pytest.mark.parametrize("layer", LAYERS[1:])
+def test_layers_point_one_way(layer):
+    """data never imports models; models never import evaluation; evaluation (metrics, predictions)
+    never imports training (which selects models by evaluating them); and so on."""
+    above = set(LAYERS[LAYERS.index(layer) + 1 :])
+    package = importlib.import_module(f"facemask.{layer}")
+    for f in sorted(Path(package.__file__).parent.glob("*.py")):
+        name = f"facemask.{layer}.{f.stem}"
+        for dep in facemask_imports(name):
+            part = dep.split(".")[1] if dep.count(".") else ""
+            assert part not in above, f"{name} imports {dep} (a layer above it)"
+            assert not dep.startswith("stages"), f"{name} imports {dep}"
+
+
+def test_code_fingerprint_changes_with_imported_code(tmp_path, monkeypatch):
+    """A cache keyed by code_fingerprint misses after a change to any module it reaches."""
+    before = code_fingerprint("facemask.training.features")
+    target = module_file("facemask.data.images")  # reached only through data.cache
+    original = target.read_bytes()
+    try:
+        target.write_bytes(original + b"\n# changed\n")
+        after = code_fingerprint("facemask.training.features")
+    finally:
+        target.write_bytes(original)
+    assert after != before
+    assert code_fingerprint("facemask.training.features") == before  # same code, same key
+    # Code the features never run does not invalidate them.
+    other = module_file("facemask.explain.figures")
+    original = other.read_bytes()
+    try:
+        other.write_bytes(original + b"\n# changed\n")
+        assert code_fingerprint("facemask.training.features") == before
+    finally:
+        other.write_bytes(original)
