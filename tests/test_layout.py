@@ -62,7 +62,7 @@ def test_import_walk_follows_imports_transitively():
     assert "facemask.explain.cams" not in found  # not reached: not listed
 
 
-LAYERS = ["config", "data", "models", "evaluation", "training", "explain"]
+LAYERS = ["config", "data", "models", "evaluation", "training", "explain", "serving"]
 
 
 @pytest.mark.parametrize("layer", LAYERS[1:])

@@ -1,0 +1,1 @@
+"""Serving: face detection in scenes and video, streaming prediction, export (ONNX, TorchScript)."""
