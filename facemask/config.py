@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,21 @@ def code_fingerprint(*modules: str) -> str:
     for f in files:
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def exit_on_error(what: str) -> Iterator[None]:
+    """Bad input ends a stage or command with one line on stderr and exit code 2, no traceback.
+
+    The errors the code raises for bad input (a missing file, a wrong param, an unreadable
+    archive) carry the file and the problem in their message; FACEMASK_DEBUG=1 re-raises
+    them with the traceback, for developers.
+    """
+    try:
+        yield
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
+        if os.environ.get("FACEMASK_DEBUG"):
+            raise
+        text = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+        print(f"{what}: error: {text}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -8,9 +8,7 @@ import shutil
 from pathlib import Path
 
 from facemask.config import load_params
-from facemask.data.prepare import Source, build_index
-
-SOURCE_KEYS = ("format", "images", "annotations", "split", "attributes", "attributes_csv")
+from facemask.data.prepare import build_index, sources_from_specs
 
 
 def main(
@@ -22,17 +20,7 @@ def main(
     crops: Path = Path("data/crops"),
 ) -> dict:
     """Write the index, the rejected list and the prepare report (and face crops)."""
-    classes = set(params["classes"])
-    sources = []
-    for src in params["data"]["sources"]:
-        unknown = set(src["classes"].values()) - classes
-        if unknown:
-            raise ValueError(
-                f"source {src['name']!r} maps onto {sorted(unknown)}, "
-                f"which are not in classes {sorted(classes)}"
-            )
-        extra = {k: src[k] for k in SOURCE_KEYS if src.get(k) is not None}
-        sources.append(Source(src["name"], raw / src["name"], src["classes"], **extra))
+    sources = sources_from_specs(params["data"]["sources"], raw, params["classes"])
     p = params["prepare"]
     shutil.rmtree(crops, ignore_errors=True)  # crops of an earlier run must not linger
     crops.mkdir(parents=True)

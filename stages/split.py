@@ -25,9 +25,15 @@ def main(params: dict, index_csv: Path, out: Path, report_json: Path) -> dict:
     # Drawn on the published labels, so a review never moves a picture to another split.
     index["split"] = split_index(index, s["valid"], s["test"], params["seed"])
     drawn = {name: pictures(index[index["split"] == name]) for name in SPLITS}
+    out.mkdir(parents=True, exist_ok=True)
+    # The test split as drawn, on the published labels: the headline figure counts the
+    # pictures a review dropped or relabelled as their source labels them.
+    published = index[index["split"] == "test"].drop(columns="split")
+    if s["unique_eval"]:
+        published = published.drop_duplicates("copies")
+    published.to_csv(out / "test_published.csv", index=False, lineterminator="\n")
     reviews, skipped = load_label_reviews(s.get("label_reviews"), index, list(params["classes"]))
     index, reviewed = apply_label_reviews(index, reviews)
-    out.mkdir(parents=True, exist_ok=True)
     parts = {name: index[index["split"] == name].drop(columns="split") for name in SPLITS}
     dropped = {}
     if s["unique_eval"]:

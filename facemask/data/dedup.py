@@ -32,6 +32,20 @@ def near_pairs(bits: np.ndarray, max_distance: int, block: int = 1024) -> np.nda
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
 
 
+def near_any(
+    query: np.ndarray, reference: np.ndarray, max_distance: int, block: int = 256
+) -> np.ndarray:
+    """Which query hashes lie within `max_distance` bits of at least one reference hash."""
+    hit = np.zeros(len(query), dtype=bool)
+    if not len(query) or not len(reference):
+        return hit
+    for start in range(0, len(query), block):
+        chunk = query[start : start + block]
+        dist = np.bitwise_count(chunk[:, None, :] ^ reference[None, :, :]).sum(-1, dtype=np.int32)
+        hit[start : start + block] = (dist <= max_distance).any(1)
+    return hit
+
+
 def duplicate_groups(
     key: pd.Series,
     phash: pd.Series | None = None,

@@ -37,6 +37,9 @@ class Source:
     may train but must not be tested on). `attributes` is a regex whose named groups,
     matched against each file name, become `attr_<name>` columns; `attributes_csv` is
     a sidecar CSV (under `root`) with a `file` column (path relative to `root`).
+    `folder_attributes` reads folders named `<class folder>-<value>` (cloth-mask-female):
+    it maps each value to the attributes it sets ({female: {gender: female}}); the copies
+    of one picture filed under several such folders become one row carrying them all.
     """
 
     name: str
@@ -48,6 +51,33 @@ class Source:
     split: str | None = None
     attributes: str | None = None
     attributes_csv: str | None = None
+    folder_attributes: Mapping[str, Mapping[str, str]] | None = None
+
+
+SOURCE_KEYS = (
+    "format", "images", "annotations", "split", "attributes", "attributes_csv", "folder_attributes",
+)  # fmt: skip
+
+
+def sources_from_specs(
+    specs: Sequence[Mapping], raw: Path, classes: Sequence[str], what: str = "data.sources"
+) -> list[Source]:
+    """Sources of params.yaml specs, each extracted under raw/<name>; a spec mapping onto a
+    class the task does not have is refused, naming the spec."""
+    sources = []
+    for spec in specs:
+        name = spec.get("name") or "?"
+        if not spec.get("classes"):
+            raise ValueError(f"{what}[{name}]: no `classes` map (folder or box name -> class)")
+        unknown = set(spec["classes"].values()) - set(classes)
+        if unknown:
+            raise ValueError(
+                f"{what}[{name}]: maps onto {sorted(unknown)}, "
+                f"which are not in classes {sorted(classes)}"
+            )
+        extra = {k: spec[k] for k in SOURCE_KEYS if spec.get(k) is not None}
+        sources.append(Source(name, raw / name, spec["classes"], **extra))
+    return sources
 
 
 @dataclass
@@ -59,6 +89,7 @@ class Candidate:
     source: str
     scene: str = ""  # photos sharing a scene (crops of one photo) stay in one split
     relative: str = ""  # path under the source root, for sidecar attributes
+    attrs: dict = field(default_factory=dict)  # from the folder name (folder_attributes)
 
 
 @dataclass
@@ -68,20 +99,54 @@ class Inspection:
     notes: list[str] = field(default_factory=list)
 
 
-def list_files(source: Source) -> tuple[list[tuple[Path, str]], list[str]]:
-    """Files under each mapped class folder (recursively), and the unmapped folder names."""
+def parse_folder(name: str, source: Source) -> tuple[str | None, dict]:
+    """(class, attributes) of a class folder's name; class None when it maps to nothing."""
+    base, _, value = name.rpartition("-")
+    if source.folder_attributes and base and value in source.folder_attributes:
+        return source.classes.get(base), dict(source.folder_attributes[value])
+    return source.classes.get(name), {}
+
+
+def list_files(source: Source) -> tuple[list[tuple[Path, str, dict]], list[str]]:
+    """Files under each mapped class folder (recursively) with the folder's attributes, and
+    the unmapped folder names."""
     if not source.root.is_dir():
         raise FileNotFoundError(f"source {source.name!r}: folder {source.root} does not exist")
     found, unmapped = [], []
     for folder in sorted(p for p in source.root.iterdir() if p.is_dir()):
-        label = source.classes.get(folder.name)
+        label, attrs = parse_folder(folder.name, source)
         if label is None:
             unmapped.append(folder.name)
             continue
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames.sort()
-            found += [(Path(dirpath) / f, label) for f in sorted(filenames)]
+            found += [(Path(dirpath) / f, label, attrs) for f in sorted(filenames)]
     return found, unmapped
+
+
+def merge_folder_copies(index: pd.DataFrame, sources: Sequence[str]) -> pd.DataFrame:
+    """One row per (source, picture bytes, label) of `sources`, its attributes merged.
+
+    A picture filed once by gender and once by race carries both; one filed under two values
+    of one attribute (label noise in the source) carries both, joined by "|".
+    """
+    mine = index["source"].isin(sources)
+    if not mine.any():
+        return index
+    attrs = [c for c in index.columns if c.startswith("attr_")]
+
+    def join(values: pd.Series) -> str | None:
+        seen = sorted({str(v) for v in values.dropna()})
+        return "|".join(seen) if seen else None
+
+    keys = ["source", "sha256", "label"]
+    part = index[mine]
+    merged = part.groupby(keys, sort=False)[attrs].agg(join) if attrs else None
+    first = part.drop_duplicates(keys).set_index(keys)
+    if merged is not None:
+        first[attrs] = merged.loc[first.index, attrs]
+    out = pd.concat([index[~mine], first.reset_index()[index.columns]], ignore_index=True)
+    return out.sort_values("path", kind="stable").reset_index(drop=True)
 
 
 def inspect_file(path: Path, min_side: int, max_pixels: int, hash_size: int) -> Inspection:
@@ -137,8 +202,8 @@ def list_candidates(
     if src.format == "folders":
         files, unmapped = list_files(src)
         cands = [
-            Candidate(p, label, src.name, relative=p.relative_to(src.root).as_posix())
-            for p, label in files
+            Candidate(p, label, src.name, relative=p.relative_to(src.root).as_posix(), attrs=a)
+            for p, label, a in files
         ]
         return cands, [], unmapped
     if src.format != "voc":
@@ -164,6 +229,9 @@ def list_candidates(
 def read_attributes(src: Source, cands: list[Candidate]) -> pd.DataFrame:
     """attr_* columns for a source's files, from a file-name regex and/or a sidecar CSV."""
     out = pd.DataFrame(index=range(len(cands)))
+    if any(c.attrs for c in cands):
+        folder = pd.DataFrame([c.attrs for c in cands], index=out.index)
+        out = out.join(folder.add_prefix("attr_"))
     if src.attributes:
         pattern = re.compile(src.attributes)
         found = [m.groupdict() if (m := pattern.search(c.path.name)) else {} for c in cands]
@@ -242,6 +310,9 @@ def build_index(
         mismatched += "suffix_mismatch" in res.notes
     index = pd.DataFrame(rows, columns=[c for c in INDEX_COLUMNS if c not in ("group", "copies")])
     index = index.join(attributes.iloc[keep].reset_index(drop=True).dropna(axis=1, how="all"))
+    merged_copies = len(index)
+    index = merge_folder_copies(index, [s.name for s in sources if s.folder_attributes])
+    merged_copies -= len(index)
 
     # Conflicts are judged on copies of one picture only: crops of one crowd photo
     # rightly carry different labels.
@@ -287,6 +358,7 @@ def build_index(
         "split_groups": int(index["group"].nunique()),
         "conflicting_label_groups_dropped": len(conflicts),
         "unmapped_folders": unmapped,
+        "folder_copies_merged": merged_copies,
     }
     return index, rejected_df.reset_index(drop=True), report
 

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from facemask.data.cache import Normalize, decode_frame, to_tensor
+from facemask.data.cache import Normalize, to_tensor
 from facemask.models.factory import ModelCard
 from facemask.models.predict import predict_logits
 
@@ -17,10 +17,11 @@ from facemask.models.predict import predict_logits
 def predict_probs(
     model: nn.Module, card: ModelCard, images: np.ndarray, batch_size: int = 64
 ) -> np.ndarray:
-    """Softmax probabilities (N, classes) of uint8 NHWC images at the card's size."""
+    """Probabilities (N, classes) of uint8 NHWC images at the card's size, softmax at the
+    card's temperature (fitted on the valid split: calibrated confidences)."""
     model = model.to(memory_format=torch.channels_last)
     logits = predict_logits(model, to_tensor(images), Normalize(card.mean, card.std), batch_size)
-    return logits.softmax(1).numpy()
+    return (logits / card.temperature).softmax(1).numpy()
 
 
 def prediction_table(
@@ -38,11 +39,3 @@ def prediction_table(
     for i, c in enumerate(classes):
         out[f"p_{c}"] = probs[:, i].round(6)
     return out
-
-
-def predict_frame(
-    model: nn.Module, card: ModelCard, df: pd.DataFrame, batch_size: int
-) -> pd.DataFrame:
-    """prediction_table of a split-style frame (`path`, `sha256`, `label`), via the decode cache."""
-    probs = predict_probs(model, card, decode_frame(df, card.image_size), batch_size)
-    return prediction_table(df["path"], probs, card.classes, df["label"])

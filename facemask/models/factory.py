@@ -410,6 +410,8 @@ class ModelCard:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights: str = ""
+    # Softmax temperature fitted on the valid split (calibration); 1.0 = the raw softmax.
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)  # JSON gives lists back
