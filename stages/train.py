@@ -13,6 +13,8 @@ import pandas as pd
 from facemask.config import cache_dir, code_fingerprint, load_params, seed_everything, tune_malloc
 from facemask.data.cache import Split, load_split
 from facemask.models.factory import ModelCard, create_for_training, save_model
+from facemask.training.calibrate import valid_temperature
+from facemask.training.distributed import close_distributed, init_distributed
 from facemask.training.train import transfer_learn
 
 
@@ -34,6 +36,7 @@ def main(
     tune_malloc()
     t_start = time.perf_counter()
     tp, classes = params["train"], list(params["classes"])
+    job = init_distributed(tp.get("distributed", "auto"))  # torchrun: one of several processes
     seed_everything(params["seed"])
     size = tp["image_size"]
     model, weights = create_for_training(params["model"], len(classes), tp)
@@ -43,20 +46,27 @@ def main(
     t_decoded = time.perf_counter()
     run = run_key(params, splits / "train.csv", splits / "valid.csv")
     checkpoint = cache_dir() / "checkpoints" / f"{run}.pt"
+    valid = Split(valid_x, valid_y, valid_df["sha256"].tolist())
     history, seconds = transfer_learn(
         model,
         Split(train_x, train_y, train_df["sha256"].tolist()),
-        Split(valid_x, valid_y, valid_df["sha256"].tolist()),
+        valid,
         tp,
         len(classes),
         cache_dir() / "features",
         seed=params["seed"],
         checkpoint=checkpoint,
+        device=job.device,
     )
+    close_distributed()  # the shared part ends here: rank 0 alone goes on and writes
+    if not job.is_main:
+        return {}
     checkpoint.unlink(missing_ok=True)  # finished: a later run must start fresh
+    temperature = valid_temperature(model, valid, tp, cache_dir() / "features")
     t_end = time.perf_counter()
 
     card = ModelCard(params["model"], classes, size, tuple(cfg["mean"]), tuple(cfg["std"]), weights)
+    card.temperature = temperature
     save_model(model, card, model_out)
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     hist = pd.DataFrame(history)
@@ -72,6 +82,7 @@ def main(
         "best_valid_acc": round(float(best["valid_acc"]), 5),
         "epochs_head": int((hist["phase"] == "head").sum()),
         "epochs_finetune": int((hist["phase"] == "finetune").sum()),
+        "temperature": temperature,  # fitted on valid; predict and evaluate divide logits by it
         "seconds": {
             "decode": round(t_decoded - t_start, 1),
             **{k: round(v, 1) for k, v in seconds.items()},

@@ -99,3 +99,34 @@ def test_code_fingerprint_changes_with_imported_code(tmp_path, monkeypatch):
         assert code_fingerprint("facemask.training.features") == before
     finally:
         other.write_bytes(original)
+
+
+def test_every_third_party_import_is_declared():
+    """A module the code imports must come from a distribution pyproject.toml names."""
+    import ast
+    import importlib.metadata
+    import re
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in declared}
+    owners = importlib.metadata.packages_distributions()
+    missing = {}
+    for path in sorted([*ROOT.glob("facemask/**/*.py"), *ROOT.glob("stages/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            else:
+                continue
+            for mod in mods:
+                top = mod.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("facemask", "stages"):
+                    continue
+                dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+                if not dists & names:
+                    missing.setdefault(top, str(path.relative_to(ROOT)))
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

@@ -3,6 +3,7 @@ code) and cached on disk, so the head phase and every later run reuse them."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,13 @@ from tqdm import tqdm
 from facemask.config import code_fingerprint
 from facemask.data.cache import ArrayStore, Normalize, Split
 from facemask.models.factory import backbone_fingerprint
+from facemask.training.distributed import (
+    any_across,
+    gather_rows,
+    is_local_main,
+    shard_range,
+    world_size,
+)
 
 
 def bf16_supported() -> bool:
@@ -35,20 +43,24 @@ def compute_features(
     desc: str = "features",
     bf16: bool = False,
 ) -> torch.Tensor:
-    """Pooled backbone features (pre-logits) of uint8 NCHW images, float32 out.
+    """Pooled backbone features (pre-logits) of uint8 NCHW images, float32 on the CPU out.
 
-    `bf16` runs the backbone under bfloat16 autocast: 1.5x faster here (AVX512-BF16),
-    with the same 5-fold CV accuracy for a head trained on them (benchmarks/).
+    Runs where the model's weights are. `bf16` runs the backbone under bfloat16 autocast:
+    1.5x faster here (AVX512-BF16), with the same 5-fold CV accuracy for a head trained on
+    them (benchmarks/).
     """
     model.eval()
+    device = next(model.parameters()).device
+    norm = copy.deepcopy(norm).to(device)  # the caller's stays where it was
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
-        x = images[i : i + batch_size]
+        x = images[i : i + batch_size].to(device)
         # Flip the uint8 batch, before Normalize: flipping after it would turn the
         # channels_last tensor back to NCHW and the convolutions ~1.5x slower.
         x = norm(torch.flip(x, dims=[3]) if flip else x)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
+            feats = model.forward_head(model.forward_features(x), pre_logits=True)
+        out.append(feats.float().cpu())
     return torch.cat(out) if out else torch.zeros(0, model.num_features)
 
 
@@ -65,18 +77,29 @@ def cached_features(
     """compute_features, computed only for keys not already in `store`.
 
     The store must be specific to one backbone (weights), image size and
-    normalisation: see `feature_store_key`.
+    normalisation: see `feature_store`. Under several processes each computes a share of
+    the missing rows and every process gets them all; the first process on each machine
+    fills that machine's store.
     """
     view = ("flip" if flip else "orig") + ("-bf16" if bf16 else "")
     found = [store.get(f"{k}-{view}") for k in keys]
-    missing = [i for i, f in enumerate(found) if f is None]
+    is_missing = torch.tensor([f is None for f in found], dtype=torch.bool)
+    if world_size() > 1:
+        # Machines have their own stores: compute what any of them lacks, so that
+        # every process takes part in the same collectives.
+        is_missing = any_across(is_missing)
+    missing = is_missing.nonzero().flatten().tolist()
     if missing:
+        share = [missing[j] for j in shard_range(len(missing))]
         new = compute_features(
-            model, images[missing], norm, batch_size, flip, f"features/{view}", bf16
+            model, images[share], norm, batch_size, flip, f"features/{view}", bf16
         )
+        new = gather_rows(new, len(missing))
+        write = is_local_main()
         for i, f in zip(missing, new.numpy(), strict=True):
             found[i] = f
-            store.put(f"{keys[i]}-{view}", f)
+            if write:
+                store.put(f"{keys[i]}-{view}", f)
     return torch.from_numpy(np.stack(found)) if found else torch.zeros(0, model.num_features)
 
 

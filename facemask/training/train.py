@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -10,14 +11,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from facemask.data.cache import Normalize, Split
 from facemask.models.predict import predict_logits
 from facemask.training.augment import TensorImages, create_augment
+from facemask.training.distributed import (
+    broadcast_object,
+    gather_rows,
+    is_main_process,
+    rank,
+    shard_range,
+    sum_across,
+    world_size,
+)
 from facemask.training.features import feature_sources, frozen_features, use_bf16
 
 
@@ -172,12 +185,30 @@ def fine_tune(
     device: torch.device | str = "cpu",
     seed: int = 0,
     class_weight: torch.Tensor | None = None,
+    micro_batch_size: int | None = None,
+    amp: bool = True,
 ) -> list[dict]:
     """Train the whole net with augmentation; the head learns faster than the body.
 
-    After every epoch the full state goes to `checkpoint`, and a run that finds one
-    there continues from it: an interrupted `dvc repro` resumes instead of restarting.
+    `batch_size` is the global batch. Under torchrun each of N processes takes 1/N of it
+    and DistributedDataParallel combines their gradients; each process runs its share in
+    micro-batches of at most `micro_batch_size` samples and accumulates, so an optimiser
+    step sees the same batch and the same loss whatever N and however little memory.
+    `amp`: bfloat16 autocast where the device is a GPU that has it.
+
+    After every epoch the full state goes to `checkpoint` (from rank 0), and a run
+    that finds one there continues from it: an interrupted `dvc repro` resumes instead of
+    restarting.
     """
+    world, device = world_size(), torch.device(device)
+    if batch_size % world:
+        raise ValueError(
+            f"fine-tune batch_size {batch_size} is not a multiple of {world} processes"
+        )
+    model.to(device)
+    norm = copy.deepcopy(norm).to(device)
+    weight = class_weight.to(device) if class_weight is not None else None
+    use_amp = amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
     head_params = list(model.get_classifier().parameters())
     head_ids = {id(p) for p in head_params}
     body_params = [p for p in model.parameters() if id(p) not in head_ids]
@@ -187,49 +218,87 @@ def fine_tune(
         [{"params": body_params, "lr": lr * backbone_lr_scale}, {"params": head_params, "lr": lr}],
         weight_decay=weight_decay,
     )
-    loader = torch.utils.data.DataLoader(
-        TensorImages(train_images, train_y, augment),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(train_y) > batch_size,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    sched = _schedule(opt, schedule, epochs * len(loader), warmup)
+    data = TensorImages(train_images, train_y, augment)
+    # Rank r takes every N-th sample of one shared permutation, so step k's global batch is
+    # the same set of samples for any N (with N=1 it is the whole permutation).
+    sampler = DistributedSampler(data, num_replicas=world, rank=rank(), shuffle=True, seed=seed)
+    share = batch_size // world
+    micro = min(micro_batch_size or share, share)
+    steps = _step_batches(list(range(sampler.num_samples)), share, micro, len(train_y) > batch_size)
+    sched = _schedule(opt, schedule, epochs * len(steps), warmup)
     stopper, history, start = EarlyStopping(patience), [], 1
-    if checkpoint is not None and checkpoint.is_file():
+    state = None
+    if checkpoint is not None and is_main_process() and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = broadcast_object(state)  # machines other than rank 0's may not see the file
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        loader.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         history, start = state["history"], state["epoch"] + 1
         stopper.best_loss, stopper.best_epoch = state["best_loss"], state["best_epoch"]
         stopper.best_state, stopper.bad_epochs = state["best_state"], state["bad_epochs"]
-        print(f"resuming fine-tune from {checkpoint} after epoch {state['epoch']}")
-    model.to(device)
+        if is_main_process():
+            print(f"resuming fine-tune from {checkpoint} after epoch {state['epoch']}")
+    net = model
+    if world > 1:
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     for epoch in range(start, epochs + 1):
         if stopper.patience > 0 and stopper.bad_epochs >= stopper.patience:
             break  # the checkpoint was written by an epoch that already decided to stop
         t0 = time.perf_counter()
-        model.train()
+        # Augmentation and dropout draw from a stream fixed by (seed, epoch, rank): a resumed
+        # run repeats it exactly, and no two processes augment alike.
+        torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank()]).generate_state(1)[0]))
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        net.train()
         if freeze_bn:
             # Small batches give noisy batch statistics; ImageNet's running ones are
             # a better estimate for the first epochs of a small data set.
             _set_bn_eval(model)
-        total, correct, seen = 0.0, 0, 0
-        for x, y in tqdm(loader, desc=f"fine-tune {epoch}/{epochs}", unit="batch"):
-            x, y = norm(x.to(device)), y.to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
+        sums = torch.zeros(3, dtype=torch.float64)  # loss x samples, correct, samples
+        for step in tqdm(
+            steps,
+            desc=f"fine-tune {epoch}/{epochs}",
+            unit="step",
+            disable=not is_main_process(),
+        ):
+            step_idx = [order[i] for batch in step for i in batch]
+            # The step's loss is a mean over the global batch: its denominator (the samples'
+            # class weights, or their count) is summed over every process.
+            y_step = train_y[step_idx]
+            local = class_weight[y_step].sum().item() if class_weight is not None else len(y_step)
+            denom, count = sum_across(torch.tensor([local, len(y_step)])).tolist()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for j, batch in enumerate(step):
+                x, y = _collate(data, [order[i] for i in batch])
+                x, y = norm(x.to(device)), y.to(device)
+                last = j == len(step) - 1
+                # Gradients are exchanged once per step, after the last micro-batch.
+                with contextlib.nullcontext() if last or net is model else net.no_sync():
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        logits = net(x)
+                    losses = F.cross_entropy(
+                        logits.float(),
+                        y,
+                        weight=weight,
+                        label_smoothing=label_smoothing,
+                        reduction="none",
+                    )
+                    # DDP averages gradients over processes: x world makes that a sum.
+                    (losses.sum() * world / denom).backward()
+                correct = (logits.argmax(1) == y).sum().item()
+                sums += torch.tensor([losses.sum().item() * count / denom, correct, len(y)])
             opt.step()
             sched.step()
-            total += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-        logits = predict_logits(model, valid_images, norm, device=device)
+        total, correct, seen = sum_across(sums).tolist()
+        shard = shard_range(len(valid_y))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = predict_logits(
+                model, valid_images[shard.start : shard.stop], norm, device=device
+            )
+        logits = gather_rows(logits, len(valid_y))
         valid_loss, valid_acc = _evaluate_logits(logits, valid_y)
         history.append(
             {
@@ -243,15 +312,13 @@ def fine_tune(
             }
         )
         stop = stopper.step(epoch, valid_loss, model)
-        if checkpoint is not None:
+        if checkpoint is not None and is_main_process():
             _save_checkpoint(
                 checkpoint,
                 {
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
-                    "generator": loader.generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
                     "history": history,
                     "epoch": epoch,
                     "best_loss": stopper.best_loss,
@@ -265,6 +332,24 @@ def fine_tune(
     if stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)
     return history
+
+
+def _step_batches(
+    order: list[int], share: int, micro: int, drop_last: bool
+) -> list[list[list[int]]]:
+    """Positions in one process's sample order, per optimiser step, per micro-batch.
+
+    `drop_last`: leave out the short final step (as the one-process loader always did when
+    there is more than one batch of data).
+    """
+    n = len(order) // share if drop_last else math.ceil(len(order) / share)
+    steps = [order[k * share : (k + 1) * share] for k in range(n)]
+    return [[idx[i : i + micro] for i in range(0, len(idx), micro)] for idx in steps]
+
+
+def _collate(data: TensorImages, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [data[i] for i in idx]
+    return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -292,10 +377,14 @@ def transfer_learn(
     feature_root: Path,
     seed: int = 0,
     checkpoint: Path | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[list[dict], dict[str, float]]:
     """Phase 1, a linear head on frozen features (cached); phase 2, optional fine-tune.
 
     `tp` is params.yaml's `train` section; frozen features are cached under `feature_root`.
+    Under a process group (`init_distributed`) the feature extraction and the fine-tune are
+    shared between the processes; the head, seconds of matrix products, runs in each.
+    The backbone runs on `device`; the model comes back on the CPU.
     Returns the per-epoch history and the seconds spent per phase.
     """
     cfg = model.pretrained_cfg
@@ -305,7 +394,7 @@ def transfer_learn(
     t0 = time.perf_counter()
     # The backbone is frozen in phase 1, so its features are a pure function of
     # (weights, size, normalisation, image): computed once, reused by every later run.
-    sources = feature_sources(feature_root, model, train.images.shape[-1])
+    sources = feature_sources(feature_root, model.to(device), train.images.shape[-1])
     f_train = frozen_features(sources, train, bs, bf16=bf16)
     y_head = train.labels
     if h["flip_views"]:
@@ -313,6 +402,7 @@ def transfer_learn(
         f_train, y_head = torch.cat([f_train, flipped]), torch.cat([y_head, y_head])
     f_valid = frozen_features(sources, valid, bs, bf16=bf16)
     weight = class_weights(train.labels, n_classes, tp.get("class_weights"))
+    model.cpu()  # the head trains on the CPU, next to its features
     t1 = time.perf_counter()
     history = fit_head(
         model.get_classifier(),
@@ -348,7 +438,10 @@ def transfer_learn(
             checkpoint=checkpoint,
             seed=seed,
             class_weight=weight,
+            device=device,
+            micro_batch_size=ft.get("micro_batch_size"),
             **{k: ft[k] for k in keys},
         )
+    model.cpu()
     t3 = time.perf_counter()
     return history, {"features": t1 - t0, "head": t2 - t1, "finetune": t3 - t2}

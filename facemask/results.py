@@ -1,0 +1,158 @@
+"""The README's result tables, generated from the files the pipeline wrote.
+
+Each table sits in the README between `<!-- results:NAME -->` and `<!-- /results:NAME -->`;
+`python -m facemask.results` rewrites them, `--check` fails when the README is out of date
+(CI runs the check, so a hand-edited number or a stale table cannot land).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+FAMILIES = ("face_size", "source", "brightness", "blur", "colour")
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def evaluation_table(root: Path) -> str:
+    """Held-in test (published labels, reviewed beside), each external set, worst slice per
+    family, calibration and corruption accuracy: one row each."""
+    m = root / "metrics"
+    test = _read(m / "test.json")
+    if test is None:
+        return "_No metrics/test.json yet: run `dvc repro`._"
+    rows = [("what", "pictures", "accuracy", "errors", "note")]
+    rows.append(
+        ("held-in test, published labels", test["n"], _pct(test["accuracy"]), test["errors"],
+         "the headline: what the source's labels say")
+    )  # fmt: skip
+    rev = test.get("reviewed_labels")
+    if rev:
+        rows.append(
+            ("held-in test, reviewed labels", rev["n"], _pct(rev["accuracy"]), rev["errors"],
+             f"{rev['dropped']} dropped, {rev['relabelled']} relabelled by review")
+        )  # fmt: skip
+    for f in sorted((m / "external").glob("*.json")):
+        e = json.loads(f.read_text())
+        note = f"external; {e.get('overlap_removed', 0)} copies of train/valid pictures removed"
+        rows.append((f"external: {f.stem}", e["n"], _pct(e["accuracy"]), e["errors"], note))
+    slices = _read(m / "slices.json") or {}
+    for fam in [f for f in FAMILIES if f in slices] + sorted(set(slices) - set(FAMILIES)):
+        s = slices[fam]
+        if s.get("worst_slice") is None:
+            continue
+        gap = "" if s.get("gap") is None else f"gap to best {100 * s['gap']:.1f} points"
+        rows.append(
+            (f"worst slice, {fam}: {s['worst_slice']}", s["worst_n"], _pct(s["worst_accuracy"]),
+             "-", gap)
+        )  # fmt: skip
+    cal = test.get("calibration")
+    if cal:
+        rows.append(
+            ("calibration (test, ECE 15 bins)", test["n"], "-", "-",
+             f"ECE {cal['ece_before']:.4f} raw -> {cal['ece_after']:.4f} at T = "
+             f"{cal['temperature']:.3g}")
+        )  # fmt: skip
+    ab = test.get("abstain")
+    if ab:
+        rows.append(
+            (f"answered at confidence >= {ab['threshold']}", ab["answered"],
+             _pct(ab["accuracy_answered"]), "-", f"coverage {_pct(ab['coverage'], 1)}")
+        )  # fmt: skip
+    rob = _read(m / "robustness.json")
+    if rob:
+        w = rob["worst"]
+        rows.append(
+            ("corruptions, mean over all", rob["sample"], _pct(rob["mean_corrupted_accuracy"]),
+             "-", f"clean {_pct(rob['clean_accuracy'])}; worst {w['corruption']} "
+             f"{w['severity']}: {_pct(w['accuracy'])}")
+        )  # fmt: skip
+    return _markdown(rows)
+
+
+def _markdown(rows: list[tuple]) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def slices_table(root: Path, family: str) -> str:
+    """Every slice of one family from metrics/slices.csv, with its interval."""
+    path = root / "metrics" / "slices.csv"
+    if not path.is_file():
+        return "_No metrics/slices.csv yet._"
+    t = pd.read_csv(path)
+    t = t[t["family"] == family]
+    rows = [("slice", "n", "accuracy", "95 % interval", "")]
+    for r in t.itertuples():
+        flag = "too few to rank" if r.small else ""
+        rows.append(
+            (r.slice, r.n, _pct(r.accuracy, 1), f"{_pct(r.acc_lo, 1)} - {_pct(r.acc_hi, 1)}", flag)
+        )
+    return _markdown(rows)
+
+
+def leaderboard_table(root: Path, name: str) -> str:
+    path = (
+        root / "leaderboard" / name / "leaderboard.md"
+        if name
+        else root / "leaderboard" / "leaderboard.md"
+    )
+    return path.read_text().strip() if path.is_file() else "_No leaderboard yet._"
+
+
+TABLES: dict[str, Callable[[Path], str]] = {
+    "evaluation": evaluation_table,
+    "slices-face-size": lambda r: slices_table(r, "face_size"),
+    "leaderboard": lambda r: leaderboard_table(r, ""),
+    "leaderboard-joined": lambda r: leaderboard_table(r, "joined"),
+}
+MARK = re.compile(
+    r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /results:(?P=name) -->)", re.S
+)
+
+
+def render(readme: str, root: Path) -> str:
+    """The README with every marked table regenerated; an unknown name is an error."""
+
+    def fill(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            raise ValueError(f"README: unknown results table {name!r} (known: {sorted(TABLES)})")
+        return m.group(1) + TABLES[name](root) + m.group(4)
+
+    return MARK.sub(fill, readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    new = render(text, args.readme.resolve().parent)
+    if args.check:
+        if new != text:
+            print(f"{args.readme}: result tables are stale: run `make results`", file=sys.stderr)
+            return 1
+        return 0
+    args.readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

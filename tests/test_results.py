@@ -1,0 +1,53 @@
+"""README result tables come from the metrics files, and the README is in sync with them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from facemask.results import MARK, render
+from tests.conftest import ROOT
+
+
+def write_metrics(root, accuracy=0.99):
+    m = root / "metrics"
+    (m / "external").mkdir(parents=True)
+    test = {
+        "accuracy": accuracy,
+        "n": 100,
+        "errors": round(100 * (1 - accuracy)),
+        "reviewed_labels": {"accuracy": 1.0, "n": 99, "errors": 0, "dropped": 1, "relabelled": 0},
+        "calibration": {"ece_before": 0.05, "ece_after": 0.01, "temperature": 1.7},
+    }
+    (m / "test.json").write_text(json.dumps(test))
+    ext = {"accuracy": 0.9, "n": 50, "errors": 5, "overlap_removed": 3}
+    (m / "external" / "crowd.json").write_text(json.dumps(ext))
+    slices = {
+        "face_size": {"worst_slice": "<32", "worst_accuracy": 0.8, "worst_n": 40, "gap": 0.19}
+    }
+    (m / "slices.json").write_text(json.dumps(slices))
+
+
+def test_table_carries_the_numbers_the_pipeline_wrote(tmp_path):
+    write_metrics(tmp_path)
+    readme = "intro\n<!-- results:evaluation -->\nold\n<!-- /results:evaluation -->\nend\n"
+    out = render(readme, tmp_path)
+    assert "old" not in out and out.startswith("intro\n") and out.endswith("end\n")
+    assert "| held-in test, published labels | 100 | 99.00 % | 1 |" in out
+    assert "| external: crowd | 50 | 90.00 % | 5 | external; 3 copies" in out
+    assert "worst slice, face_size: <32 | 40 | 80.00 %" in out
+    assert "ECE 0.0500 raw -> 0.0100 at T = 1.7" in out
+    write_metrics(tmp_path / "other", accuracy=0.95)
+    assert render(readme, tmp_path / "other") != out  # a changed metric changes the README
+
+
+def test_unknown_table_name_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="nonesuch"):
+        render("<!-- results:nonesuch -->\nx\n<!-- /results:nonesuch -->", tmp_path)
+
+
+def test_readme_tables_are_in_sync_with_the_metrics():
+    readme = (ROOT / "README.md").read_text()
+    assert len(MARK.findall(readme)) >= 2  # the tables are marked, so the check has teeth
+    assert render(readme, ROOT) == readme, "README result tables are stale: run `make results`"
