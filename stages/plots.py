@@ -9,23 +9,10 @@ import pandas as pd
 
 from facemask.config import load_params, tune_malloc
 from facemask.data.cache import Normalize, decode_frame, to_tensor
-from facemask.explain.cams import cam_layers, compute_cams, overlay
-from facemask.explain.figures import plot_confusion, plot_grid
+from facemask.explain.cams import cam_layers, compute_cams
+from facemask.explain.figures import plot_confusion
+from facemask.explain.report import describe_prediction, pick_examples, plot_cam_grid
 from facemask.models.factory import load_model
-
-
-def pick_examples(
-    pred: pd.DataFrame, classes: list[str], per_cell: int, seed: int
-) -> list[tuple[str, pd.DataFrame]]:
-    """Per true class: a random sample of correct predictions and the most confident wrong ones."""
-    cells = []
-    for c in classes:
-        rows = pred[pred["label"] == c]
-        right = rows[rows["predicted"] == c]
-        wrong = rows[rows["predicted"] != c].sort_values("confidence", ascending=False)
-        cells.append((f"{c}: correct", right.sample(min(per_cell, len(right)), random_state=seed)))
-        cells.append((f"{c}: wrong", wrong.head(per_cell)))
-    return cells
 
 
 def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, out: Path) -> None:
@@ -45,39 +32,20 @@ def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, 
     )
 
     layers = cam_layers(p["target_layer"], model, card.image_size)
-    cells = pick_examples(pred, card.classes, p["per_cell"], params["seed"])
-    chosen = pd.concat([rows for _, rows in cells])
+    chosen = pick_examples(pred, card.classes, p["per_cell"], params["seed"])
     sha = pd.read_csv(test_csv).set_index("path")["sha256"]
     images = decode_frame(chosen.assign(sha256=sha.loc[chosen["path"]].to_numpy()), card.image_size)
     x = Normalize(card.mean, card.std)(to_tensor(images))
     # CAMs for the predicted class: what made the model say what it said.
     targets = [card.classes.index(c) for c in chosen["predicted"]]
     cams = compute_cams(model, x, layers, targets, p["cam_method"]) if len(chosen) else []
-
-    tiles, captions, colors, k = [], [], [], 0
-    for _, rows in cells:
-        for j in range(p["per_cell"]):
-            if j < len(rows):
-                r = rows.iloc[j]
-                tiles.append(overlay(images[k], cams[k]))
-                captions.append(f"pred {r['predicted']} {r['confidence']:.2f}")
-                colors.append("green" if r["predicted"] == r["label"] else "red")
-                k += 1
-            else:
-                tiles.append(None)
-                captions.append("")
-                colors.append("black")
-    plot_grid(
-        tiles,
-        captions,
-        out / "gradcam.png",
-        columns=p["per_cell"],
-        colors=colors,
-        row_labels=[name for name, _ in cells],
-        title=f"{p['cam_method']} on {card.model} at {', '.join(layers)}, for the predicted class",
-    )
     where = ", ".join(layers)
-    print(f"wrote {out / 'confusion.png'} and {out / 'gradcam.png'} ({k} CAMs at {where})")
+    title = f"{p['cam_method']} on {card.model} at {where}, for the predicted class"
+    grid = out / "gradcam.png"
+    plot_cam_grid(
+        chosen, images, cams, card.classes, p["per_cell"], grid, title, describe_prediction
+    )
+    print(f"wrote {out / 'confusion.png'} and {grid} ({len(chosen)} CAMs at {where})")
 
 
 if __name__ == "__main__":

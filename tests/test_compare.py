@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.colors import to_hex
+from PIL import Image
 
+from facemask.config import facemask_imports
 from facemask.training import compare as compare_lib
-from facemask.training.compare import Config, make_grid, summarize
+from facemask.training.compare import Config, fold_key, make_grid
+from facemask.training.leaderboard import COLORS, draw_board, summarize, to_markdown
 from stages import compare
 from tests.conftest import run_data_stages
 
@@ -92,14 +98,15 @@ def test_compare_stage_cross_validates_and_resumes(tmp_path, monkeypatch, params
     metrics = json.loads(Path("leaderboard/leaderboard.json").read_text())
     assert set(metrics) == set(board["config"])
     assert "± " in Path("leaderboard/leaderboard.md").read_text()
-    assert Path("leaderboard/accuracy_vs_latency.png").stat().st_size > 10_000
+    with Image.open("leaderboard/accuracy_vs_latency.png") as im:  # 8 x 5.5 in at 110 dpi
+        assert im.size == (880, 605)
 
     # A second run finds every fold done and trains nothing.
     def boom(*a, **k):
         raise AssertionError("should have resumed from the finished folds")
 
-    run_fold = compare.run_fold
-    monkeypatch.setattr(compare, "run_fold", boom)
+    run_fold = compare_lib.run_fold
+    monkeypatch.setattr(compare_lib, "run_fold", boom)
     again = compare.main(params, Path("data/splits"), Path("leaderboard2"))
     pd.testing.assert_series_equal(again["accuracy_mean"], board["accuracy_mean"])
 
@@ -110,7 +117,7 @@ def test_compare_stage_cross_validates_and_resumes(tmp_path, monkeypatch, params
         trained.append(cfg.name)
         return run_fold(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(compare, "run_fold", spy)
+    monkeypatch.setattr(compare_lib, "run_fold", spy)
     params["compare"]["models"].append("resnet18")
     params["compare"]["modes"] = ["frozen"]
     grown = compare.main(params, Path("data/splits"), Path("leaderboard3"))
@@ -147,3 +154,93 @@ def test_cv_never_holds_out_rows_pinned_to_train():
     assert sorted(set(folds[~pinned])) == [0, 1, 2, 3, 4]
     inner = compare_lib.inner_split(df, seed=0, fraction=0.2)
     assert inner.any() and not inner[pinned].any()
+
+
+def fold_params() -> dict:
+    return {
+        "seed": 0,
+        "classes": ["x", "y"],
+        "train": {"lr": 0.1},
+        "cv": {"folds": 2},
+        "compare": {"image_size": 32, "finetune_epochs": 1, "models": ["m"]},
+    }
+
+
+def test_fold_key_changes_with_what_shapes_a_fold_and_only_that(monkeypatch):
+    dev = pd.DataFrame({"sha256": ["s1", "s2"], "label": ["x", "y"], "group": [0, 1]})
+    params = fold_params()
+    key = fold_key(params, "m/scratch/frozen", 0, dev)
+    assert key == fold_key(fold_params(), "m/scratch/frozen", 0, dev)
+    params["compare"]["models"].append("n")  # a grown grid keeps the finished folds
+    assert fold_key(params, "m/scratch/frozen", 0, dev) == key
+    changed = [
+        fold_key(params, "m/scratch/finetune", 0, dev),
+        fold_key(params, "m/scratch/frozen", 1, dev),
+        fold_key(params, "m/scratch/frozen", 0, dev, repeat=1),
+        fold_key(params, "m/scratch/frozen", 0, dev.assign(label=["y", "x"])),
+        fold_key({**params, "train": {"lr": 0.2}}, "m/scratch/frozen", 0, dev),
+    ]
+    assert key not in changed and len(set(changed)) == len(changed)
+    # Other code, other key: the fold cache is keyed by the code that computes a fold ...
+    monkeypatch.setattr(compare_lib, "code_fingerprint", lambda *modules: "other code")
+    assert fold_key(fold_params(), "m/scratch/frozen", 0, dev) != key
+
+
+def test_fold_cache_covers_training_code_but_not_the_leaderboard():
+    # ... which is everything a fold runs (code_fingerprint walks these imports), and not
+    # how the leaderboard ranks or draws the results.
+    reached = facemask_imports("facemask.training.compare")
+    assert {"facemask.training.train", "facemask.training.features"} <= reached
+    assert {"facemask.models.factory", "facemask.evaluation.metrics"} <= reached
+    assert "facemask.training.leaderboard" not in reached
+
+
+def board_frame() -> pd.DataFrame:
+    board = pd.DataFrame(
+        {
+            "model": ["m1", "m1", "m1", "m2"],
+            "weights": ["pretrained", "pretrained", "scratch", "pretrained"],
+            "mode": ["frozen", "finetune", "frozen", "frozen"],
+            "accuracy_mean": [0.90, 0.92, 0.80, 0.95],
+            "accuracy_std": [0.01, 0.02, 0.03, 0.01],
+            "macro_f1_mean": [0.9, 0.91, 0.7, 0.94],
+            "macro_f1_std": [0.01] * 4,
+            "errors": [10, 8, 20, 5],
+            "n": [100] * 4,
+            "latency_ms": [2.0, 2.0, 2.0, 10.0],
+            "params_m": [1.0, 1.0, 1.0, 5.0],
+            "train_seconds": [3.0] * 4,
+        }
+    )
+    board.insert(0, "config", board["model"] + "/" + board["weights"] + "/" + board["mode"])
+    return board
+
+
+def test_board_plot_puts_each_configuration_at_its_latency_and_accuracy():
+    fig = draw_board(board_frame())
+    try:
+        ax = fig.axes[0]
+        dots = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
+        got = sorted(
+            (*map(float, c.get_offsets()[0]), to_hex(c.get_facecolor()[0]), float(c.get_sizes()[0]))
+            for c in dots
+        )
+        blue, orange = to_hex(COLORS["pretrained"]), to_hex(COLORS["scratch"])
+        assert got == [
+            (2.0, 0.80, orange, 55.0),  # marker area 30 + 25 per million parameters
+            (2.0, 0.90, blue, 55.0),
+            (2.0, 0.92, blue, 55.0),
+            (10.0, 0.95, blue, 155.0),
+        ]
+        # One name per model and weights, at its best configuration.
+        labels = sorted((t.get_text(), *t.xy) for t in ax.texts)
+        assert labels == [("m1", 2.0, 0.8), ("m1", 2.0, 0.92), ("m2", 10.0, 0.95)]
+        assert ax.get_xscale() == "log"
+    finally:
+        plt.close(fig)
+
+
+def test_markdown_ranks_best_mean_accuracy_first():
+    lines = to_markdown(board_frame()).splitlines()[2:]
+    assert [line.split("|")[1].strip() for line in lines] == ["m2", "m1", "m1", "m1"]
+    assert "92.00% ± 2.00%" in lines[1] and "8 / 100" in lines[1]

@@ -6,6 +6,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from pytorch_grad_cam.metrics.road import NoisyLinearImputer, ROADCombined
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from torch import nn
 
+from facemask.explain import report
 from facemask.explain.cams import (
     CAM_METHODS,
     QuickImputer,
@@ -41,6 +45,13 @@ from facemask.explain.cams import (
     top_channels,
 )
 from facemask.explain.figures import colorize, enlarge
+from facemask.explain.report import (
+    LIST_COLUMNS,
+    describe_prediction,
+    pick_cam_sample,
+    pick_examples,
+    plot_cam_grid,
+)
 from facemask.models.factory import KNOWN_MODELS, ModelCard, create_model, save_model
 from stages import explain as stage
 from tests.conftest import CLASSES, ROOT, draw_face
@@ -210,9 +221,28 @@ def test_cams_on_every_backbone(backbone, batch, method):
 
 def test_occlusion_on_every_backbone(backbone, batch):
     _, model = backbone
-    occ = compute_occlusion(model, batch, [0, 1], patch=32, stride=16)
+    occ = compute_occlusion(model, batch, [0, 1], patch=32, stride=32)
     assert occ.shape == (2, 64, 64) and np.isfinite(occ).all()
-    assert np.abs(occ).max() <= 1  # differences of probabilities
+    # Four quadrants, each pixel under one patch: its value is the drop in p(target) with
+    # its own quadrant greyed out, computed here directly.
+    with torch.no_grad():
+        base = model(batch).softmax(-1)
+        for top, left in [(0, 0), (0, 32), (32, 0), (32, 32)]:
+            grey = batch.clone()
+            grey[:, :, top : top + 32, left : left + 32] = 0
+            drop = base - model(grey).softmax(-1)
+            quadrant = occ[:, top : top + 32, left : left + 32]
+            for i, target in enumerate([0, 1]):
+                np.testing.assert_allclose(quadrant[i], drop[i, target].item(), atol=1e-5)
+    # Overlapping patches: each pixel gets the mean drop of the patches over it.
+    half = compute_occlusion(model, batch[:1], [0], patch=32, stride=16)
+    with torch.no_grad():
+        drops = []
+        for top, left in [(0, 0), (0, 16), (16, 0), (16, 16)]:  # every patch over (20, 20)
+            grey = batch[:1].clone()
+            grey[:, :, top : top + 32, left : left + 32] = 0
+            drops.append((base[0, 0] - model(grey).softmax(-1)[0, 0]).item())
+    assert half[0, 20, 20] == pytest.approx(np.mean(drops), abs=1e-5)
 
 
 def test_feature_maps_on_every_backbone(backbone, batch):
@@ -324,6 +354,17 @@ def run_stage(params: dict, out: str) -> tuple[dict, stage.Outputs]:
     return stage.main(params, Path("m.st"), Path("predictions.csv"), Path("test.csv"), outs), outs
 
 
+def picture(path: Path) -> np.ndarray:
+    """A PNG as RGB pixels, after checking that something was drawn: many colours (tiles,
+    maps, heatmaps, not only text) over a good part of the canvas."""
+    with Image.open(path) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    assert colours > 300, f"{path.name}: {colours} colours, nothing but text or blank"
+    assert (pixels.min(-1) < 250).mean() > 0.1, f"{path.name}: mostly white"
+    return pixels
+
+
 def test_explain_stage_end_to_end(stage_inputs):
     params, pred = stage_inputs
     metrics, outs = run_stage(params, "a")
@@ -333,15 +374,20 @@ def test_explain_stage_end_to_end(stage_inputs):
     expected += ["weights", "activation_max", "low_confidence", "misclassified"]
     assert pngs == sorted(f"{name}.png" for name in expected)
     for png in outs.plots.glob("*.png"):
-        with Image.open(png) as im:
-            assert im.size[0] > 100 and im.size[1] > 100
+        picture(png)
+    # CAM grid: 2 classes x (correct, wrong) rows of per_cell tiles, 210 x 240 px a tile.
+    height, width, _ = picture(outs.plots / "cam_gradcam.png").shape
+    assert height == pytest.approx(4 * 240, rel=0.1) and width == pytest.approx(2 * 210, rel=0.2)
+    # Occlusion: image, CAM and occlusion map in a row, one row per occluded image.
+    height, width, _ = picture(outs.plots / "occlusion.png").shape
+    assert height == pytest.approx(3 * 240, rel=0.1) and width == pytest.approx(3 * 210, rel=0.2)
 
     wrong = pd.read_csv(outs.misclassified)
     assert sorted(wrong["path"]) == sorted(pred.loc[[0, 1, 5], "path"])
     assert wrong["confidence"].is_monotonic_decreasing
     low = pd.read_csv(outs.low_confidence)
     assert sorted(low["path"]) == sorted(pred.loc[pred["confidence"] < 0.8, "path"])
-    assert list(low.columns) == stage.LIST_COLUMNS
+    assert list(low.columns) == LIST_COLUMNS
     assert metrics["misclassified"] == 3
     assert metrics["images"]["gallery_misclassified"] == 2  # the two copies: one tile
     assert metrics["images"]["cam"] == 8 and metrics["images"]["road"] == 2
@@ -349,24 +395,115 @@ def test_explain_stage_end_to_end(stage_inputs):
 
     saved = json.loads(outs.metrics.read_text())
     assert saved == metrics
-    for method in ("gradcam", "eigencam"):
-        m = saved[method]
-        assert -1 <= m["road_morf"] <= 1 and -1 <= m["road_lerf"] <= 1
-        assert m["road_combined"] == pytest.approx((m["road_lerf"] - m["road_morf"]) / 2, abs=1e-4)
-        assert set(m["lower_face_share"]) == {*CLASSES, "all"}
     road = pd.read_csv(outs.road)
     assert len(road) == 2 * 2 * 1 and set(road["percent_removed"]) == {50}
     attention = pd.read_csv(outs.attention)
     assert set(attention["map"]) == {"gradcam", "eigencam", "occlusion"}
-    shares = attention["lower_share"].dropna()
-    assert len(shares) and shares.between(0, 1).all()
+    for method in ("gradcam", "eigencam"):
+        m = saved[method]
+        # One percentile: the JSON's mean per direction is the CSV's one row.
+        rows = road[road["method"] == method].set_index("direction")["score"]
+        assert m["road_morf"] == pytest.approx(rows["MoRF"], abs=1e-5)
+        assert m["road_lerf"] == pytest.approx(rows["LeRF"], abs=1e-5)
+        shares = attention[attention["map"] == method].set_index("class")
+        assert m["lower_face_share"] == pytest.approx(
+            {c: (None if np.isnan(v) else v) for c, v in shares["lower_share"].items()}
+        )
+        # Correct predictions only: 3 per class in the sample of 8 (2 wrong, 6 right);
+        # fewer only where a map has no positive mass.
+        assert (shares.loc[CLASSES, "n"] <= 3).all()
+        assert shares.loc["all", "n"] == shares.loc[CLASSES, "n"].sum()
+    assert attention.loc[attention["map"] == "eigencam", "n"].tolist() == [3, 3, 6]
+    # Occlusion: the first 2 correct images of the sample (round-robin: one per class).
+    assert attention.loc[attention["map"] == "occlusion", "n"].max() <= 2
     weights = pd.read_csv(outs.weights)
     assert weights["layer"].iloc[0] == "features.0" and (weights["std"] > 0).all()
+    model, _ = create_model("facemask_cnn", 2, pretrained=False)
+    assert list(weights["layer"]) == [
+        n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
 
     again, outs2 = run_stage(params, "b")  # same seed, same numbers
     assert again == metrics
     for a, b in [(outs.road, outs2.road), (outs.attention, outs2.attention)]:
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_cam_grid_puts_each_picture_in_its_cell(monkeypatch, tmp_path):
+    """The one CAM grid of the plots and explain stages: rows class x (correct, wrong), each
+    cell its first per_cell pictures in sample order with the CAM on top; gaps stay empty."""
+    sample = pd.DataFrame(
+        {
+            "label": ["a", "a", "b", "a", "a", "b"],
+            "predicted": ["a", "b", "b", "a", "a", "a"],
+            "confidence": [0.9, 0.8, 0.7, 0.6, 0.55, 0.99],
+        }
+    )
+    images = np.stack([np.full((8, 8, 3), 40 * i, np.uint8) for i in range(6)])
+    cams = np.random.default_rng(0).uniform(0, 1, (6, 8, 8)).astype(np.float32)
+    drawn = {}
+
+    def fake_plot_grid(tiles, captions, path, **kwargs):
+        drawn.update(tiles=tiles, captions=captions, **kwargs)
+
+    monkeypatch.setattr(report, "plot_grid", fake_plot_grid)
+    plot_cam_grid(sample, images, cams, ["a", "b"], 2, tmp_path / "g.png", "t", describe_prediction)
+    assert drawn["row_labels"] == ["a: correct", "a: wrong", "b: correct", "b: wrong"]
+    assert drawn["columns"] == 2 and drawn["title"] == "t"
+    cells = [0, 3, 1, None, 2, None, 5, None]  # row 4 is a third correct "a": no room
+    for tile, i in zip(drawn["tiles"], cells, strict=True):
+        if i is None:
+            assert tile is None
+        else:
+            np.testing.assert_array_equal(tile, overlay(images[i], cams[i]))
+    assert drawn["colors"] == ["green", "green", "red", "black", "green", "black", "red", "black"]
+    assert drawn["captions"][:3] == ["pred a 0.90", "pred a 0.60", "pred b 0.80"]
+    plot_cam_grid(sample, images, cams, ["a", "b"], 2, tmp_path / "g.png", "t")
+    assert drawn["captions"][2] == "true a /\npred b 0.80"  # the explain stage's caption
+
+
+def test_pick_examples_fills_the_grid_cells_in_order():
+    pred = pd.DataFrame(
+        {
+            "path": [f"p{i}" for i in range(9)],
+            "label": ["a"] * 8 + ["b"],
+            "predicted": ["a"] * 5 + ["b"] * 3 + ["b"],
+            "confidence": [0.9, 0.8, 0.7, 0.6, 0.5, 0.55, 0.95, 0.75, 0.6],
+        }
+    )
+    chosen = pick_examples(pred, ["a", "b"], 2, seed=0)
+    assert len(chosen) == 2 + 2 + 1
+    assert set(chosen["path"][:2]) <= {f"p{i}" for i in range(5)}  # a, correct: a sample
+    assert list(chosen["path"][2:4]) == ["p6", "p7"]  # a, wrong: the most confident first
+    assert list(chosen["path"][4:]) == ["p8"]  # b, correct; no wrong b
+    samples = {tuple(pick_examples(pred, ["a", "b"], 2, seed=k)["path"][:2]) for k in range(6)}
+    assert len(samples) > 1  # the correct ones are drawn by the seed
+
+
+def test_share_by_class_averages_correct_predictions_only():
+    sample = pd.DataFrame(
+        {"label": ["a", "a", "b", "b", "a", "a"], "predicted": ["a", "a", "b", "a", "b", "a"]}
+    )
+    shares = np.array([0.2, 0.6, 1.0, 0.9, 0.0, np.nan])  # the NaN: a map with no mass
+    rows = {r["class"]: r for r in report.share_by_class(sample, ["a", "b"], shares, "m")}
+    assert [rows[c]["n"] for c in ("a", "b", "all")] == [2, 1, 3]
+    assert rows["a"]["lower_share"] == pytest.approx(0.4)
+    assert rows["b"]["lower_share"] == pytest.approx(1.0)
+    assert rows["all"]["lower_share"] == pytest.approx(0.6)
+    assert rows["b"]["label"] == "m: b"
+    none = report.share_by_class(sample.assign(predicted="x"), ["a"], shares, "m")
+    assert np.isnan(none[0]["lower_share"]) and none[0]["n"] == 0
+
+
+def test_road_rows_label_the_share_removed():
+    road = {
+        "morf": np.array([[0.1, 0.3], [0.5, 0.7]]),  # (percentile, image)
+        "lerf": np.array([[-0.1, -0.3], [0.0, 0.2]]),
+    }
+    rows = report.road_rows("m", [20, 80], road)
+    got = [(r["direction"], r["percent_removed"], r["score"]) for r in rows]
+    assert got == [("MoRF", 80, 0.2), ("MoRF", 20, 0.6), ("LeRF", 80, -0.2), ("LeRF", 20, 0.1)]
+    assert rows[0]["label"] == "m MoRF 80% removed"
 
 
 def test_cam_sample_is_balanced_unique_and_keeps_every_mistake():
@@ -382,7 +519,7 @@ def test_cam_sample_is_balanced_unique_and_keeps_every_mistake():
     )
     pred["predicted"] = pred["label"]
     pred.loc[[4, 9, 22], "predicted"] = CLASSES[1]  # wrong, with_mask true labels (rows 4, 9)
-    sample = stage.pick_cam_sample(pred, CLASSES, 12, seed=1)
+    sample = pick_cam_sample(pred, CLASSES, 12, seed=1)
     assert len(sample) == 12 and sample["group"].is_unique
     wrong = pred.drop_duplicates("group")
     wrong = wrong[wrong["label"] != wrong["predicted"]]
@@ -390,24 +527,66 @@ def test_cam_sample_is_balanced_unique_and_keeps_every_mistake():
     assert (sample["label"].value_counts() == 6).all()
     assert list(sample["label"].iloc[:4]) == [CLASSES[0], CLASSES[1]] * 2  # round-robin
     assert set(sample["path"].iloc[-len(wrong) :]) == set(wrong["path"])  # wrong ones last
-    assert sample.equals(stage.pick_cam_sample(pred, CLASSES, 12, seed=1))
-    assert not sample.equals(stage.pick_cam_sample(pred, CLASSES, 12, seed=2))
+    assert sample.equals(pick_cam_sample(pred, CLASSES, 12, seed=1))
+    assert not sample.equals(pick_cam_sample(pred, CLASSES, 12, seed=2))
+
+
+def read_cmd(cmd: str) -> tuple[str, list[str], dict[str, str]]:
+    """A stage's `python -m module pos... --flag value...` as (module, positionals, flags)."""
+    words = cmd.split()
+    words = words[words.index("-m") + 1 :]
+    module, rest = words[0], words[1:]
+    first = next((i for i, w in enumerate(rest) if w.startswith("--")), len(rest))
+    flags = rest[first:]
+    assert len(flags) % 2 == 0 and all(f.startswith("--") for f in flags[::2]), cmd
+    return module, rest[:first], dict(zip(flags[::2], flags[1::2], strict=True))
+
+
+def explain_spec() -> tuple[dict, dict[str, dict]]:
+    """dvc.yaml's explain stage, and its declared outputs with their options."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["explain"]
+    declared = {}
+    for kind in ("outs", "metrics", "plots"):
+        for o in spec.get(kind, []):
+            path, opts = next(iter(o.items())) if isinstance(o, dict) else (o, {})
+            declared[path] = opts or {}
+    return spec, declared
 
 
 def test_dvc_yaml_declares_what_the_stage_writes():
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["explain"]
-    declared = [
-        next(iter(o)) if isinstance(o, dict) else o
-        for k in ("outs", "metrics", "plots")
-        for o in spec.get(k, [])
-    ]
-    assert len(declared) == 7
-    for path in declared:
-        assert f" {path}" in spec["cmd"], path
-    flags = {"plots/explain", "metrics/explain.json"}
-    assert flags <= set(declared)
+    spec, declared = explain_spec()
+    module, inputs, flags = read_cmd(spec["cmd"])
+    assert module == "stages.explain"
+    # Each output flag of the cmd line is declared, and each declared output is a flag.
+    assert sorted(flags.values()) == sorted(declared)
+    assert set(inputs) <= set(spec["deps"]) and "stages/explain.py" in spec["deps"]
     # Pictures are DVC-cached (they show faces); only the numbers live in git.
-    for o in spec["plots"] + spec["outs"] + spec.get("metrics", []):
-        path, opts = next(iter(o.items())) if isinstance(o, dict) else (o, {})
-        assert opts.get("cache", True) == (not str(path).endswith(".csv") and "json" not in path)
+    for path, opts in declared.items():
+        assert opts.get("cache", True) == (not path.endswith(".csv") and "json" not in path)
     assert set(spec["params"]) == {"seed", "explain"}
+
+
+@pytest.mark.slow
+def test_explain_cmd_line_writes_what_dvc_yaml_declares(stage_inputs, tmp_path):
+    """The stage run from its own dvc.yaml command line (inputs swapped for synthetic ones)
+    writes every declared output and nothing else; each plot's x and y are CSV columns."""
+    params, _ = stage_inputs
+    spec, declared = explain_spec()
+    module, inputs, flags = read_cmd(spec["cmd"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = ["m.st", "predictions.csv", "test.csv"]
+    assert len(args) == len(inputs)
+    for flag, path in flags.items():
+        args += [flag, f"out/{path}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", module, *args]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    written = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()]
+    for path, opts in declared.items():
+        assert any(w == path or w.startswith(path + "/") for w in written), path
+        if "x" in opts:  # a DVC plot of a CSV: the columns it draws must exist
+            columns = set(pd.read_csv(out / path).columns)
+            assert {opts["x"], opts["y"]} <= columns, (path, columns)
+    assert all(any(w == d or w.startswith(d + "/") for d in declared) for w in written)

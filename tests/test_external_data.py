@@ -51,7 +51,7 @@ def test_folder_attributes_merge_copies_into_one_row(tmp_path):
         {"cloth-mask": "with_mask", "n95-mask": "with_mask", "no-mask": "without_mask"},
         folder_attributes=FOLDER_ATTRS,
     )
-    index, rejected, report = build_index([src], min_side=16, workers=1)
+    index, _, report = build_index([src], min_side=16, workers=1)
     by = index.set_index(index["path"].str.rsplit("/", n=1).str[1])
     assert len(index) == 4 and by.index.is_unique  # cloth, n95, bare, x: one row each
     assert by.loc["cloth.jpg", ["attr_gender", "attr_race"]].tolist() == ["female", "black"]

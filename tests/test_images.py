@@ -382,6 +382,25 @@ def test_resize_square(size: int) -> None:
     assert arr.shape == (size, size, 3) and arr.dtype == np.uint8
 
 
+@pytest.mark.parametrize("size", [32, 224])
+def test_resize_square_squashes_instead_of_cropping(size: int) -> None:
+    """A wide picture keeps its edges: a red band on the left tenth and a blue band along
+    the bottom tenth stay a tenth of the square (a centre crop would cut the red one off)."""
+    arr = np.full((50, 100, 3), 128, np.uint8)
+    arr[:, :10] = [255, 0, 0]
+    arr[45:, 10:] = [0, 0, 255]
+    out = resize_square(Image.fromarray(arr), size).astype(int)
+    tenth = size // 10
+    left, bottom, middle = (
+        out[: -tenth - 2, : tenth - 2],
+        out[-tenth + 2 :, tenth + 2 :],
+        out[size // 3 : 2 * size // 3, size // 3 : 2 * size // 3],
+    )
+    assert np.abs(left - [255, 0, 0]).max() < 40
+    assert np.abs(bottom - [0, 0, 255]).max() < 40
+    assert np.abs(middle - 128).max() < 10
+
+
 def test_resize_square_keeps_colour() -> None:
     img = Image.new("RGB", (30, 10), (12, 34, 56))
     assert np.all(resize_square(img, 16) == [12, 34, 56])

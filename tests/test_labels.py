@@ -9,10 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from facemask.data.reviews import apply_label_reviews, read_label_reviews, reviewed_mask
 from facemask.data.split import SPLITS
-from facemask.training.audit import label_issues, out_of_fold_probs
+from facemask.training.audit import (
+    find_suspects,
+    label_issues,
+    out_of_fold_probs,
+    summarize_audit,
+)
 from tests.test_split import index_frame
 
 CLASSES = ["a", "b"]
@@ -256,4 +262,34 @@ def test_audit_stage_on_tiny_images(tmp_path, monkeypatch, params):
     assert out["to_review"] == int((~table["reviewed"]).sum())  # nothing reviewed yet
     assert set(table["split"]) <= set(SPLITS)
     assert json.loads(Path("audit.json").read_text()) == out
-    assert Path("plots/label_audit.png").stat().st_size > 1000
+    # The gallery: the pictures left to review, 6 to a row of 2.1 x 2.4 in tiles at 100 dpi.
+    with Image.open("plots/label_audit.png") as im:
+        pixels = np.asarray(im.convert("RGB"))
+    rows = -(-min(params["audit"]["gallery"], out["to_review"]) // 6)
+    assert pixels.shape[0] == pytest.approx(240 * rows, rel=0.15)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000  # faces drawn, not just text
+
+
+def test_suspects_and_audit_counts():
+    table = pd.DataFrame(
+        {
+            "label": ["a", "a", "b", "b", "a"],
+            "published_label": ["a", "b", "b", "b", "a"],
+            "predicted": ["a", "b", "b", "a", "a"],
+            "issue": [True, True, False, False, False],
+            "reviewed": [True, False, False, False, False],
+            "split": ["train", "valid", "test", "test", "train"],
+        }
+    )
+    suspect = find_suspects(table)
+    assert suspect.tolist() == [True, True, False, True, False]  # flagged, or predicted otherwise
+    assert summarize_audit(table, suspect) == {
+        "pictures": 5,
+        "out_of_fold_accuracy": 0.6,
+        "out_of_fold_errors": 2,
+        "flagged": 2,
+        "to_review": 2,  # row 0 is reviewed already
+        "to_review_per_split": {"train": 0, "valid": 1, "test": 1},
+        "reviewed": 1,
+        "relabelled": 1,
+    }

@@ -110,7 +110,9 @@ def test_every_third_party_import_is_declared():
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared += extra
     names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in declared}
     owners = importlib.metadata.packages_distributions()
     missing = {}

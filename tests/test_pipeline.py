@@ -25,6 +25,18 @@ def run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+def find_key(tree: object, key: str) -> object:
+    """The first value under `key` anywhere in nested dicts (DVC's JSON nests by revision)."""
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        for value in tree.values():
+            found = find_key(value, key)
+            if found is not None:
+                return found
+    return None
+
+
 def ran(output: str) -> list[str]:
     return [s for s in STAGES if f"Running stage '{s}'" in output]
 
@@ -63,7 +75,9 @@ def test_dvc_repro_param_changes_and_experiments(repo):
     ):
         assert (repo / out).is_file(), out
     metrics = json.loads(run([*dvc, "metrics", "show", "--json"], repo))
-    assert "accuracy" in json.dumps(metrics)
+    shown = find_key(metrics, "metrics/test.json")  # nested by revision, then by file
+    written = json.loads((repo / "metrics/test.json").read_text())
+    assert shown.get("data", shown)["accuracy"] == written["accuracy"]
 
     assert ran(run([*dvc, "repro"], repo)) == []  # nothing changed, nothing runs
 
@@ -74,10 +88,13 @@ def test_dvc_repro_param_changes_and_experiments(repo):
 
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
+    baseline = json.loads((repo / "metrics/train.json").read_text())["params_m"]
     out = run([*dvc, "exp", "run", "-S", "model=resnet18", "-n", "r18"], repo)
     # model is read by audit and train: only they and what follows them rerun
     assert ran(out) == ["audit", "train", "evaluate", "plots"]
     table = json.dumps(json.loads(run([*dvc, "exp", "show", "--json"], repo)))
     assert "r18" in table and "resnet18" in table
     diff = json.loads(run([*dvc, "metrics", "diff", "--json"], repo))
-    assert "params_m" in json.dumps(diff.get("metrics/train.json")), diff
+    r18 = json.loads((repo / "metrics/train.json").read_text())["params_m"]
+    change = diff["metrics/train.json"]["params_m"]  # the baseline commit against the exp
+    assert (change["old"], change["new"]) == (baseline, r18) and r18 > 10 * baseline, diff

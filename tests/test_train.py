@@ -34,7 +34,10 @@ def test_fit_head_stops_early():
     history = fit_head(
         torch.nn.Linear(16, 2), x[:100], y[:100], x[100:], y[100:], epochs=200, lr=0.5, patience=3
     )
-    assert len(history) < 200
+    losses = [r["valid_loss"] for r in history]
+    best = losses.index(min(losses))
+    # Stopped exactly `patience` epochs after the best one, long before the 200 allowed.
+    assert len(history) == best + 1 + 3 < 200
 
 
 class Interrupt(Exception):

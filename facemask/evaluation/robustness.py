@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 # 224 px input (scaled with the input size); noise sigmas are in 0-255 pixel units.
 CORRUPTIONS: dict[str, list] = {
     "downscale": [48, 32, 24, 16],  # a small face in a webcam frame, upscaled by the browser
-    "blur": [1, 2, 3, 4],  # Gaussian sigma: focus, motion-free camera shake
+    "blur": [1, 2, 3, 4],  # Gaussian sigma: out of focus, camera shake
     "jpeg": [50, 30, 20, 10],  # quality: heavy compression of a video call or upload
     "noise": [8, 16, 24, 32],  # Gaussian sigma: sensor noise in dim light
     "brightness": [0.6, 0.4, 0.25, 1.5],  # multiplicative: under-, then over-exposure
@@ -21,7 +21,7 @@ CORRUPTIONS: dict[str, list] = {
     "grayscale": [1],  # a monochrome (e.g. infrared) camera
 }
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's "L"
-CHUNK = 64  # images per float32 batch: bounds memory at a few hundred MB
+CHUNK = 64  # images per float32 batch: ~40 MB at 224 px, whatever the set size
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -100,7 +100,7 @@ def corrupt(images: np.ndarray, name: str, severity: float | None, seed: int = 0
     if name == "noise":
         return _noise(images, severity, seed)
     if name == "brightness":
-        return _chunked(images, lambda x: _to_uint8(x * severity))
+        return _to_uint8(np.arange(256, dtype=np.float32) * severity)[images]  # a lookup table
     if name == "contrast":
         return _chunked(images, lambda x: _contrast(x, severity))
     return _chunked(images, lambda x: _to_uint8(np.broadcast_to(_luma(x), x.shape)))

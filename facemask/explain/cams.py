@@ -2,7 +2,7 @@
 feature maps, filters, weight statistics and activation maximisation, for any timm backbone.
 
 Every function takes a model and arrays and returns arrays; pictures are drawn by
-facemask.explain.figures and files are written by stages/explain.py.
+facemask.explain.figures and facemask.explain.report, files by the explain stage.
 """
 
 from __future__ import annotations

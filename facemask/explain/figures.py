@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from sklearn.metrics import ConfusionMatrixDisplay
 
 
@@ -101,3 +103,27 @@ def plot_weight_histograms(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def shorten(name: str, width: int = 22) -> str:
+    """A file name cut to fit under a tile (the CSV next to the picture has the whole path)."""
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
+def plot_review_gallery(
+    tiles: Sequence[np.ndarray], rows: pd.DataFrame, total: int, path: str | os.PathLike
+) -> None:
+    """The label audit's pictures to review: one tile per row of `rows` (path, split, label,
+    predicted, self_confidence), `total` of them left to review in all."""
+    captions = [
+        f"{shorten(Path(r.path).name)} ({r.split})\n"
+        f"{r.label} -> {r.predicted}, p {r.self_confidence:.2f}"
+        for r in rows.itertuples()
+    ]
+    title = f"Label audit: {total} pictures to review (flagged or out-of-fold errors)"
+    plot_grid(
+        tiles,
+        captions,
+        path,
+        title=title + (f", first {len(rows)} shown" if total > len(rows) else ""),
+    )

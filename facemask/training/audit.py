@@ -7,14 +7,41 @@ person reviews what it lists (facemask.data.reviews).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import GroupShuffleSplit
 from torch import nn
 
-from facemask.data.split import group_folds
+from facemask.data.cache import Split, load_split
+from facemask.data.split import SPLITS, group_folds
+from facemask.training.features import FeatureSource, frozen_features
 from facemask.training.train import class_weights, fit_head, head_settings
+
+
+def split_features(
+    splits: Path,
+    classes: list[str],
+    size: int,
+    sources: list[FeatureSource],
+    batch_size: int,
+    flip: bool,
+    bf16: bool = False,
+) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor | None]:
+    """Every split's rows (with a `split` column) and their frozen features, and those of
+    the mirrored images when `flip`. One split's pixels in memory at a time."""
+    frames, features, flipped = [], [], []
+    for name in SPLITS:
+        df, x, y = load_split(splits / f"{name}.csv", classes, size)
+        split = Split(x, y, df["sha256"].tolist())
+        frames.append(df.assign(split=name))
+        features.append(frozen_features(sources, split, batch_size, bf16=bf16))
+        if flip:
+            flipped.append(frozen_features(sources, split, batch_size, True, bf16))
+    df = pd.concat(frames, ignore_index=True)
+    return df, torch.cat(features), torch.cat(flipped) if flipped else None
 
 
 def out_of_fold_probs(
@@ -88,3 +115,27 @@ def label_issues(
     out["issue"] = issue
     out["reviewed"] = reviewed[first] if reviewed is not None else False
     return out.sort_values(["self_confidence", "path"], kind="stable").reset_index(drop=True)
+
+
+def find_suspects(table: pd.DataFrame) -> pd.Series:
+    """Pictures worth a look: flagged by cleanlab or predicted otherwise out of fold.
+
+    cleanlab's flags are few and strict; every out-of-fold error is worth a look too.
+    """
+    return table["issue"] | (table["predicted"] != table["label"])
+
+
+def summarize_audit(table: pd.DataFrame, suspect: pd.Series) -> dict:
+    """Counts for metrics/audit.json: errors, flags, and what is left to review per split."""
+    wrong = table["predicted"] != table["label"]
+    todo = suspect & ~table["reviewed"]
+    return {
+        "pictures": len(table),
+        "out_of_fold_accuracy": round(1 - float(wrong.mean()), 5),
+        "out_of_fold_errors": int(wrong.sum()),
+        "flagged": int(table["issue"].sum()),  # by cleanlab
+        "to_review": int(todo.sum()),  # flagged or out-of-fold errors, not yet reviewed
+        "to_review_per_split": {s: int((todo & (table["split"] == s)).sum()) for s in SPLITS},
+        "reviewed": int(table["reviewed"].sum()),
+        "relabelled": int((table["label"] != table["published_label"]).sum()),
+    }

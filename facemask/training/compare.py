@@ -1,16 +1,20 @@
-"""Fair comparison of configurations: group-aware k-fold CV, latency, a leaderboard."""
+"""Fair comparison of configurations: group-aware k-fold CV, each fold's result stored under a
+key of its inputs and of this code (facemask.training.leaderboard ranks them)."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
-import time
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from facemask.config import code_fingerprint
 from facemask.data.cache import Normalize, Split
 from facemask.data.split import group_folds
 from facemask.evaluation.metrics import classification_metrics
@@ -78,25 +82,6 @@ def inner_split(df: pd.DataFrame, seed: int, fraction: float = 0.1) -> np.ndarra
     return (group_folds(df, round(1 / fraction), seed) == 0) & ~train_only(df)
 
 
-@torch.no_grad()
-def measure_latency(model: torch.nn.Module, size: int, batch: int = 1, reps: int = 50) -> float:
-    """Fastest of `reps` timed calls, CPU milliseconds per image (after warm-up).
-
-    The minimum, not the median: on a shared 2-core VM the median of one model moved by
-    up to 40 % between runs, the minimum by under 10 %; interference only adds time.
-    """
-    model.eval()
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    for _ in range(10):  # first calls pick oneDNN kernels and grow buffers: not timed
-        model(x)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        model(x)
-        times.append((time.perf_counter() - t) * 1000 / batch)
-    return float(min(times))
-
-
 def run_fold(
     cfg: Config,
     train: Split,
@@ -132,40 +117,105 @@ def run_fold(
     return row
 
 
-def summarize(folds: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over folds (of every repeat) of every metric, and the
-    held-out errors summed, one row per configuration."""
-    metrics = [c for c in folds.columns if c == "accuracy" or c.startswith(("macro_f1", "f1_"))]
-    agg = folds.groupby("config", sort=False)[metrics].agg(["mean", "std"])
-    agg.columns = [f"{m}_{s}" for m, s in agg.columns]
-    folds = folds.assign(errors=((1 - folds["accuracy"]) * folds["n"]).round().astype(int))
-    extra = folds.groupby("config", sort=False).agg(
-        model=("model", "first"),
-        weights=("weights", "first"),
-        mode=("mode", "first"),
-        folds=("fold", "size"),
-        errors=("errors", "sum"),
-        n=("n", "sum"),
-        train_seconds=("train_seconds", "mean"),
+def fold_key(
+    params: dict,
+    config: str,
+    fold: int,
+    dev: pd.DataFrame,
+    section: str = "compare",
+    repeat: int = 0,
+) -> str:
+    """Identifies one (configuration, fold) result, so an interrupted run resumes.
+
+    Only what shapes that result goes in: adding a model to `compare.models` leaves the
+    finished folds of the others valid, and a grid in another section reuses them.
+    """
+    shared = {k: params[section][k] for k in ("image_size", "finetune_epochs")}
+    spec = [*(params[k] for k in ("seed", "classes", "train", "cv")), shared]
+    # The code that computes a fold: a change to it makes every stored fold a miss.
+    spec.append(code_fingerprint("facemask.training.compare"))
+    where = fold if repeat == 0 else f"{repeat}:{fold}"
+    h = hashlib.sha256(json.dumps([spec, config, where], sort_keys=True, default=str).encode())
+    h.update(pd.util.hash_pandas_object(dev[["sha256", "label", "group"]]).values.tobytes())
+    return h.hexdigest()[:20]
+
+
+def run_cv_fold(
+    cfg: Config,
+    dev: pd.DataFrame,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    folds: np.ndarray,
+    f: int,
+    classes: list[str],
+    tp: dict,
+    store_root: Path,
+    seed: int,
+) -> dict:
+    """Fit on every fold but `f` (an inner part of it for early stopping), score on `f`."""
+    fit = (folds != f).nonzero()[0]
+    inner = inner_split(dev.iloc[fit], seed + f)
+    parts = [fit[~inner], fit[inner], (folds == f).nonzero()[0]]
+    train, valid, test = (
+        Split(images[i], labels[i], dev["sha256"].iloc[i].tolist()) for i in parts
     )
-    return extra.join(agg).reset_index()
+    copies = dev["copies"].to_numpy()[parts[2]]
+    return run_fold(cfg, train, valid, test, copies, classes, tp, store_root, seed + f)
 
 
-def to_markdown(board: pd.DataFrame) -> str:
-    """The leaderboard as a markdown table, best mean accuracy first."""
+def fold_settings(train: dict, image_size: int, finetune_epochs: int) -> dict:
+    """params.yaml's `train` section at the grid's image size and fine-tune length."""
+    tp = copy.deepcopy(train)
+    tp["image_size"], tp["finetune"]["epochs"] = image_size, finetune_epochs
+    return tp
+
+
+def cross_validate(
+    params: dict,
+    section: str,
+    dev: pd.DataFrame,
+    images: torch.Tensor,
+    grid: list[Config],
+    done_dir: Path,
+    store_root: Path,
+) -> pd.DataFrame:
+    """Every configuration of `grid` on every fold of every repeat: one row per fold.
+
+    `dev` is train+valid (the test split stays untouched), `images` its decoded pixels.
+    Each finished (configuration, fold) is stored in `done_dir` under its `fold_key` and
+    reused, so an interrupted run resumes; features are cached under `store_root`.
+    """
+    cp, classes = params[section], list(params["classes"])
+    labels = torch.tensor([classes.index(c) for c in dev["label"]])
+    tp = fold_settings(params["train"], cp["image_size"], cp["finetune_epochs"])
+    done_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for _, r in board.sort_values("accuracy_mean", ascending=False).iterrows():
-        rows.append(
-            {
-                "model": r["model"],
-                "weights": r["weights"],
-                "mode": r["mode"],
-                "accuracy": f"{r['accuracy_mean']:.2%} ± {r['accuracy_std']:.2%}",
-                "macro F1": f"{r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f}",
-                "errors": f"{r['errors']} / {r['n']}",
-                "params (M)": f"{r['params_m']:.2f}",
-                "CPU ms/img": f"{r['latency_ms']:.1f}",
-                "train s/fold": f"{r['train_seconds']:.0f}",
-            }
-        )
-    return pd.DataFrame(rows).to_markdown(index=False)
+    for r in range(cp.get("repeats", 1)):
+        # Repeats redraw the folds: k-fold figures move by a few errors with the draw.
+        seed = params["seed"] + 100 * r
+        folds = cv_folds(dev, params["cv"]["folds"], seed)
+        for cfg in grid:
+            for f in range(folds.max() + 1):
+                done = done_dir / f"{fold_key(params, cfg.name, f, dev, section, r)}.json"
+                if done.is_file():
+                    row = json.loads(done.read_text())
+                else:
+                    row = run_cv_fold(
+                        cfg, dev, images, labels, folds, f, classes, tp, store_root, seed
+                    )
+                    tmp = done.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(row))
+                    tmp.replace(done)
+                rows.append(
+                    {
+                        "config": cfg.name,
+                        "model": cfg.model,
+                        "weights": cfg.weights,
+                        "mode": cfg.mode,
+                        "repeat": r,
+                        "fold": f,
+                        **row,
+                    }
+                )
+                print(f"{cfg.name} repeat {r} fold {f}: accuracy {row['accuracy']:.4f}")
+    return pd.DataFrame(rows)
