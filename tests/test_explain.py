@@ -590,3 +590,14 @@ def test_explain_cmd_line_writes_what_dvc_yaml_declares(stage_inputs, tmp_path):
             columns = set(pd.read_csv(out / path).columns)
             assert {opts["x"], opts["y"]} <= columns, (path, columns)
     assert all(any(w == d or w.startswith(d + "/") for d in declared) for w in written)
+
+
+def test_join_split_takes_the_splits_columns_over_the_predictions():
+    from facemask.explain.report import join_split
+
+    pred = pd.DataFrame({"path": ["a", "b"], "predicted": ["x", "y"], "sha256": ["old", "old"]})
+    test = pd.DataFrame({"path": ["b", "a"], "group": [1, 0], "sha256": ["hb", "ha"]})
+    out = join_split(pred, test)
+    assert out["sha256"].tolist() == ["ha", "hb"] and out["group"].tolist() == [0, 1]
+    with pytest.raises(ValueError, match="c is in the predictions"):
+        join_split(pd.concat([pred, pd.DataFrame({"path": ["c"]})]), test)

@@ -47,7 +47,8 @@ LIST_COLUMNS = ["path", "group", "label", "predicted", "confidence"]
 def join_split(pred: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     """Predictions with the split's duplicate group and content hash."""
     keep = test.set_index("path")[["group", "sha256"]]
-    out = pred.join(keep, on="path")
+    # The split's own columns win over any the predictions carry along (evaluate adds sha256).
+    out = pred.drop(columns=[c for c in keep.columns if c in pred]).join(keep, on="path")
     if out["sha256"].isna().any():
         missing = out.loc[out["sha256"].isna(), "path"].iloc[0]
         raise ValueError(f"{missing} is in the predictions but not in the test split")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import zlib
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
+from PIL import Image, ImageFilter
 from torch import nn
 from torchvision.transforms import v2
 
@@ -44,3 +48,83 @@ class TensorImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[i]
         return (self.transform(x) if self.transform else x), self.labels[i]
+
+
+# What a camera at an entrance or a crowd photo does to a face, drawn at random per picture.
+# Ranges differ from the robustness stage's fixed severities on purpose: training on the very
+# conditions the robustness curve measures would flatter it.
+DEGRADE_DEFAULTS: dict = {
+    "downscale": [12, 72],  # short side in px, drawn log-uniform, then back up to the input size
+    "p_downscale": 0.7,
+    "jpeg": [15, 70],  # quality
+    "p_jpeg": 0.5,
+    "blur": [0.3, 1.6],  # Gaussian sigma, px at the input size
+    "p_blur": 0.25,
+    "noise": [2, 14],  # Gaussian sigma, 0-255 units
+    "p_noise": 0.3,
+    "gamma": [0.6, 2.6],  # > 1 darkens: low light, backlight
+    "p_gamma": 0.5,
+    "contrast": [0.45, 1.0],
+    "p_contrast": 0.3,
+    "desaturate": [0.0, 1.0],  # 1 = grey: dark or grey masks look like any other
+    "p_desaturate": 0.3,
+    "hflip": 0.5,
+}
+_RESAMPLE = (
+    Image.NEAREST,
+    Image.BILINEAR,
+    Image.BICUBIC,
+    Image.BOX,
+)  # what cameras and browsers use
+
+
+def degrade(image: np.ndarray, rng: np.random.Generator, cfg: dict | None = None) -> np.ndarray:
+    """One random degradation of a uint8 HWC image: low resolution, compression, blur,
+    noise, low light, low contrast, washed-out colour, mirror; same shape out."""
+    c = {**DEGRADE_DEFAULTS, **(cfg or {})}
+    h, w = image.shape[:2]
+    im = Image.fromarray(image)
+    if rng.random() < c["p_downscale"]:
+        lo, hi = np.log(c["downscale"][0]), np.log(c["downscale"][1])
+        side = float(np.exp(rng.uniform(lo, hi)))
+        if side < min(h, w):
+            small = (max(1, round(w * side / min(h, w))), max(1, round(h * side / min(h, w))))
+            down, up = (_RESAMPLE[i] for i in rng.integers(0, len(_RESAMPLE), 2))
+            im = im.resize(small, down).resize((w, h), up)
+    if rng.random() < c["p_blur"]:
+        im = im.filter(ImageFilter.GaussianBlur(rng.uniform(*c["blur"])))
+    x = np.asarray(im, dtype=np.float32)
+    if rng.random() < c["p_desaturate"]:
+        grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        t = rng.uniform(*c["desaturate"])
+        x = x * (1 - t) + grey[..., None] * t
+    if rng.random() < c["p_contrast"]:
+        x = x.mean() + (x - x.mean()) * rng.uniform(*c["contrast"])
+    if rng.random() < c["p_gamma"]:
+        x = 255.0 * (np.clip(x, 0, 255) / 255.0) ** rng.uniform(*c["gamma"])
+    if rng.random() < c["p_noise"]:
+        x = x + rng.normal(0, rng.uniform(*c["noise"]), x.shape)
+    im = Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+    if rng.random() < c["p_jpeg"]:
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=int(rng.integers(c["jpeg"][0], c["jpeg"][1] + 1)))
+        im = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    out = np.asarray(im)
+    return out[:, ::-1].copy() if rng.random() < c["hflip"] else out
+
+
+def degraded_view(
+    view: int, seed: int, cfg: dict | None = None
+) -> Callable[[torch.Tensor, Sequence[str]], torch.Tensor]:
+    """The `view`-th degraded copy of uint8 NCHW images, a pure function of (seed, view,
+    content key): cached features of a view stay valid across runs and batch orders."""
+
+    def apply(images: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+        out = torch.empty_like(images)
+        for i, (img, key) in enumerate(zip(images, keys, strict=True)):
+            rng = np.random.default_rng([seed, view, zlib.crc32(key.encode())])
+            hwc = img.permute(1, 2, 0).numpy()
+            out[i] = torch.from_numpy(degrade(hwc, rng, cfg)).permute(2, 0, 1)
+        return out
+
+    return apply

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,9 @@ from facemask.training.distributed import (
     world_size,
 )
 
+# A change to uint8 NCHW images that depends only on each image and its content key.
+Transform = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+
 
 def bf16_supported() -> bool:
     """Does this machine run bfloat16 natively (CUDA, or a CPU with AVX512-BF16/AMX)?"""
@@ -42,8 +45,13 @@ def compute_features(
     flip: bool = False,
     desc: str = "features",
     bf16: bool = False,
+    transform: Transform | None = None,
+    keys: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Pooled backbone features (pre-logits) of uint8 NCHW images, float32 on the CPU out.
+
+    `transform(batch, keys)` changes each uint8 batch first (a degraded view), batch by
+    batch so that no transformed copy of the whole set is held.
 
     Runs where the model's weights are. `bf16` runs the backbone under bfloat16 autocast:
     1.5x faster here (AVX512-BF16), with the same 5-fold CV accuracy for a head trained on
@@ -54,7 +62,10 @@ def compute_features(
     norm = copy.deepcopy(norm).to(device)  # the caller's stays where it was
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
-        x = images[i : i + batch_size].to(device)
+        x = images[i : i + batch_size]
+        if transform is not None:
+            x = transform(x, keys[i : i + batch_size])
+        x = x.to(device)
         # Flip the uint8 batch, before Normalize: flipping after it would turn the
         # channels_last tensor back to NCHW and the convolutions ~1.5x slower.
         x = norm(torch.flip(x, dims=[3]) if flip else x)
@@ -73,15 +84,21 @@ def cached_features(
     batch_size: int = 64,
     flip: bool = False,
     bf16: bool = False,
+    view: tuple[str, Transform] | None = None,
 ) -> torch.Tensor:
     """compute_features, computed only for keys not already in `store`.
+
+    `view` (name, transform) stores a transformed view under its own name; the transform
+    must be a pure function of the image and its key, like `augment.degraded_view`.
 
     The store must be specific to one backbone (weights), image size and
     normalisation: see `feature_store`. Under several processes each computes a share of
     the missing rows and every process gets them all; the first process on each machine
     fills that machine's store.
     """
-    view = ("flip" if flip else "orig") + ("-bf16" if bf16 else "")
+    name = view[0] if view else ("flip" if flip else "orig")
+    transform = view[1] if view else None
+    view = name + ("-bf16" if bf16 else "")
     found = [store.get(f"{k}-{view}") for k in keys]
     is_missing = torch.tensor([f is None for f in found], dtype=torch.bool)
     if world_size() > 1:
@@ -92,7 +109,15 @@ def cached_features(
     if missing:
         share = [missing[j] for j in shard_range(len(missing))]
         new = compute_features(
-            model, images[share], norm, batch_size, flip, f"features/{view}", bf16
+            model,
+            images[share],
+            norm,
+            batch_size,
+            flip,
+            f"features/{view}",
+            bf16,
+            transform,
+            [keys[j] for j in share],
         )
         new = gather_rows(new, len(missing))
         write = is_local_main()
@@ -152,12 +177,13 @@ def frozen_features(
     batch_size: int,
     flip: bool = False,
     bf16: bool = False,
+    view: tuple[str, Transform] | None = None,
 ) -> torch.Tensor:
     """Pooled frozen features of every source side by side, from the caches where they are."""
     return torch.cat(
         [
             cached_features(
-                s.module, split.images, split.keys, s.norm, s.store, batch_size, flip, bf16
+                s.module, split.images, split.keys, s.norm, s.store, batch_size, flip, bf16, view
             )
             for s in sources
         ],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import math
 import os
 import time
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from facemask.data.cache import Normalize, Split
 from facemask.models.predict import predict_logits
-from facemask.training.augment import TensorImages, create_augment
+from facemask.training.augment import TensorImages, create_augment, degraded_view
 from facemask.training.distributed import (
     broadcast_object,
     gather_rows,
@@ -400,6 +402,14 @@ def transfer_learn(
     if h["flip_views"]:
         flipped = frozen_features(sources, train, bs, True, bf16)
         f_train, y_head = torch.cat([f_train, flipped]), torch.cat([y_head, y_head])
+    for k in range(h.get("degraded_views", 0)):
+        # Small, blurred, compressed, dark copies: the head learns from faces as cameras
+        # at entrances deliver them, and the backbone runs on each copy once (cached).
+        cfg = tp.get("degrade") or {}
+        tag = hashlib.sha256(json.dumps([seed, k, cfg], sort_keys=True).encode()).hexdigest()[:10]
+        view = (f"degraded-{tag}", degraded_view(k, seed, cfg))
+        f_train = torch.cat([f_train, frozen_features(sources, train, bs, bf16=bf16, view=view)])
+        y_head = torch.cat([y_head, train.labels])
     f_valid = frozen_features(sources, valid, bs, bf16=bf16)
     weight = class_weights(train.labels, n_classes, tp.get("class_weights"))
     model.cpu()  # the head trains on the CPU, next to its features

@@ -1,0 +1,163 @@
+"""Candidate recipes side by side, judged by what generalises: held-in test (published
+labels), every external set, the worst face-size slice, mean corruption accuracy, train time
+and peak RSS, all measured in one run.
+
+Each candidate is params.yaml with a few keys overridden; its train -> evaluate -> external ->
+slices -> robustness stages run in a scratch folder of their own (one process each, so peak
+RSS is per candidate) on the data the main pipeline already prepared (`dvc repro external`
+first). Candidates that change `data.sources` also rerun download -> prepare -> split there.
+
+    python benchmarks/generalisation.py                    # the candidates below
+    python benchmarks/generalisation.py --only baseline,degraded-1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ANDREWMVD = {  # the crowd-photo crops as a training source (scene-grouped splits)
+    "name": "andrewmvd",
+    "url": "https://www.kaggle.com/api/v1/datasets/download/andrewmvd/face-mask-detection",
+    "file": "andrewmvd-face-mask-detection.zip",
+    "sha256": None,
+    "subdir": None,
+    "format": "voc",
+    "classes": {"with_mask": "with_mask", "without_mask": "without_mask"},
+}
+
+CANDIDATES: dict[str, dict] = {
+    "baseline": {},
+    "degraded-1": {"train.head.degraded_views": 1},
+    "degraded-2": {"train.head.degraded_views": 2},
+    "degraded-1-noflip": {"train.head.degraded_views": 1, "train.head.flip_views": False},
+    "andrewmvd+degraded-1": {"train.head.degraded_views": 1, "+source": ANDREWMVD},
+}
+
+
+def with_overrides(params: dict, overrides: dict) -> dict:
+    """params with dotted keys set; `+source` adds a training source and drops it from the
+    external sets (a source that trains is no longer external)."""
+    out = copy.deepcopy(params)
+    for key, value in overrides.items():
+        if key == "+source":
+            out["data"]["sources"].append(value)
+            ext = out["evaluate"]["external"]
+            out["evaluate"]["external"] = [e for e in ext if e["name"] != value["name"]]
+            continue
+        node = out
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return out
+
+
+def run_candidate(params: dict, work: Path) -> dict:
+    """In `work`: the stages one candidate needs; returns what the metrics files say."""
+    from stages import evaluate, external, robustness, slices, train
+    from tests.conftest import run_data_stages
+
+    os.chdir(work)
+    if (
+        params["data"]["sources"]
+        != yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["sources"]
+    ):
+        run_data_stages(params)
+    t0 = time.perf_counter()
+    model = Path("models/model.safetensors")
+    train.main(params, Path("data/splits"), model, Path("h.csv"), Path("metrics/train.json"))
+    seconds = time.perf_counter() - t0
+    test = evaluate.main(
+        params, model, Path("data/splits/test.csv"), Path("data/splits/test_published.csv"),
+        Path("metrics/test.json"), Path("metrics/predictions.csv"), Path("metrics/curves"),
+    )  # fmt: skip
+    ext = external.main(
+        params, model, Path("data/external"), Path("data/splits"), Path("metrics/external"),
+        Path("metrics/external_predictions"),
+    )  # fmt: skip
+    sl = slices.main(
+        params, Path("metrics/predictions.csv"), Path("metrics/external_predictions"),
+        Path("metrics/slices.csv"), Path("metrics/slices.json"), Path("slices.png"),
+    )  # fmt: skip
+    rob = robustness.main(
+        params, model, Path("data/splits/test_published.csv"), Path("metrics/robustness.csv"),
+        Path("metrics/robustness.json"), Path("robustness.png"),
+    )  # fmt: skip
+    per_source = {}
+    import pandas as pd
+
+    table = pd.read_csv("metrics/slices.csv")
+    for r in table[table["family"] == "face_size"].itertuples():
+        per_source[f"faces {r.slice}"] = round(r.accuracy, 4)
+    return {
+        "held_in": round(test["accuracy"], 4),
+        **{f"ext {k}": round(v["accuracy"], 4) for k, v in ext.items()},
+        "worst face size": "{worst_slice} {worst_accuracy:.4f}".format(**sl["face_size"]),
+        **per_source,
+        "corrupted": rob["mean_corrupted_accuracy"],
+        "train s": round(seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", help="comma-separated candidate names")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one candidate
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if args.one:
+        sys.path.insert(0, str(ROOT))
+        result = run_candidate(with_overrides(params, CANDIDATES[args.one]), args.work)
+        print("RESULT " + json.dumps(result))
+        return
+    names = args.only.split(",") if args.only else list(CANDIDATES)
+    rows = {}
+    for name in names:
+        with tempfile.TemporaryDirectory(prefix=f"gen-{name}-") as tmp:
+            work = Path(tmp)
+            (work / "data").mkdir()
+            for part in ("raw", "crops", "external", "splits"):
+                if not CANDIDATES[name].get("+source") or part == "external":
+                    (work / "data" / part).symlink_to(ROOT / "data" / part)
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                ["/usr/bin/time", "-v", sys.executable, __file__, "--one", name, "--work", work],
+                capture_output=True, text=True, cwd=ROOT,
+            )  # fmt: skip
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                print(
+                    f"{name}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}",
+                    file=sys.stderr,
+                )
+                continue
+            rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+            peak = f"{int(rss.group(1)) / 2**20:.2f} GB" if rss else "-"
+            rows[name] = json.loads(line[7:]) | {
+                "wall s": round(time.perf_counter() - t0),
+                "peak RSS": peak,
+            }
+            print(name, rows[name], flush=True)
+    keys = list(dict.fromkeys(k for r in rows.values() for k in r))
+    print("| candidate | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for name, r in rows.items():
+        print(f"| {name} | " + " | ".join(str(r.get(k, "-")) for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Degraded training views: random per picture, yet a pure function of (seed, view, key)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from facemask.data.cache import ArrayStore, Normalize
+from facemask.models.factory import create_model
+from facemask.training import features
+from facemask.training.augment import DEGRADE_DEFAULTS, degrade, degraded_view
+
+OFF = {k: 0.0 for k in DEGRADE_DEFAULTS if k.startswith("p_")} | {"hflip": 0.0}
+
+
+def sharpness(img: np.ndarray) -> float:
+    g = img.astype(np.float32).mean(-1)
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return float(lap.var())
+
+
+def noisy(seed: int = 0, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_everything_off_leaves_the_image_alone():
+    img = noisy()
+    assert np.array_equal(degrade(img, np.random.default_rng(0), OFF), img)
+
+
+def test_downscale_removes_detail_and_darkening_darkens():
+    img = noisy()
+    small = degrade(img, np.random.default_rng(0), OFF | {"p_downscale": 1, "downscale": [12, 12]})
+    assert small.shape == img.shape and small.dtype == np.uint8
+    assert sharpness(small) < sharpness(img) / 10
+    dark = degrade(img, np.random.default_rng(0), OFF | {"p_gamma": 1, "gamma": [2.5, 2.5]})
+    assert dark.mean() < img.mean() * 0.6
+
+
+def test_views_are_pure_functions_of_seed_view_and_key():
+    imgs = torch.from_numpy(np.stack([noisy(i) for i in range(4)])).permute(0, 3, 1, 2)
+    keys = ["aa", "bb", "cc", "dd"]
+    first = degraded_view(0, seed=1)(imgs, keys)
+    assert torch.equal(first, degraded_view(0, seed=1)(imgs, keys))
+    # Batch order does not matter: each picture's copy depends on its own key.
+    assert torch.equal(first[2:], degraded_view(0, seed=1)(imgs[2:], keys[2:]))
+    assert not torch.equal(first, degraded_view(1, seed=1)(imgs, keys))
+    assert not torch.equal(first, imgs)
+
+
+def test_degraded_features_are_cached_under_their_own_view(tmp_path, monkeypatch):
+    model, _ = create_model("facemask_cnn", 2, pretrained=False)
+    imgs = torch.from_numpy(np.stack([noisy(i, 32) for i in range(3)])).permute(0, 3, 1, 2)
+    keys = ["k0", "k1", "k2"]
+    store, norm = ArrayStore(tmp_path), Normalize((0.5,) * 3, (0.5,) * 3)
+    calls = []
+    real = features.compute_features
+    monkeypatch.setattr(
+        features, "compute_features", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    view = ("degraded-x", degraded_view(0, seed=0))
+    deg = features.cached_features(model, imgs, keys, norm, store, 2, view=view)
+    again = features.cached_features(model, imgs, keys, norm, store, 2, view=view)
+    orig = features.cached_features(model, imgs, keys, norm, store, 2)
+    assert len(calls) == 2  # the degraded view once, the original once; the repeat is cached
+    torch.testing.assert_close(deg, again)
+    assert not torch.allclose(deg, orig)
