@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FACEMASK_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export FACEMASK_MIRROR
 
-.PHONY: install repro compare test test-fast lint format clean
+.PHONY: install repro compare test test-fast lint format results clean
 
 install: $(VENV)/.installed
 
@@ -33,12 +33,30 @@ test-fast: install  ## skip the tests that run whole pipelines
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check facemask stages tests benchmarks
-	$(BIN)/ruff format --check facemask stages tests benchmarks
+	$(BIN)/ruff check facemask stages tests benchmarks scripts
+	$(BIN)/ruff format --check facemask stages tests benchmarks scripts
+	$(BIN)/python -m facemask.results --check  # README result tables match the metrics files
 
 format: install
-	$(BIN)/ruff format facemask stages tests benchmarks
-	$(BIN)/ruff check --fix facemask stages tests benchmarks
+	$(BIN)/ruff format facemask stages tests benchmarks scripts
+	$(BIN)/ruff check --fix facemask stages tests benchmarks scripts
+
+results: install  ## rewrite the README's result tables from metrics/ and leaderboard/
+	$(BIN)/python -m facemask.results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Team work (docs/remote.md): a pull request's DVC report, and sweeps through DVC's queue.
+# BASE: the revision pr-report compares with. JOBS: experiments at once in a sweep (1 on
+# two cores: each stage already uses both).
+BASE ?= main
+JOBS ?= 1
+.PHONY: pr-report sweep
+
+pr-report: install  ## metrics + params diff vs BASE in pr-report/report.md, plots diff in pr-report/plots
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/pr_report.py --base $(BASE) --out pr-report
+
+sweep: install  ## e.g. make sweep SWEEP='model=resnet18,mobilenetv2_100': one experiment each, fails if any fails
+	$(if $(SWEEP),,$(error usage: make sweep SWEEP='"model=a,b" "train.image_size=160"' [JOBS=2]))
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/sweep.py --jobs $(JOBS) $(SWEEP)
