@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FACEMASK_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export FACEMASK_MIRROR
 
-.PHONY: install repro compare test test-fast lint format results clean
+.PHONY: install repro compare serving test test-fast lint format results clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ repro: install  ## run the pipeline (download -> plots) on the default data
 
 compare: install  ## k-fold leaderboard of backbones x weights x modes (about an hour)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro compare/dvc.yaml
+
+serving: install  ## scenes (detector + classifier on crowd photos) and export (about 10 minutes)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro serving/dvc.yaml
 
 test: install  ## the whole test suite: synthetic data, no network
 	$(BIN)/python -m pytest -q

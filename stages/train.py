@@ -67,6 +67,7 @@ def main(
 
     card = ModelCard(params["model"], classes, size, tuple(cfg["mean"]), tuple(cfg["std"]), weights)
     card.temperature = temperature
+    card.abstain = params["evaluate"]["abstain"]  # the deployed model knows its threshold
     save_model(model, card, model_out)
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     hist = pd.DataFrame(history)

@@ -1,21 +1,59 @@
-"""The facemask command line."""
+"""The facemask command line: predict on files, folders, globs and video (stub detector),
+pre-cropped faces, exit codes, clean model errors; models."""
 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
+import pytest
+from PIL import Image
 
 from facemask.cli import main
 from facemask.models.factory import ModelCard, create_model, save_model
+from facemask.serving import detect
+from facemask.serving.video import VideoWriter, read_video
 from tests.conftest import draw_face
 
+CLASSES = ["with_mask", "without_mask"]
+FACES = [((10.0, 10.0, 58.0, 58.0), 0.9), ((80.0, 20.0, 128.0, 68.0), 0.6)]
 
-def test_predict_prints_csv_and_names_bad_files(tmp_path, capsys):
+
+class TwoFaces:
+    """A stub detector: the same two face boxes in every picture."""
+
+    def __init__(self, **_) -> None:
+        pass
+
+    def detect(self, rgb):
+        return list(FACES)
+
+
+@pytest.fixture
+def model_file(tmp_path, monkeypatch):
+    monkeypatch.setitem(detect.DETECTORS, "two", TwoFaces)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
-    card = ModelCard("facemask_cnn", ["with_mask", "without_mask"], 32, (0.5,) * 3, (0.25,) * 3)
+    card = ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3)
     save_model(model, card, tmp_path / "m.safetensors")
+    return tmp_path / "m.safetensors"
+
+
+def scene(rng) -> Image.Image:
+    img = Image.new("RGB", (160, 100), (90, 110, 90))
+    for k, ((x0, y0, x1, _), _) in enumerate(FACES):
+        img.paste(draw_face(rng, k == 0, int(x1 - x0)), (int(x0), int(y0)))
+    return img
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["predict", *map(str, argv), "--no-progress"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_crops_mode_prints_csv_and_names_bad_files(tmp_path, model_file, capsys):
     rng = np.random.default_rng(0)
     good = [tmp_path / f"{i}.jpg" for i in range(3)]
     for i, p in enumerate(good):
@@ -23,14 +61,101 @@ def test_predict_prints_csv_and_names_bad_files(tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
 
-    code = main(["predict", *map(str, good), str(bad), "--model", str(tmp_path / "m.safetensors")])
-    out, err = capsys.readouterr()
-    assert code == 1  # one file failed
-    assert "broken.jpg" in err and "skipped" in err
+    code, out, err = run(capsys, *good, bad, "--crops", "--model", model_file)
+    assert code == 1  # one file failed, the others still answered
+    assert "broken.jpg: skipped:" in err
     table = pd.read_csv(io.StringIO(out))
     assert list(table["path"]) == list(map(str, good))
-    assert set(table["predicted"]) <= {"with_mask", "without_mask"}
+    assert set(table["predicted"]) <= set(CLASSES)
     assert np.allclose(table["p_with_mask"] + table["p_without_mask"], 1, atol=1e-3)
+    assert (table[["x0", "y0"]] == 0).all().all() and (table["x1"] == 48).all()
+
+
+def test_folders_recursive_and_globs(tmp_path, model_file, capsys):
+    rng = np.random.default_rng(1)
+    (tmp_path / "scenes" / "day2").mkdir(parents=True)
+    names = ["scenes/a.jpg", "scenes/day2/b.png", "scenes/day2/c.jpg"]
+    for name in names:
+        scene(rng).save(tmp_path / name)
+    (tmp_path / "scenes" / "notes.txt").write_text("not a picture")  # ignored in a folder
+
+    code, out, err = run(capsys, tmp_path / "scenes", "--model", model_file, "--detector", "two")
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out))
+    assert sorted(set(table["path"])) == sorted(str(tmp_path / n) for n in names)
+    assert len(table) == 2 * len(names)  # two faces each
+    assert list(table.loc[:1, "detector_score"]) == [0.9, 0.6]
+    assert list(table.loc[0, ["x0", "y0", "x1", "y1"]]) == [10, 10, 58, 58]
+
+    code, out, _ = run(capsys, f"{tmp_path}/scenes/**/*.jpg", "--model", model_file,
+                       "--detector", "two")  # fmt: skip
+    assert code == 0
+    assert set(pd.read_csv(io.StringIO(out))["path"]) == {
+        str(tmp_path / "scenes/a.jpg"),
+        str(tmp_path / "scenes/day2/c.jpg"),
+    }
+    code, _, err = run(capsys, f"{tmp_path}/nothing*.jpg", tmp_path / "gone.jpg",
+                       "--model", model_file, "--detector", "two")  # fmt: skip
+    assert code == 1
+    assert "no file matches" in err and "gone.jpg: skipped: no such file" in err
+
+
+def test_annotated_pictures_and_json_lines(tmp_path, model_file, capsys):
+    rng = np.random.default_rng(2)
+    (tmp_path / "in").mkdir()
+    scene(rng).save(tmp_path / "in" / "x.jpg")
+    scene(rng).save(tmp_path / "in" / "y.webp")
+    rows = tmp_path / "rows" / "faces.jsonl"
+    argv = [tmp_path / "in", "--model", model_file, "--detector", "two", "--out", tmp_path / "out"]
+    code, out, err = run(capsys, *argv, "--rows", rows, "--abstain", "1.01")
+    assert code == 0, err
+    assert out == ""  # rows went to the file
+    lines = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert len(lines) == 4
+    assert lines[0]["box"] == [10.0, 10.0, 58.0, 58.0] and lines[0]["detector_score"] == 0.9
+    assert set(lines[0]["probs"]) == set(CLASSES)
+    assert {r["predicted"] for r in lines} == {"uncertain"}  # nothing reaches 101 %
+    assert "uncertain 4" in err  # the summary line counts answers
+    pictures = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")}
+    assert pictures >= {"in/x.jpg", "in/y.png"}  # webp written as PNG
+    drawn = np.asarray(Image.open(tmp_path / "out" / "in" / "y.png"))
+    assert tuple(drawn[40, 10]) == (160, 160, 160)  # an uncertain face's box edge: grey
+
+
+def test_video_rows_per_sampled_frame_and_annotated_video(tmp_path, model_file, capsys):
+    rng = np.random.default_rng(3)
+    writer = VideoWriter(tmp_path / "clip.mp4", 10.0)
+    for _ in range(20):  # 2 s at 10 fps
+        writer.write(np.asarray(scene(rng)))
+    writer.close()
+    code, out, err = run(capsys, tmp_path / "clip.mp4", "--model", model_file, "--detector",
+                         "two", "--fps", "2", "--out", tmp_path / "out")  # fmt: skip
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out))
+    assert sorted(set(table["frame"])) == [0, 5, 10, 15]  # 2 frames per second
+    assert sorted(set(table["time"])) == pytest.approx([0, 0.5, 1.0, 1.5], abs=1e-3)
+    assert len(table) == 8
+    video = list(read_video(tmp_path / "out" / "clip.mp4"))
+    assert len(video) == 4 and video[0][3] == pytest.approx(2.0)
+
+
+def test_corrupt_or_missing_model_exits_2_with_one_line(tmp_path, capsys):
+    picture = tmp_path / "a.jpg"
+    draw_face(np.random.default_rng(0), True).save(picture)
+    corrupt = tmp_path / "model.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    for model in (corrupt, tmp_path / "missing.safetensors"):
+        code, out, err = run(capsys, picture, "--model", model)
+        assert code == 2
+        assert out == ""
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith("facemask predict: error:") and model.name in err
+
+
+def test_bad_usage_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--engine", "tensorrt", "x.jpg"])
+    assert exit_info.value.code == 2
 
 
 def test_models_lists_weight_sources(capsys):

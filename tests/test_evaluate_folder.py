@@ -45,3 +45,24 @@ def test_folder_class_map_and_errors(tmp_path):
         evaluate_folder(model, card, root, {"with_mask": "masked"})
     with pytest.raises(FileNotFoundError, match="nowhere"):
         evaluate_folder(model, card, tmp_path / "nowhere")
+
+
+def test_cli_evaluate_prints_metrics_and_fails_cleanly(tmp_path, capsys):
+    import json
+
+    from facemask.cli import main
+    from facemask.models.factory import save_model
+
+    root = make_dataset(tmp_path, per_class=4)
+    model, _ = create_model("facemask_cnn", 2, pretrained=False)
+    path = tmp_path / "m.safetensors"
+    save_model(model, ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.5,) * 3), path)
+    assert main(["evaluate", str(path), str(root), "--predictions", str(tmp_path / "p")]) == 0
+    out = json.loads(capsys.readouterr().out)[str(root)]
+    assert out["n"] == 8 and out["left_out"] == {}
+    assert len((tmp_path / "p" / f"{root.name}.csv").read_text().splitlines()) == 9
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(tmp_path / "bad.safetensors"), str(root)])
+    assert exit_.value.code == 2
+    assert "bad.safetensors" in capsys.readouterr().err

@@ -52,6 +52,7 @@ def test_evaluation_stages_end_to_end(trained):
     params = trained
     _, card = load_model(MODEL)
     assert card.temperature > 0
+    assert card.abstain == params["evaluate"]["abstain"]  # predict's default threshold
     assert json.loads(Path("metrics/train.json").read_text())["temperature"] == card.temperature
 
     m = evaluate.main(

@@ -12,7 +12,7 @@ import yaml
 from facemask.config import code_fingerprint, facemask_imports, module_file
 from tests.conftest import ROOT
 
-PIPELINES = [ROOT / "dvc.yaml", ROOT / "compare" / "dvc.yaml"]
+PIPELINES = [ROOT / "dvc.yaml", ROOT / "compare" / "dvc.yaml", ROOT / "serving" / "dvc.yaml"]
 
 
 def stage_modules(pipeline: Path) -> list[tuple[str, str, list[str]]]:

@@ -412,6 +412,8 @@ class ModelCard:
     weights: str = ""
     # Softmax temperature fitted on the valid split (calibration); 1.0 = the raw softmax.
     temperature: float = 1.0
+    # Below this calibrated top probability, predict answers `uncertain` (evaluate.abstain).
+    abstain: float = 0.0
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)  # JSON gives lists back
@@ -437,9 +439,17 @@ def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike) -> No
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, ModelCard]:
-    """Rebuild a saved model (eval mode) and its card."""
-    with safe_open(str(path), framework="pt") as f:
-        card = ModelCard.from_metadata(f.metadata() or {})
+    """Rebuild a saved model (eval mode) and its card; a missing or unreadable file is a
+    ValueError / FileNotFoundError naming it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            card = ModelCard.from_metadata(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own error type for a corrupt header
+        if isinstance(err, ValueError) and str(err).startswith("not a facemask"):
+            raise ValueError(f"{path}: {err}") from err
+        raise ValueError(f"{path}: not a readable model file ({err})") from err
     model = build_model(card.model, len(card.classes))
     model.load_state_dict(load_file(str(path)))
     return model.eval(), card

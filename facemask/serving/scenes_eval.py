@@ -1,0 +1,366 @@
+"""End-to-end evaluation on annotated scenes: does the whole chain (detector -> crop ->
+classifier) find the labelled faces and name their masks right?
+
+Detections are matched one-to-one to labelled faces at IoU >= 0.5 (greedy, best score
+first). Detection recall is per VOC class name and face size (longer box side); mask
+accuracy is on the matched faces whose VOC class maps to a model class; mAP@0.5 per class
+comes from pycocotools, each face giving one detection per class scored detector score x
+class probability (as two-stage detectors score theirs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from facemask.data.images import ImageError, open_image
+from facemask.data.voc import AnnotationError, Scene, read_voc
+from facemask.serving.annotate import draw_faces, tile_images
+from facemask.serving.detect import FaceDetector
+from facemask.serving.engines import Engine
+from facemask.serving.inputs import Frame
+from facemask.serving.stream import answer_frames
+
+VOC_ANNOTATIONS = ("annotations", "Annotations")
+VOC_IMAGES = ("images", "JPEGImages")
+
+
+@dataclass
+class SceneResult:
+    """One scene: its labelled faces and what the chain answered."""
+
+    scene: str
+    truth: np.ndarray  # (G, 4) xyxy
+    names: list[str]  # VOC class name per labelled face
+    boxes: np.ndarray  # (D, 4) xyxy detections
+    scores: np.ndarray  # (D,) detector scores 0-1
+    probs: np.ndarray  # (D, classes)
+    labels: list[str]  # answer per detection (a class or `uncertain`)
+
+
+# --------------------------------------------------------------------------- scenes
+def read_scene_ids(path: str | os.PathLike) -> set[str]:
+    """Scene ids from a CSV with a `scene` column (a split CSV: `source/stem`) -> stems."""
+    frame = pd.read_csv(path, usecols=["scene"], dtype=str).dropna()
+    return {s.rsplit("/", 1)[-1] for s in frame["scene"] if s}
+
+
+def list_scenes(root: Path, ids: set[str] | None = None) -> tuple[list[Scene], list[str]]:
+    """Annotated scenes of a VOC folder (`annotations/*.xml` and `images/`, or PASCAL's own
+    `Annotations/` and `JPEGImages/`), those in `ids` only when given; and the annotation
+    files that could not be read, with the reason."""
+    annotations = next((root / n for n in VOC_ANNOTATIONS if (root / n).is_dir()), None)
+    images = next((root / n for n in VOC_IMAGES if (root / n).is_dir()), None)
+    if annotations is None or images is None:
+        raise FileNotFoundError(f"{root}: a VOC folder needs annotations/ and images/")
+    scenes, bad = [], []
+    for xml in sorted(annotations.glob("*.xml")):
+        if ids is not None and xml.stem not in ids:
+            continue
+        try:
+            scenes.append(read_voc(xml, images))
+        except AnnotationError as err:
+            bad.append(f"{xml}: {err}")
+    return scenes, bad
+
+
+def scene_frames(scenes: Iterable[Scene], bad: list[str]) -> Iterable[Frame]:
+    """Each scene's picture as a frame (unreadable ones appended to `bad`)."""
+    for s in scenes:
+        try:
+            img, _ = open_image(s.image)
+        except ImageError as err:
+            bad.append(f"{s.image}: {err}")
+            continue
+        yield Frame(s.image.stem, Path(s.image.name), np.asarray(img))
+
+
+def run_scenes(
+    scenes: Sequence[Scene],
+    engine: Engine,
+    detector: FaceDetector,
+    margin: float,
+    batch_size: int = 64,
+    abstain: float = 0.0,
+    bad: list[str] | None = None,
+) -> list[SceneResult]:
+    """The serving chain on every scene, as `facemask predict` runs it."""
+    bad = [] if bad is None else bad
+    by_id = {s.image.stem: s for s in scenes}
+    frames = scene_frames(scenes, bad)
+    out = []
+    for answer in answer_frames(
+        frames, engine, detector, margin, batch_size, abstain, keep_images=False
+    ):
+        scene = by_id[answer.frame.source]
+        faces = answer.faces
+        k = len(engine.card.classes)
+        out.append(
+            SceneResult(
+                answer.frame.source,
+                np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in scene.boxes]).reshape(-1, 4),
+                [b.name for b in scene.boxes],
+                np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4),
+                np.array([f.score for f in faces], dtype=np.float64),
+                np.array([f.probs for f in faces], dtype=np.float64).reshape(-1, k),
+                [f.label for f in faces],
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- matching
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def match_boxes(
+    truth: np.ndarray, boxes: np.ndarray, scores: np.ndarray, iou_min: float = 0.5
+) -> list[tuple[int, int]]:
+    """(truth index, detection index) pairs: detections by falling score each take the free
+    labelled face they overlap most, if at IoU >= iou_min."""
+    iou = box_iou(truth, boxes)
+    free = np.ones(len(truth), bool)
+    pairs = []
+    for d in np.argsort(-np.asarray(scores), kind="stable"):
+        if not free.any():
+            break
+        cand = np.where(free, iou[:, d], -1.0)
+        g = int(cand.argmax())
+        if cand[g] >= iou_min:
+            pairs.append((g, int(d)))
+            free[g] = False
+    return pairs
+
+
+def size_bin(side: float, edges: Sequence[float]) -> str:
+    """`<16`, `16-32`, ..., `>=64` for edges [16, 32, 64]."""
+    edges = list(edges)
+    if side < edges[0]:
+        return f"<{edges[0]:g}"
+    for lo, hi in itertools.pairwise(edges):
+        if side < hi:
+            return f"{lo:g}-{hi:g}"
+    return f">={edges[-1]:g}"
+
+
+def face_table(results: Sequence[SceneResult], iou_min: float) -> pd.DataFrame:
+    """One row per labelled face: scene, name, size, detected, predicted (if detected)."""
+    rows = []
+    for r in results:
+        matched = dict(match_boxes(r.truth, r.boxes, r.scores, iou_min))
+        for g, name in enumerate(r.names):
+            x0, y0, x1, y1 = r.truth[g]
+            d = matched.get(g)
+            rows.append(
+                {
+                    "scene": r.scene,
+                    "name": name,
+                    "side": max(x1 - x0, y1 - y0),
+                    "detected": d is not None,
+                    "top": None if d is None else int(r.probs[d].argmax()),
+                    "answer": None if d is None else r.labels[d],
+                }
+            )
+    cols = ["scene", "name", "side", "detected", "top", "answer"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------- metrics
+def _rate(hits: pd.Series) -> float | None:
+    return round(float(hits.mean()), 4) if len(hits) else None
+
+
+def detection_metrics(
+    results: Sequence[SceneResult],
+    faces: pd.DataFrame,
+    min_face: float,
+    size_edges: Sequence[float],
+) -> dict:
+    """Recall per VOC class and face size, and the share of detections that are labelled
+    faces (a lower bound of precision: some real faces in the photos carry no label)."""
+    big = faces[faces["side"] >= min_face]
+    per_class = {
+        name: {
+            "faces": len(g),
+            "recall": _rate(g["detected"]),
+            f"recall_{min_face:g}px_up": _rate(g.loc[g["side"] >= min_face, "detected"]),
+        }
+        for name, g in faces.groupby("name", sort=True)
+    }
+    bins = faces["side"].map(lambda s: size_bin(s, size_edges))
+    order = [size_bin(e - 1e-9, size_edges) for e in size_edges] + [f">={size_edges[-1]:g}"]
+    by_size = {
+        b: {"faces": int((bins == b).sum()), "recall": _rate(faces.loc[bins == b, "detected"])}
+        for b in order
+    }
+    detections = sum(len(r.scores) for r in results)
+    return {
+        "faces": len(faces),
+        "recall": _rate(faces["detected"]),
+        f"recall_{min_face:g}px_up": _rate(big["detected"]),
+        "per_class": per_class,
+        "by_size": by_size,
+        "detections": int(detections),
+        "labelled_share_of_detections": round(float(faces["detected"].sum()) / detections, 4)
+        if detections
+        else None,
+    }
+
+
+def classification_on_matched(
+    faces: pd.DataFrame, class_map: Mapping[str, str], classes: Sequence[str]
+) -> dict:
+    """Mask accuracy on detected faces whose VOC class maps to a model class, overall and
+    per class, and the answered part (not `uncertain`) with its accuracy."""
+    m = faces[faces["detected"] & faces["name"].isin(list(class_map))].copy()
+    truth = m["name"].map(class_map).to_numpy()
+    pred = m["top"].map(lambda k: classes[int(k)])
+    right = truth == pred.to_numpy()
+    answered = (m["answer"] != "uncertain").to_numpy()
+    return {
+        "faces": len(m),
+        "accuracy": _rate(pd.Series(right)),
+        "per_class": {
+            c: {"faces": int((truth == c).sum()), "accuracy": _rate(pd.Series(right[truth == c]))}
+            for c in classes
+            if c in set(class_map.values())
+        },
+        "answered": _rate(pd.Series(answered)),
+        "answered_accuracy": _rate(pd.Series(right[answered])),
+    }
+
+
+def map50(
+    results: Sequence[SceneResult], class_map: Mapping[str, str], classes: Sequence[str]
+) -> dict:
+    """COCO AP at IoU 0.5 per model class (pycocotools), and their mean.
+
+    Labelled faces whose VOC class maps to no model class are COCO `iscrowd` regions:
+    a detection on one is neither right nor wrong. A class with no labelled face has no AP.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    cat = {c: i + 1 for i, c in enumerate(classes)}
+    images, anns, dets = [], [], []
+    for i, r in enumerate(results, start=1):
+        images.append({"id": i})
+        for (x0, y0, x1, y1), name in zip(r.truth, r.names, strict=True):
+            mapped = class_map.get(name)
+            for c in [mapped] if mapped in cat else classes:  # a crowd region in every class
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": i,
+                        "category_id": cat[c],
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "area": (x1 - x0) * (y1 - y0),
+                        "iscrowd": int(mapped not in cat),
+                    }
+                )
+        for (x0, y0, x1, y1), s, p in zip(r.boxes, r.scores, r.probs, strict=True):
+            for c, pc in zip(classes, p, strict=True):
+                if s * pc > 0:
+                    dets.append(
+                        {
+                            "image_id": i,
+                            "category_id": cat[c],
+                            "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "score": float(s * pc),
+                        }
+                    )
+    gt = COCO()
+    gt.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": v, "name": k} for k, v in cat.items()],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt.createIndex()
+        per_class: dict[str, float | None] = dict.fromkeys(classes)
+        if dets:
+            ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+            ev.params.iouThrs = np.array([0.5])
+            ev.params.maxDets = [1, 10, 10_000]  # crowd photos hold more than 100 faces
+            ev.evaluate()
+            ev.accumulate()
+            precision = ev.eval["precision"][0, :, :, 0, -1]  # recall points x classes
+            for c, k in cat.items():
+                col = precision[:, k - 1]
+                per_class[c] = round(float(col[col > -1].mean()), 4) if (col > -1).any() else None
+        for c in classes:  # no detection at all: AP 0 where there were faces to find
+            if per_class[c] is None and any(
+                a["category_id"] == cat[c] and not a["iscrowd"] for a in anns
+            ):
+                per_class[c] = 0.0
+    known = [v for v in per_class.values() if v is not None]
+    return {"per_class": per_class, "mean": round(float(np.mean(known)), 4) if known else None}
+
+
+def scene_metrics(
+    results: Sequence[SceneResult],
+    class_map: Mapping[str, str],
+    classes: Sequence[str],
+    iou_min: float = 0.5,
+    min_face: float = 32,
+    size_edges: Sequence[float] = (16, 32, 64),
+) -> dict:
+    """Everything metrics/scenes.json reports, from the chain's answers on the scenes."""
+    faces = face_table(results, iou_min)
+    return {
+        "scenes": len(results),
+        "detection": detection_metrics(results, faces, min_face, size_edges),
+        "classification": classification_on_matched(faces, class_map, classes),
+        "map50": map50(results, class_map, classes),
+    }
+
+
+# --------------------------------------------------------------------------- gallery
+def draw_scene(
+    image: Image.Image | np.ndarray, result: SceneResult, classes: Sequence[str]
+) -> Image.Image:
+    """The chain's answers on a scene, labelled faces outlined thinly in white beneath."""
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    img = img.convert("RGB")
+    draw = ImageDraw.Draw(img)
+    for x0, y0, x1, y1 in result.truth:
+        draw.rectangle([x0 - 1, y0 - 1, x1 + 1, y1 + 1], outline=(255, 255, 255), width=1)
+    conf = [float(p.max()) for p in result.probs]
+    return draw_faces(img, result.boxes.tolist(), result.labels, conf, classes)
+
+
+def scene_gallery(
+    results: Sequence[SceneResult],
+    scenes: Sequence[Scene],
+    classes: Sequence[str],
+    count: int,
+    columns: int = 3,
+) -> Image.Image:
+    """`count` scenes spread evenly over the list (labelled faces in each), drawn and tiled."""
+    images = {s.image.stem: s.image for s in scenes}
+    with_faces = [r for r in results if len(r.truth)]
+    picks = (
+        [with_faces[int(i)] for i in np.linspace(0, len(with_faces) - 1, count)]
+        if (with_faces and count)
+        else []
+    )
+    tiles = [draw_scene(open_image(images[r.scene])[0], r, classes) for r in picks]
+    return tile_images(tiles, columns)

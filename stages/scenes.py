@@ -1,0 +1,115 @@
+"""Stage scenes: the whole serving chain (face detector -> training-style crop -> classifier)
+on annotated crowd photos, end to end: detection recall per class and face size, mask
+accuracy on the faces found, mAP@0.5 per class; a gallery of a few annotated scenes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facemask.config import exit_on_error, load_params, tune_malloc
+from facemask.serving.detect import create_detector
+from facemask.serving.engines import load_engine
+from facemask.serving.scenes_eval import (
+    list_scenes,
+    read_scene_ids,
+    run_scenes,
+    scene_gallery,
+    scene_metrics,
+)
+
+
+def main(
+    params: dict,
+    model_path: Path,
+    voc_root: Path,
+    scenes: str,
+    metrics_json: Path,
+    gallery: Path,
+    exclude: list[Path] = (),
+) -> dict:
+    """Evaluate on the scenes of `voc_root` (`all`, or those listed in a CSV's `scene` column),
+    leaving out any scene listed in the `exclude` CSVs (the splits that train)."""
+    tune_malloc()
+    sp = params["scenes"]
+    engine = load_engine(model_path, "torch", batch_size=sp["batch_size"])
+    ids = None if scenes == "all" else read_scene_ids(scenes)
+    listed, bad = list_scenes(voc_root, ids)
+    seen = set().union(*(read_scene_ids(p) for p in exclude))
+    listed = [s for s in listed if s.image.stem not in seen]
+    if sp.get("sample") and len(listed) > sp["sample"]:
+        # A fixed random subset (by seed): a quicker run whose figure is still unbiased.
+        pick = np.random.default_rng(params["seed"]).choice(
+            len(listed), sp["sample"], replace=False
+        )
+        listed = [listed[i] for i in sorted(pick)]
+    if not listed:
+        raise ValueError(
+            f"{voc_root}: no annotated scene" + ("" if ids is None else f" in {scenes}")
+        )
+    detector = create_detector(
+        sp["detector"], threshold=sp["threshold"], upscale=sp["upscale"], threads=1
+    )
+    abstain = params["evaluate"]["abstain"]
+    t0 = time.perf_counter()
+    margin = params["prepare"]["crop_margin"]
+    results = run_scenes(listed, engine, detector, margin, sp["batch_size"], abstain, bad)
+    seconds = time.perf_counter() - t0
+    classes = engine.card.classes
+    metrics = {
+        "model": engine.card.model,
+        "detector": {k: sp[k] for k in ("detector", "threshold", "upscale")},
+        **scene_metrics(
+            results, sp["classes"], classes, sp["iou"], sp["min_face"], sp["size_bins"]
+        ),
+        "unreadable": bad,
+        "ms_per_scene": round(1000 * seconds / max(1, len(results)), 1),
+    }
+    metrics_json.parent.mkdir(parents=True, exist_ok=True)
+    metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+    gallery.parent.mkdir(parents=True, exist_ok=True)
+    scene_gallery(results, listed, classes, sp["gallery"]).save(gallery)
+    det, cls = metrics["detection"], metrics["classification"]
+    print(
+        f"{metrics['scenes']} scenes, {det['faces']} faces: recall {det['recall']}, "
+        f"accuracy on matched {cls['accuracy']} ({cls['faces']} faces), "
+        f"mAP@0.5 {metrics['map50']['mean']}"
+    )
+    return metrics
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("voc", type=Path, help="VOC folder: annotations/*.xml and images/")
+    parser.add_argument(
+        "--scenes",
+        default="all",
+        help="'all', or a CSV whose `scene` column lists the scenes (a split CSV: the test"
+        " split's scenes when the set trains)",
+    )
+    parser.add_argument(
+        "--exclude",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="CSVs whose `scene` column lists scenes never to use (train and valid splits)",
+    )
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/scenes.json"))
+    parser.add_argument("--gallery", type=Path, default=Path("plots/scenes.png"))
+    args = parser.parse_args()
+    with exit_on_error("scenes"):
+        main(
+            load_params(args.params),
+            args.model,
+            args.voc,
+            args.scenes,
+            args.metrics,
+            args.gallery,
+            args.exclude,
+        )
