@@ -130,8 +130,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"gen-{name}-") as tmp:
             work = Path(tmp)
             (work / "data").mkdir()
-            for part in ("raw", "crops", "external", "splits"):
-                if not CANDIDATES[name].get("+source") or part == "external":
+            for part in ("raw", "crops", "external", "splits", "label_reviews"):
+                if not CANDIDATES[name].get("+source") or part in ("external", "label_reviews"):
                     (work / "data" / part).symlink_to(ROOT / "data" / part)
             t0 = time.perf_counter()
             proc = subprocess.run(

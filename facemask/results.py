@@ -122,7 +122,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "leaderboard-joined": lambda r: leaderboard_table(r, "joined"),
 }
 MARK = re.compile(
-    r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /results:(?P=name) -->)", re.S
+    r"<!-- results:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /results:(?P=name) -->", re.S
 )
 
 
@@ -133,7 +133,7 @@ def render(readme: str, root: Path) -> str:
         name = m.group("name")
         if name not in TABLES:
             raise ValueError(f"README: unknown results table {name!r} (known: {sorted(TABLES)})")
-        return m.group(1) + TABLES[name](root) + m.group(4)
+        return f"<!-- results:{name} -->\n{TABLES[name](root)}\n<!-- /results:{name} -->"
 
     return MARK.sub(fill, readme)
 
@@ -156,3 +156,26 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def headline(root: Path) -> dict:
+    """The few numbers a reviewer compares, under short unique keys (metrics/summary.json), so
+    `dvc exp show` and `dvc metrics diff` can show them side by side in 120 columns."""
+    m = root / "metrics"
+    out: dict = {}
+    test = _read(m / "test.json")
+    if test:
+        out["held_in"] = round(test["accuracy"], 4)
+        if test.get("reviewed_labels"):
+            out["held_in_reviewed"] = round(test["reviewed_labels"]["accuracy"], 4)
+        if test.get("calibration"):
+            out["ece"] = round(test["calibration"]["ece_after"], 4)
+    for f in sorted((m / "external").glob("*.json")):
+        out[f"ext_{f.stem}"] = round(json.loads(f.read_text())["accuracy"], 4)
+    face = (_read(m / "slices.json") or {}).get("face_size") or {}
+    if face.get("worst_accuracy") is not None:
+        out["worst_face_size"] = round(face["worst_accuracy"], 4)
+    rob = _read(m / "robustness.json")
+    if rob:
+        out["corrupted"] = round(rob["mean_corrupted_accuracy"], 4)
+    return out

@@ -51,3 +51,17 @@ def test_readme_tables_are_in_sync_with_the_metrics():
     readme = (ROOT / "README.md").read_text()
     assert len(MARK.findall(readme)) >= 2  # the tables are marked, so the check has teeth
     assert render(readme, ROOT) == readme, "README result tables are stale: run `make results`"
+
+
+def test_headline_keys_are_short_and_unique(tmp_path):
+    from facemask.results import headline
+
+    write_metrics(tmp_path)
+    h = headline(tmp_path)
+    assert h == {
+        "held_in": 0.99,
+        "held_in_reviewed": 1.0,
+        "ece": 0.01,
+        "ext_crowd": 0.9,
+        "worst_face_size": 0.8,
+    }
