@@ -27,6 +27,8 @@ def main(
     model, card = load_model(model_path)
     seen = pd.concat([pd.read_csv(splits / f"{s}.csv") for s in ("train", "valid")])
     out = {}
+    metrics.mkdir(parents=True, exist_ok=True)  # DVC wants both outputs even with no set
+    predictions.mkdir(parents=True, exist_ok=True)
     for spec in params["evaluate"]["external"] or []:
         name = spec["name"]
         index = pd.read_csv(external / f"{name}.csv")
@@ -42,8 +44,6 @@ def main(
             "overlap_removed": int(overlap.sum()),
         }
         out[name] = result
-        metrics.mkdir(parents=True, exist_ok=True)
-        predictions.mkdir(parents=True, exist_ok=True)
         (metrics / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         pred.to_csv(predictions / f"{name}.csv", index=False, lineterminator="\n")
         print(

@@ -24,6 +24,7 @@ def main(params: dict, out: Path, report_json: Path) -> dict:
     # Check every spec before fetching anything: a typo fails in a second, not a minute.
     sources = sources_from_specs(specs, out / "raw", params["classes"], "evaluate.external")
     shutil.rmtree(out, ignore_errors=True)  # sets dropped from params must not linger
+    out.mkdir(parents=True)  # DVC wants the output even when no set is configured
     report = {}
     for spec, src in zip(specs, sources, strict=True):
         try:

@@ -14,7 +14,10 @@ import yaml
 
 from tests.conftest import ROOT, tiny_params
 
-STAGES = ["download", "prepare", "split", "audit", "train", "evaluate", "plots"]
+STAGES = [
+    "download", "prepare", "split", "audit", "train", "evaluate", "external_data", "external",
+    "slices", "robustness", "summary", "plots",
+]  # fmt: skip
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -91,7 +94,8 @@ def test_dvc_repro_param_changes_and_experiments(repo):
     baseline = json.loads((repo / "metrics/train.json").read_text())["params_m"]
     out = run([*dvc, "exp", "run", "-S", "model=resnet18", "-n", "r18"], repo)
     # model is read by audit and train: only they and what follows them rerun
-    assert ran(out) == ["audit", "train", "evaluate", "plots"]
+    after_train = ["evaluate", "external", "slices", "robustness", "summary", "plots"]
+    assert ran(out) == ["audit", "train", *after_train]
     table = json.dumps(json.loads(run([*dvc, "exp", "show", "--json"], repo)))
     assert "r18" in table and "resnet18" in table
     diff = json.loads(run([*dvc, "metrics", "diff", "--json"], repo))
