@@ -115,7 +115,14 @@ def leaderboard_table(root: Path, name: str) -> str:
     return path.read_text().strip() if path.is_file() else "_No leaderboard yet._"
 
 
+def benchmark_table(root: Path, name: str) -> str:
+    """A benchmark's recorded output (benchmarks/results/<name>.md), as the benchmark wrote it."""
+    path = root / "benchmarks" / "results" / f"{name}.md"
+    return path.read_text().strip() if path.is_file() else f"_No {path.name} yet._"
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
+    "generalisation": lambda r: benchmark_table(r, "generalisation"),
     "evaluation": evaluation_table,
     "slices-face-size": lambda r: slices_table(r, "face_size"),
     "leaderboard": lambda r: leaderboard_table(r, ""),
