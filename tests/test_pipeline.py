@@ -20,12 +20,13 @@ STAGES = [
 ]  # fmt: skip
 
 
-def run(cmd: list[str], cwd: Path) -> str:
+def run(cmd: list[str], cwd: Path, stdout_only: bool = False) -> str:
     # The stages' `python` must be this interpreter (the venv), whatever PATH says.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
+    # DVC prints warnings on stderr, after the JSON on stdout: keep them apart for --json.
+    return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
 def find_key(tree: object, key: str) -> object:
@@ -77,7 +78,7 @@ def test_dvc_repro_param_changes_and_experiments(repo):
         "models/model.safetensors",
     ):
         assert (repo / out).is_file(), out
-    metrics = json.loads(run([*dvc, "metrics", "show", "--json"], repo))
+    metrics = json.loads(run([*dvc, "metrics", "show", "--json"], repo, stdout_only=True))
     shown = find_key(metrics, "metrics/test.json")  # nested by revision, then by file
     written = json.loads((repo / "metrics/test.json").read_text())
     assert shown.get("data", shown)["accuracy"] == written["accuracy"]
@@ -96,9 +97,9 @@ def test_dvc_repro_param_changes_and_experiments(repo):
     # model is read by audit and train: only they and what follows them rerun
     after_train = ["evaluate", "external", "slices", "robustness", "summary", "plots"]
     assert ran(out) == ["audit", "train", *after_train]
-    table = json.dumps(json.loads(run([*dvc, "exp", "show", "--json"], repo)))
+    table = json.dumps(json.loads(run([*dvc, "exp", "show", "--json"], repo, stdout_only=True)))
     assert "r18" in table and "resnet18" in table
-    diff = json.loads(run([*dvc, "metrics", "diff", "--json"], repo))
+    diff = json.loads(run([*dvc, "metrics", "diff", "--json"], repo, stdout_only=True))
     r18 = json.loads((repo / "metrics/train.json").read_text())["params_m"]
     change = diff["metrics/train.json"]["params_m"]  # the baseline commit against the exp
     assert (change["old"], change["new"]) == (baseline, r18) and r18 > 10 * baseline, diff
