@@ -14,7 +14,7 @@ from pathlib import Path
 from facemask.config import cache_dir, exit_on_error, load_params
 from facemask.data.download import DownloadError, fetch_source
 from facemask.data.external import count_files, left_out_counts
-from facemask.data.prepare import build_index, sources_from_specs
+from facemask.data.prepare import build_index_with, sources_from_specs
 
 
 def main(params: dict, out: Path, report_json: Path) -> dict:
@@ -31,17 +31,7 @@ def main(params: dict, out: Path, report_json: Path) -> dict:
             fetched = fetch_source(spec, src.root, cache_dir() / "downloads", params["download"])
         except (DownloadError, OSError) as err:
             raise ValueError(f"evaluate.external[{src.name}]: {err}") from err
-        index, rejected, rep = build_index(
-            [src],
-            crops_dir=out / "crops" / src.name,
-            crop_margin=p["crop_margin"],
-            min_box=p["min_box"],
-            min_side=p["min_side"],
-            max_pixels=p["max_pixels"],
-            hash_size=p["hash_size"],
-            near_duplicate_distance=p["near_duplicate_distance"],
-            workers=p["workers"],
-        )
+        index, rejected, rep = build_index_with([src], out / "crops" / src.name, p)
         index.to_csv(out / f"{src.name}.csv", index=False, lineterminator="\n")
         left_out = left_out_counts(rejected)
         for folder in rep["unmapped_folders"].get(src.name, []):

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from facemask.config import load_params
-from facemask.data.prepare import build_index, sources_from_specs
+from facemask.data.prepare import build_index_with, sources_from_specs
 
 
 def main(
@@ -24,18 +24,7 @@ def main(
     p = params["prepare"]
     shutil.rmtree(crops, ignore_errors=True)  # crops of an earlier run must not linger
     crops.mkdir(parents=True)
-    index, rejected, report = build_index(
-        sources,
-        crops_dir=crops,
-        crop_margin=p["crop_margin"],
-        min_box=p["min_box"],
-        min_side=p["min_side"],
-        max_pixels=p["max_pixels"],
-        hash_size=p["hash_size"],
-        near_duplicate_distance=p["near_duplicate_distance"],
-        workers=p["workers"],
-        group_by=p.get("group_by") or (),
-    )
+    index, rejected, report = build_index_with(sources, crops, p, p.get("group_by") or ())
     for path in (index_csv, rejected_csv, report_json):
         path.parent.mkdir(parents=True, exist_ok=True)
     index.to_csv(index_csv, index=False, lineterminator="\n")

@@ -366,3 +366,18 @@ def build_index(
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:
     """Group free-text reasons by their kind (the text before the first colon)."""
     return reasons.str.split(":").str[0].value_counts().sort_index().to_dict()
+
+
+PREPARE_KEYS = (
+    "crop_margin", "min_box", "min_side", "max_pixels", "hash_size", "near_duplicate_distance",
+    "workers",
+)  # fmt: skip
+
+
+def build_index_with(
+    sources: Iterable[Source], crops_dir: Path, p: Mapping, group_by: Sequence[str] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """build_index with params.yaml's `prepare` settings (the keys in PREPARE_KEYS)."""
+    return build_index(
+        sources, crops_dir=crops_dir, group_by=group_by, **{k: p[k] for k in PREPARE_KEYS}
+    )
