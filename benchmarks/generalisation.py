@@ -44,6 +44,9 @@ CANDIDATES: dict[str, dict] = {
     "degraded-2": {"train.head.degraded_views": 2},
     "degraded-1-noflip": {"train.head.degraded_views": 1, "train.head.flip_views": False},
     "andrewmvd+degraded-1": {"train.head.degraded_views": 1, "+source": ANDREWMVD},
+    # Smaller inputs: (S/224)^2 of the backbone cost; faces under 32 px lose nothing.
+    "size-160": {"train.head.degraded_views": 1, "train.image_size": 160},
+    "size-128": {"train.head.degraded_views": 1, "train.image_size": 128},
 }
 
 

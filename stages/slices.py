@@ -19,7 +19,7 @@ def main(
 ) -> dict:
     """Write the slice table (CSV, a DVC plot), its summary (metrics) and a picture."""
     sp = params["slices"]
-    df = gather_predictions(test, external, params["train"]["image_size"])
+    df = gather_predictions(test, external)
     pairs = [tuple(p) for p in sp["intersections"]]
     table = slice_table(
         df,

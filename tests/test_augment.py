@@ -65,3 +65,37 @@ def test_degraded_features_are_cached_under_their_own_view(tmp_path, monkeypatch
     assert len(calls) == 2  # the degraded view once, the original once; the repeat is cached
     torch.testing.assert_close(deg, again)
     assert not torch.allclose(deg, orig)
+
+
+def test_joined_backbones_share_one_transform_per_picture(tmp_path, monkeypatch):
+    from facemask.data.cache import Split
+
+    torch.manual_seed(0)
+    joined, _ = create_model("facemask_cnn+resnet18", 2, pretrained=False)
+    imgs = torch.from_numpy(np.stack([noisy(i, 32) for i in range(5)])).permute(0, 3, 1, 2)
+    split = Split(imgs, torch.zeros(5, dtype=torch.long), [f"k{i}" for i in range(5)])
+    monkeypatch.setattr(features, "VIEW_CHUNK", 2)  # several chunks, the last one short
+    seen: list[str] = []
+    degrade_fn = degraded_view(0, seed=0)
+
+    def counted(images, keys):
+        seen.extend(keys)
+        return degrade_fn(images, keys)
+
+    sources = features.feature_sources(tmp_path / "a", joined, 32)
+    shared = features.frozen_features(sources, split, 2, view=("degraded-x", counted))
+    assert sorted(seen) == split.keys  # each picture transformed once, not once per backbone
+    # The same numbers as each backbone transforming on its own (fresh caches).
+    alone = torch.cat(
+        [
+            features.cached_features(
+                s.module, imgs, split.keys, s.norm, s.store, 2, view=("degraded-x", degrade_fn)
+            )
+            for s in features.feature_sources(tmp_path / "b", joined, 32)
+        ],
+        1,
+    )
+    torch.testing.assert_close(shared, alone)
+    seen.clear()
+    again = features.frozen_features(sources, split, 2, view=("degraded-x", counted))
+    assert seen == [] and torch.equal(again, shared)  # all cached: no transform at all

@@ -7,19 +7,20 @@ from pathlib import Path
 import pandas as pd
 
 from facemask.data.cache import decode_frame
-from facemask.evaluation.slices import add_slices, image_measures
+from facemask.evaluation.slices import MEASURE_SIZE, add_slices, image_measures
 
 # Slice families computed for every picture; attr_* columns join them where a set has them.
 FAMILIES = ("source", "face_size", "brightness", "blur", "colour")
 
 
 def gather_predictions(
-    test_csv: Path, external_dir: Path, size: int, batch: int = 512
+    test_csv: Path, external_dir: Path, size: int = MEASURE_SIZE, batch: int = 512
 ) -> pd.DataFrame:
     """The test split's and every external set's prediction rows, with slice columns.
 
-    Brightness, blur and colour are measured on the pixels the model saw (the decode cache
-    at the model's input size), a batch at a time so memory stays flat.
+    Brightness, blur and colour are measured on the decoded picture at `size` px (the
+    decode cache; MEASURE_SIZE by default, where the blur edges hold), a batch at a time so
+    memory stays flat.
     """
     frames = [pd.read_csv(test_csv)]
     frames += [pd.read_csv(f) for f in sorted(external_dir.glob("*.csv"))]

@@ -22,6 +22,9 @@ LIGHT = [f"dark (<{DARK})", "normal", f"bright (>{BRIGHT})"]
 # has the detail of a face of ~96 px or more, "blurry" that of ~48 px or less (or is out
 # of focus / shaken as badly).
 BLUR = [(20, "blurry (<20)"), (100, "soft (20-100)"), (np.inf, "sharp (>=100)")]
+# Pictures are measured at this side whatever the model's input size, so that a blur
+# threshold means the same at every image_size (the edges above were measured at 224 px).
+MEASURE_SIZE = 224
 GREY_DIFF = 2  # mean max-min channel difference under which a picture is grey
 
 

@@ -84,7 +84,7 @@ def cached_features(
     batch_size: int = 64,
     flip: bool = False,
     bf16: bool = False,
-    view: tuple[str, Transform] | None = None,
+    view: tuple[str, Transform | None] | None = None,
 ) -> torch.Tensor:
     """compute_features, computed only for keys not already in `store`.
 
@@ -97,7 +97,7 @@ def cached_features(
     fills that machine's store.
     """
     name = view[0] if view else ("flip" if flip else "orig")
-    transform = view[1] if view else None
+    transform = view[1] if view else None  # None with a name: images already transformed
     view = name + ("-bf16" if bf16 else "")
     found = [store.get(f"{k}-{view}") for k in keys]
     is_missing = torch.tensor([f is None for f in found], dtype=torch.bool)
@@ -180,6 +180,8 @@ def frozen_features(
     view: tuple[str, Transform] | None = None,
 ) -> torch.Tensor:
     """Pooled frozen features of every source side by side, from the caches where they are."""
+    if view is not None and len(sources) > 1:
+        return _shared_view_features(sources, split, batch_size, flip, bf16, view)
     return torch.cat(
         [
             cached_features(
@@ -189,3 +191,46 @@ def frozen_features(
         ],
         1,
     )
+
+
+VIEW_CHUNK = 256  # pictures transformed at a time: ~40 MB of uint8 at 224 px
+
+
+def _shared_view_features(
+    sources: list[FeatureSource],
+    split: Split,
+    batch_size: int,
+    flip: bool,
+    bf16: bool,
+    view: tuple[str, Transform],
+) -> torch.Tensor:
+    """frozen_features of a transformed view, the transform run once per picture for all
+    backbones (it is per-image Python and costs about as much as a backbone pass), a chunk
+    at a time, and only for chunks some backbone has not cached."""
+    name, transform = view
+    done = (name, None)  # the chunk is transformed already: the view's name keys the cache
+    tag = name + ("-bf16" if bf16 else "")
+    parts = []
+    for start in range(0, len(split.keys), VIEW_CHUNK):
+        keys = split.keys[start : start + VIEW_CHUNK]
+        images = split.images[start : start + VIEW_CHUNK]
+        lacking = torch.tensor(
+            [any(s.store.get(f"{k}-{tag}") is None for s in sources) for k in keys]
+        )
+        if world_size() > 1:  # every process must transform what any of them will compute
+            lacking = any_across(lacking)
+        if lacking.any():
+            images = transform(images, keys)
+        parts.append(
+            torch.cat(
+                [
+                    cached_features(
+                        s.module, images, keys, s.norm, s.store, batch_size, flip, bf16, done
+                    )
+                    for s in sources
+                ],
+                1,
+            )
+        )
+    width = sum(s.module.num_features for s in sources)
+    return torch.cat(parts) if parts else torch.zeros(0, width)
