@@ -62,7 +62,7 @@ def main(
     if not job.is_main:
         return {}
     checkpoint.unlink(missing_ok=True)  # finished: a later run must start fresh
-    temperature = valid_temperature(model, valid, tp, cache_dir() / "features")
+    temperature = valid_temperature(model, valid, tp, cache_dir() / "features", params["seed"])
     t_end = time.perf_counter()
 
     card = ModelCard(params["model"], classes, size, tuple(cfg["mean"]), tuple(cfg["std"]), weights)

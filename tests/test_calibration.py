@@ -186,3 +186,36 @@ def test_curves_per_class_are_thinned_and_span_the_plot():
         assert (roc[c].iloc[-1][["fpr", "tpr"]] == 1).all()
         assert (np.diff(roc[c]["fpr"]) >= 0).all()
         assert pr[c]["recall"].max() == 1 and pr[c]["recall"].min() == 0
+
+
+def test_degraded_valid_copies_join_the_temperature_fit(monkeypatch):
+    """Clean valid pictures are all right and confident; their degraded copies are sometimes
+    wrong at the same confidence. Fitted on both, the temperature rises (confidences drop)."""
+    import torch
+
+    from facemask.data.cache import Split
+    from facemask.training import calibrate
+
+    n = 40
+    labels = torch.arange(n) % 2
+    clean = torch.nn.functional.one_hot(labels, 2).float() * 8  # right, p ~ 1
+    degraded = clean.clone()
+    degraded[::4] = degraded[::4].flip(1)  # a quarter of the copies confidently wrong
+    views = []
+
+    def fake_logits(model, split, tp, root, view=None):
+        views.append(None if view is None else view[0])
+        return clean if view is None else degraded
+
+    monkeypatch.setattr(calibrate, "head_logits", fake_logits)
+    valid = Split(torch.zeros(n, 3, 8, 8, dtype=torch.uint8), labels, [str(i) for i in range(n)])
+    model = torch.nn.Linear(1, 2)
+    sharp = calibrate.valid_temperature(model, valid, {"calibration_views": 0}, None)
+    soft = calibrate.valid_temperature(model, valid, {"calibration_views": 2}, None, seed=3)
+    assert views[0] is None and views[1] is None
+    # Two degraded copies, each its own cached view, apart from the training views' names.
+    from facemask.training.augment import named_degraded_view
+
+    assert views[2:] == [named_degraded_view(1000 + k, 3)[0] for k in (0, 1)]
+    assert views[2] not in {named_degraded_view(k, 3)[0] for k in range(5)}
+    assert sharp < 0.3 and soft > 4 * sharp

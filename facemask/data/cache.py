@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -71,16 +72,18 @@ def load_images(
         work = partial(load_array, size=size)
         todo = [paths[i] for i in missing]
         workers = workers or os.cpu_count() or 1
-        if workers > 1 and len(todo) >= 64:
-            with Pool(workers) as pool:
+        with contextlib.ExitStack() as stack:
+            if workers > 1 and len(todo) >= 64:
+                pool = stack.enter_context(Pool(workers))
                 arrays = pool.imap(work, todo, chunksize=16)
-                arrays = list(tqdm(arrays, total=len(todo), desc=f"decode @{size}", unit="img"))
-        else:
-            arrays = [work(p) for p in tqdm(todo, desc=f"decode @{size}", unit="img")]
-        for i, arr in zip(missing, arrays, strict=True):
-            out[i] = arr
-            if store:
-                store.put(f"{keys[i]}-{size}", arr)
+            else:
+                arrays = map(work, todo)
+            # Each array goes into `out` as it arrives: no second copy of the whole set.
+            bar = tqdm(arrays, total=len(todo), desc=f"decode @{size}", unit="img")
+            for i, arr in zip(missing, bar, strict=True):
+                out[i] = arr
+                if store:
+                    store.put(f"{keys[i]}-{size}", arr)
     return out
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import zlib
 from collections.abc import Callable, Sequence
 
@@ -113,9 +115,11 @@ def degrade(image: np.ndarray, rng: np.random.Generator, cfg: dict | None = None
     return out[:, ::-1].copy() if rng.random() < c["hflip"] else out
 
 
-def degraded_view(
-    view: int, seed: int, cfg: dict | None = None
-) -> Callable[[torch.Tensor, Sequence[str]], torch.Tensor]:
+# A change to uint8 NCHW images that depends only on each image and its content key.
+Transform = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+
+
+def degraded_view(view: int, seed: int, cfg: dict | None = None) -> Transform:
     """The `view`-th degraded copy of uint8 NCHW images, a pure function of (seed, view,
     content key): cached features of a view stay valid across runs and batch orders."""
 
@@ -128,3 +132,10 @@ def degraded_view(
         return out
 
     return apply
+
+
+def named_degraded_view(view: int, seed: int, cfg: dict | None = None) -> tuple[str, Transform]:
+    """(cache name, transform) of the `view`-th degraded copy: the name changes with the seed,
+    the view and every degradation setting, so a cached view is never served for others."""
+    tag = hashlib.sha256(json.dumps([seed, view, cfg or {}], sort_keys=True).encode())
+    return f"degraded-{tag.hexdigest()[:10]}", degraded_view(view, seed, cfg)

@@ -47,11 +47,14 @@ def compute_features(
     bf16: bool = False,
     transform: Transform | None = None,
     keys: Sequence[str] | None = None,
+    index: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Pooled backbone features (pre-logits) of uint8 NCHW images, float32 on the CPU out.
 
-    `transform(batch, keys)` changes each uint8 batch first (a degraded view), batch by
-    batch so that no transformed copy of the whole set is held.
+    `index` picks the rows to compute (all by default), a batch at a time, so that no copy
+    of the selected images is held. `transform(batch, keys)` changes each uint8 batch first
+    (a degraded view), batch by batch so that no transformed copy of the whole set is held;
+    `keys` are those of the selected rows.
 
     Runs where the model's weights are. `bf16` runs the backbone under bfloat16 autocast:
     1.5x faster here (AVX512-BF16), with the same 5-fold CV accuracy for a head trained on
@@ -61,8 +64,9 @@ def compute_features(
     device = next(model.parameters()).device
     norm = copy.deepcopy(norm).to(device)  # the caller's stays where it was
     out = []
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
-        x = images[i : i + batch_size]
+    count = len(images) if index is None else len(index)
+    for i in tqdm(range(0, count, batch_size), desc=desc, unit="batch"):
+        x = images[i : i + batch_size] if index is None else images[index[i : i + batch_size]]
         if transform is not None:
             x = transform(x, keys[i : i + batch_size])
         x = x.to(device)
@@ -110,7 +114,7 @@ def cached_features(
         share = [missing[j] for j in shard_range(len(missing))]
         new = compute_features(
             model,
-            images[share],
+            images,
             norm,
             batch_size,
             flip,
@@ -118,6 +122,7 @@ def cached_features(
             bf16,
             transform,
             [keys[j] for j in share],
+            share,
         )
         new = gather_rows(new, len(missing))
         write = is_local_main()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
 import math
 import os
 import time
@@ -23,7 +21,7 @@ from tqdm import tqdm
 
 from facemask.data.cache import Normalize, Split
 from facemask.models.predict import predict_logits
-from facemask.training.augment import TensorImages, create_augment, degraded_view
+from facemask.training.augment import TensorImages, create_augment, named_degraded_view
 from facemask.training.distributed import (
     broadcast_object,
     gather_rows,
@@ -405,9 +403,7 @@ def transfer_learn(
     for k in range(h.get("degraded_views", 0)):
         # Small, blurred, compressed, dark copies: the head learns from faces as cameras
         # at entrances deliver them, and the backbone runs on each copy once (cached).
-        cfg = tp.get("degrade") or {}
-        tag = hashlib.sha256(json.dumps([seed, k, cfg], sort_keys=True).encode()).hexdigest()[:10]
-        view = (f"degraded-{tag}", degraded_view(k, seed, cfg))
+        view = named_degraded_view(k, seed, tp.get("degrade"))
         f_train = torch.cat([f_train, frozen_features(sources, train, bs, bf16=bf16, view=view)])
         y_head = torch.cat([y_head, train.labels])
     f_valid = frozen_features(sources, valid, bs, bf16=bf16)
