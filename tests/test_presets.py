@@ -31,7 +31,8 @@ def test_apply_preset_keeps_comments_and_maps_onto_classes(tmp_path, name):
     for src in data["data"]["sources"]:  # every source maps onto the preset's classes only
         assert set(src["classes"].values()) <= set(data["classes"])
     assert data["train"]["head"]["epochs"] == 60  # keys the preset leaves alone stay
-    assert data["train"]["image_size"] == preset.get("train", {}).get("image_size", 224)
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["image_size"]
+    assert data["train"]["image_size"] == preset.get("train", {}).get("image_size", default)
 
 
 def test_binary_preset_is_the_default():

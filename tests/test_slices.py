@@ -89,7 +89,7 @@ def test_light_blur_and_colour_buckets():
     m = image_measures(np.concatenate([dark, bright, sharp]))
     out = add_slices(pd.DataFrame({"x": [0, 1, 2]}, index=[7, 8, 9]), m)
     assert out["brightness"].astype(str).tolist() == ["dark (<70)", "bright (>185)", "normal"]
-    assert out["blur"].astype(str).tolist() == ["blurry (<20)", "blurry (<20)", "sharp (>=100)"]
+    assert out["blur"].astype(str).tolist() == ["blurry (<55)", "blurry (<55)", "sharp (>=200)"]
     assert out["colour"].tolist() == ["grayscale", "grayscale", "colour"]
     with pytest.raises(ValueError, match="measures"):
         add_slices(pd.DataFrame({"x": [0, 1]}), m)

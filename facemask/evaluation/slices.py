@@ -16,15 +16,16 @@ CHUNK = 256  # images per float32 batch: ~150 MB of grey levels at 224 px
 FACE_SIZE = [(32, "<32"), (64, "32-64"), (128, "64-128"), (np.inf, ">=128")]
 DARK, BRIGHT = 70, 185  # mean luma 0-255
 LIGHT = [f"dark (<{DARK})", "normal", f"bright (>{BRIGHT})"]
-# Variance of the 4-neighbour Laplacian of the grey model input (224 px). Measured on a
-# portrait photo resized to a side of S px and back up to 224 (what the model sees of an
-# S px face): S=224 ~1200, 128 ~200, 96 ~115, 64 ~37, 48 ~19, 32 ~10, 16 ~1.5. So "sharp"
-# has the detail of a face of ~96 px or more, "blurry" that of ~48 px or less (or is out
-# of focus / shaken as badly).
-BLUR = [(20, "blurry (<20)"), (100, "soft (20-100)"), (np.inf, "sharp (>=100)")]
+# Variance of the 4-neighbour Laplacian of the grey picture squashed to MEASURE_SIZE px.
+# `python benchmarks/blur_edges.py` (40 test photos of the default data, each shrunk to a
+# short side of S px, then to 128 x 128: what is left of an S px face) gives medians of
+# S=128 ~390, 96 ~200, 64 ~80, 48 ~55, 32 ~19, 16 ~4. So "sharp" has the detail of a face
+# of ~96 px or more, "blurry" that of ~48 px or less (or is out of focus / shaken as badly).
+BLUR = [(55, "blurry (<55)"), (200, "soft (55-200)"), (np.inf, "sharp (>=200)")]
 # Pictures are measured at this side whatever the model's input size, so that a blur
-# threshold means the same at every image_size (the edges above were measured at 224 px).
-MEASURE_SIZE = 224
+# threshold means the same at every image_size (the default input size: its decode cache
+# is there already).
+MEASURE_SIZE = 128
 GREY_DIFF = 2  # mean max-min channel difference under which a picture is grey
 
 
