@@ -17,6 +17,7 @@ from facemask.data.cache import decode_frame
 from facemask.data.reviews import load_label_reviews, reviewed_mask
 from facemask.explain.figures import plot_review_gallery
 from facemask.models.factory import create_for_training
+from facemask.runtime import use_free_cores
 from facemask.training.audit import (
     find_suspects,
     label_issues,
@@ -30,6 +31,7 @@ from facemask.training.features import feature_sources, use_bf16
 def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
     """Write the flagged (and reviewed) pictures, audit metrics and a review gallery."""
     tune_malloc()
+    use_free_cores()
     seed_everything(params["seed"])
     tp, a, classes = params["train"], params["audit"], list(params["classes"])
     size = tp["image_size"]

@@ -9,6 +9,7 @@ import pandas as pd
 
 from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
 from facemask.data.cache import decode_frame, to_tensor
+from facemask.runtime import use_free_cores
 from facemask.training.compare import cross_validate, make_grid
 from facemask.training.leaderboard import (
     add_speed,
@@ -26,6 +27,7 @@ def main(params: dict, splits: Path, out: Path, section: str = "compare") -> pd.
     finetune_epochs, optional repeats): `compare` is the backbone leaderboard.
     """
     tune_malloc()
+    use_free_cores()
     seed_everything(params["seed"])
     cp = params[section]
     # The test split stays untouched: folds are drawn from train+valid, groups kept whole.

@@ -15,6 +15,7 @@ from facemask.evaluation.curves import pr_curves, roc_curves
 from facemask.evaluation.metrics import classification_metrics
 from facemask.evaluation.report import frame_metrics, score_frame
 from facemask.models.factory import load_model
+from facemask.runtime import use_free_cores
 
 
 def main(
@@ -28,6 +29,7 @@ def main(
 ) -> dict:
     """Predict the test split as published, write metrics JSON, predictions and curve CSVs."""
     tune_malloc()
+    use_free_cores()
     ev = params["evaluate"]
     model, card = load_model(model_path)
     published = pd.read_csv(published_csv)  # as drawn: pictures a review dropped included

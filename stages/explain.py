@@ -14,6 +14,7 @@ import pandas as pd
 from facemask.config import load_params, seed_everything, tune_malloc
 from facemask.explain.report import explain_model, join_split
 from facemask.models.factory import load_model
+from facemask.runtime import use_free_cores
 
 
 @dataclass
@@ -34,6 +35,7 @@ def main(
 ) -> dict:
     """Write the PNGs under outs.plots and the metrics and lists; return the metrics."""
     tune_malloc()
+    use_free_cores()
     p, seed = params["explain"], params["seed"]
     seed_everything(seed)
     clock = time.perf_counter()

@@ -16,6 +16,7 @@ from facemask.config import exit_on_error, load_params, tune_malloc
 from facemask.data.cache import decode_frame
 from facemask.evaluation.predict import predict_probs
 from facemask.models.factory import load_model
+from facemask.runtime import use_free_cores
 from facemask.serving.engines import OnnxEngine
 from facemask.serving.export import (
     check_parity,
@@ -47,6 +48,7 @@ def main(
 ) -> dict:
     """Export, check parity, time; write the metrics before failing on parity."""
     tune_malloc()
+    use_free_cores()
     ep = params["export"]
     model, card = load_model(model_path)
     test = pd.read_csv(test_csv)

@@ -17,6 +17,7 @@ from facemask.config import exit_on_error, load_params, tune_malloc
 from facemask.data.external import seen_in_training, unique_pictures
 from facemask.evaluation.report import frame_metrics, score_frame
 from facemask.models.factory import load_model
+from facemask.runtime import use_free_cores
 
 
 def main(
@@ -24,6 +25,7 @@ def main(
 ) -> dict:
     """Score every external set; return {name: metrics}."""
     tune_malloc()
+    use_free_cores()
     model, card = load_model(model_path)
     seen = pd.concat([pd.read_csv(splits / f"{s}.csv") for s in ("train", "valid")])
     out = {}

@@ -10,12 +10,14 @@ import pandas as pd
 
 from facemask.config import cache_dir, exit_on_error, load_params, seed_everything, tune_malloc
 from facemask.data.split import SPLITS
+from facemask.runtime import use_free_cores
 from facemask.training.loso import leave_one_source_out, loso_summary
 
 
 def main(params: dict, splits: Path, table_csv: Path, summary_json: Path) -> dict:
     """Write one row per left-out source and the mean / worst over them."""
     tune_malloc()
+    use_free_cores()
     seed_everything(params["seed"])
     frames = {s: pd.read_csv(splits / f"{s}.csv") for s in SPLITS}
     table = leave_one_source_out(frames, params, cache_dir() / "features")

@@ -13,11 +13,13 @@ from facemask.explain.cams import cam_layers, compute_cams
 from facemask.explain.figures import plot_confusion
 from facemask.explain.report import describe_prediction, pick_examples, plot_cam_grid
 from facemask.models.factory import load_model
+from facemask.runtime import use_free_cores
 
 
 def main(params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, out: Path) -> None:
     """Write out/confusion.png and out/gradcam.png."""
     tune_malloc()
+    use_free_cores()
     p = params["plots"]
     model, card = load_model(model_path)
     pred = pd.read_csv(predictions_csv)

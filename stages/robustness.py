@@ -20,6 +20,7 @@ from facemask.evaluation.robustness import (
     stratified_sample,
 )
 from facemask.models.factory import load_model
+from facemask.runtime import use_free_cores
 
 
 def main(
@@ -27,6 +28,7 @@ def main(
 ) -> dict:
     """Write accuracy per (corruption, severity), its summary (metrics) and a line plot."""
     tune_malloc()
+    use_free_cores()
     rp = params["robustness"]
     model, card = load_model(model_path)
     df = pd.read_csv(test_csv)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from facemask.config import exit_on_error, load_params, tune_malloc
+from facemask.runtime import use_free_cores
 from facemask.serving.detect import create_detector
 from facemask.serving.engines import load_engine
 from facemask.serving.scenes_eval import (
@@ -35,6 +36,7 @@ def main(
     """Evaluate on the scenes of `voc_root` (`all`, or those listed in a CSV's `scene` column),
     leaving out any scene listed in the `exclude` CSVs (the splits that train)."""
     tune_malloc()
+    use_free_cores()
     sp = params["scenes"]
     engine = load_engine(model_path, "torch", batch_size=sp["batch_size"])
     ids = None if scenes == "all" else read_scene_ids(scenes)

@@ -13,6 +13,7 @@ import pandas as pd
 from facemask.config import cache_dir, code_fingerprint, load_params, seed_everything, tune_malloc
 from facemask.data.cache import Split, load_split
 from facemask.models.factory import ModelCard, create_for_training, save_model
+from facemask.runtime import use_free_cores
 from facemask.training.calibrate import valid_temperature
 from facemask.training.distributed import close_distributed, init_distributed
 from facemask.training.train import transfer_learn
@@ -34,6 +35,7 @@ def main(
 ) -> dict:
     """Train, save the model with its card, and write the per-epoch history and a summary."""
     tune_malloc()
+    use_free_cores()
     t_start = time.perf_counter()
     tp, classes = params["train"], list(params["classes"])
     job = init_distributed(tp.get("distributed", "auto"))  # torchrun: one of several processes
