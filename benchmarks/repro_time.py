@@ -8,6 +8,7 @@ FACEMASK_MIRROR (or the web) for the archives.
 
     python benchmarks/repro_time.py            # cold per stage + warm total
     python benchmarks/repro_time.py --no-warm  # cold only
+    python benchmarks/repro_time.py --no-warm --preset fast  # with a preset merged first
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def stage_order(clone: Path, env: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-warm", action="store_true", help="skip the forced warm rerun")
+    parser.add_argument("--preset", help="merge this preset into the clone's params.yaml first")
     args = parser.parse_args()
     venv_bin = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,6 +65,9 @@ def main() -> None:
             "FACEMASK_CACHE": str(Path(tmp) / "cache"),
             "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
         }
+        if args.preset:
+            facemask = venv_bin / "facemask"
+            subprocess.run([facemask, "preset", args.preset], cwd=clone, env=env, check=True)
         rows = []
         for stage in stage_order(clone, env):
             # Forced: a stage whose inputs came out byte-identical to the committed dvc.lock
@@ -73,7 +78,9 @@ def main() -> None:
         table = pd.DataFrame(rows)
         total = table["wall (s)"].sum()
         test = json.loads((clone / "metrics" / "test.json").read_text())
-        print(f"commit {commit}, cold run stage by stage (empty caches), {os.cpu_count()} cores")
+        preset = f", preset {args.preset}" if args.preset else ""
+        cores = f"{os.cpu_count()} cores"
+        print(f"commit {commit}{preset}, cold run stage by stage (empty caches), {cores}")
         print(table.to_markdown(index=False, floatfmt=".2f"))
         print(
             f"\ntotal {int(total // 60)} min {total % 60:.0f} s, peak RSS "
