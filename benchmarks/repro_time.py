@@ -80,7 +80,7 @@ def main() -> None:
         test = json.loads((clone / "metrics" / "test.json").read_text())
         preset = f", preset {args.preset}" if args.preset else ""
         cores = f"{os.cpu_count()} cores"
-        print(f"commit {commit}{preset}, cold run stage by stage (empty caches), {cores}")
+        print(f"commit {commit}{preset}, cold run stage by stage (empty caches), {cores}\n")
         print(table.to_markdown(index=False, floatfmt=".2f"))
         print(
             f"\ntotal {int(total // 60)} min {total % 60:.0f} s, peak RSS "

@@ -124,6 +124,7 @@ def benchmark_table(root: Path, name: str) -> str:
 TABLES: dict[str, Callable[[Path], str]] = {
     "generalisation": lambda r: benchmark_table(r, "generalisation"),
     "bias": lambda r: benchmark_table(r, "bias_study"),
+    "repro-time": lambda r: benchmark_table(r, "repro_time"),
     "evaluation": evaluation_table,
     "slices-face-size": lambda r: slices_table(r, "face_size"),
     "leaderboard": lambda r: leaderboard_table(r, ""),
