@@ -47,6 +47,8 @@ CANDIDATES: dict[str, dict] = {
     # Smaller inputs: (S/224)^2 of the backbone cost; faces under 32 px lose nothing.
     "size-160": {"train.head.degraded_views": 1, "train.image_size": 160},
     "size-128": {"train.head.degraded_views": 1, "train.image_size": 128},
+    # Test-time augmentation on the 128 px default: the mirrored picture's logits averaged in.
+    "size-128-tta-flip": {"train.image_size": 128, "evaluate.tta": ["flip"]},
 }
 
 

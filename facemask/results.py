@@ -83,6 +83,56 @@ def evaluation_table(root: Path) -> str:
     return _markdown(rows)
 
 
+def serving_table(root: Path) -> str:
+    """The scenes and export stages' figures (serving/dvc.yaml): detection, matched-face
+    accuracy, mAP@0.5, export parity and ONNX Runtime speed."""
+    sc, ex = _read(root / "metrics" / "scenes.json"), _read(root / "metrics" / "export.json")
+    if sc is None and ex is None:
+        return "_No metrics/scenes.json or metrics/export.json yet: run `make serving`._"
+    rows = [("what", "figure")]
+    if sc:
+        det, cls = sc["detection"], sc["classification"]
+        per = det["per_class"]
+        rows.append(
+            (f"detection recall, faces >= 32 px ({' / '.join(per)})",
+             " / ".join(_pct(v["recall_32px_up"], 1) for v in per.values()))
+        )  # fmt: skip
+        rows.append(
+            (f"detection recall, all {det['faces']} labelled faces", _pct(det["recall"], 1))
+        )
+        accs = ", ".join(f"{k} {_pct(v['accuracy'], 1)}" for k, v in cls["per_class"].items())
+        matched = f"mask accuracy on matched faces ({cls['faces']})"
+        rows.append((matched, f"{_pct(cls['accuracy'], 1)}: {accs}"))
+        rows.append(
+            (f"mAP@0.5 {' / '.join(sc['map50']['per_class'])}",
+             " / ".join(f"{v:.3f}" for v in sc["map50"]["per_class"].values()))
+        )  # fmt: skip
+        rows.append(
+            ("detector + classifier, per scene (stage, all scenes)", f"{sc['ms_per_scene']} ms")
+        )
+    if ex:
+        diff = ex["parity"]["max_probability_difference"]
+        rows.append(
+            ("export parity, max probability difference (" + " / ".join(diff) + ")",
+             " / ".join(f"{v:.1e}" for v in diff.values()))
+        )  # fmt: skip
+        ort = ex["onnxruntime"]
+        for key in [k for k in ort if k.startswith("batch_")]:
+            b = ort[key]
+            rows.append(
+                (f"ONNX Runtime, batch {b['batch_size']} ({ex['image_size']} px)",
+                 f"{b['median_ms']} ms median, {b['images_per_s']} images/s")
+            )  # fmt: skip
+        if ex.get("int8"):
+            q = ex["int8"]
+            rows.append(
+                ("int8 (dynamic) ONNX: accuracy, size, batch 1",
+                 f"{_pct(q['accuracy'])} (fp32 {_pct(ex['accuracy']['onnx'])}), {q['size_mb']} MB"
+                 f" (fp32 {ex['size_mb']['onnx']}), {q['batch_1']['median_ms']} ms")
+            )  # fmt: skip
+    return _markdown(rows)
+
+
 def _markdown(rows: list[tuple]) -> str:
     head, *body = rows
     lines = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
@@ -125,6 +175,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "generalisation": lambda r: benchmark_table(r, "generalisation"),
     "bias": lambda r: benchmark_table(r, "bias_study"),
     "repro-time": lambda r: benchmark_table(r, "repro_time"),
+    "serving": serving_table,
     "evaluation": evaluation_table,
     "slices-face-size": lambda r: slices_table(r, "face_size"),
     "leaderboard": lambda r: leaderboard_table(r, ""),

@@ -33,7 +33,7 @@ def main(
     ev = params["evaluate"]
     model, card = load_model(model_path)
     published = pd.read_csv(published_csv)  # as drawn: pictures a review dropped included
-    scored = score_frame(model, card, published, ev["batch_size"])
+    scored = score_frame(model, card, published, ev["batch_size"], ev.get("tta") or ())
     metrics = {"model": card.model, **frame_metrics(scored, card, ev["abstain"])}
     # The reviewed labels, beside: the same predictions, reviewed pictures relabelled or gone.
     reviewed = pd.read_csv(test_csv)

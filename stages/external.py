@@ -38,7 +38,7 @@ def main(
         overlap = seen_in_training(unique, seen, params["prepare"]["near_duplicate_distance"])
         kept = unique[~overlap].reset_index(drop=True)
         ev = params["evaluate"]
-        scored = score_frame(model, card, kept, ev["batch_size"])
+        scored = score_frame(model, card, kept, ev["batch_size"], ev.get("tta") or ())
         pred = scored.table
         result = {
             **frame_metrics(scored, card, ev["abstain"]),

