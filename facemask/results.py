@@ -176,6 +176,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "bias": lambda r: benchmark_table(r, "bias_study"),
     "repro-time": lambda r: benchmark_table(r, "repro_time"),
     "serving": serving_table,
+    "predict-scenes": lambda r: benchmark_table(r, "predict_scenes"),
     "evaluation": evaluation_table,
     "slices-face-size": lambda r: slices_table(r, "face_size"),
     "leaderboard": lambda r: leaderboard_table(r, ""),

