@@ -219,13 +219,14 @@ def _shared_view_features(
     for start in range(0, len(split.keys), VIEW_CHUNK):
         keys = split.keys[start : start + VIEW_CHUNK]
         images = split.images[start : start + VIEW_CHUNK]
-        lacking = torch.tensor(
-            [any(s.store.get(f"{k}-{tag}") is None for s in sources) for k in keys]
-        )
+        found = [[s.store.get(f"{k}-{tag}") for k in keys] for s in sources]
+        lacking = torch.tensor([any(f[i] is None for f in found) for i in range(len(keys))])
         if world_size() > 1:  # every process must transform what any of them will compute
             lacking = any_across(lacking)
-        if lacking.any():
-            images = transform(images, keys)
+        if not lacking.any():  # all cached (every warm run): use what was just read
+            parts.append(torch.cat([torch.from_numpy(np.stack(f)) for f in found], 1))
+            continue
+        images = transform(images, keys)
         parts.append(
             torch.cat(
                 [
