@@ -3,37 +3,67 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 ENV = "FACEMASK_THREADS"  # a fixed count wins over the estimate (0 or unset: estimate)
+SAMPLE_SECONDS = 0.2  # how long CPU use is watched: 20 ticks per core at the usual 100 Hz
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+def usable_cores() -> set[int]:
+    """CPUs this process may run on (its CPU affinity, e.g. a container's cpuset)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return set(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        return set(range(os.cpu_count() or 1))
 
 
-def busy_cores(loadavg: str | None = None) -> float:
-    """Cores other work keeps busy: the larger of the 1-minute load average and the
-    processes runnable right now other than this one (/proc/loadavg: the first reacts
-    slowly to a job that just started, the second is a noisy snapshot)."""
-    if loadavg is None:
-        try:
-            loadavg = Path("/proc/loadavg").read_text()
-        except OSError:
-            return 0.0
-    fields = loadavg.split()
-    running = int(fields[3].split("/")[0]) - 1  # this process is runnable too
-    return max(float(fields[0]), float(running), 0.0)
+def cpu_ticks(stat: str) -> dict[int, tuple[int, int]]:
+    """(busy, total) clock ticks per CPU from /proc/stat's `cpuN` lines."""
+    ticks = {}
+    for line in stat.splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            # user nice system idle iowait irq softirq steal; guest time is inside user.
+            v = [int(x) for x in values[:8]]
+            total = sum(v)
+            ticks[int(name[3:])] = (total - v[3] - v[4], total)
+    return ticks
 
 
-def free_cores(cores: int | None = None, loadavg: str | None = None) -> int:
+def busy_cores(before: str, after: str, cpus: Iterable[int]) -> float:
+    """Cores of `cpus` kept busy between two /proc/stat snapshots.
+
+    Measured use, not the load average: a kernel thread asleep in uninterruptible state
+    adds 1 to the load on this VM while using no CPU, which made every stage here
+    think one of its two cores was taken.
+    """
+    b, a = cpu_ticks(before), cpu_ticks(after)
+    busy = 0.0
+    for cpu in cpus:
+        if cpu in b and cpu in a and a[cpu][1] > b[cpu][1]:
+            busy += (a[cpu][0] - b[cpu][0]) / (a[cpu][1] - b[cpu][1])
+    return busy
+
+
+def measure_busy_cores(cpus: Iterable[int], seconds: float = SAMPLE_SECONDS) -> float:
+    """Cores of `cpus` other work uses now (this process sleeps while it watches)."""
+    stat = Path("/proc/stat")
+    try:
+        before = stat.read_text()
+        time.sleep(seconds)
+        after = stat.read_text()
+    except OSError:  # not Linux: assume an idle machine
+        return 0.0
+    return busy_cores(before, after, cpus)
+
+
+def free_cores(cpus: set[int] | None = None, busy: float | None = None) -> int:
     """Usable cores minus busy ones, at least 1."""
-    cores = usable_cores() if cores is None else cores
-    return max(1, cores - round(busy_cores(loadavg)))
+    cpus = usable_cores() if cpus is None else cpus
+    busy = measure_busy_cores(cpus) if busy is None else busy
+    return max(1, len(cpus) - round(busy))
 
 
 def use_free_cores() -> int:

@@ -7,18 +7,43 @@ import torch
 from facemask import runtime
 
 
-def test_busy_cores_reads_the_larger_of_load_and_runnable():
-    # 1-minute load 1.9, 1 runnable (this process): another job has been running a while.
-    assert runtime.busy_cores("1.90 1.50 1.00 1/300 4242") == 1.9
-    # Load still low, but 3 runnable now: a job that just started counts at once.
-    assert runtime.busy_cores("0.10 0.05 0.01 3/300 4242") == 2.0
+def _stat(*cpus: tuple[int, int]) -> str:
+    """A /proc/stat text: per CPU (busy, idle) ticks, busy split over user and system."""
+    lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]
+    for i, (busy, idle) in enumerate(cpus):
+        lines.append(f"cpu{i} {busy - busy // 3} 0 {busy // 3} {idle} 0 0 0 0 0 0")
+    return "\n".join(lines + ["intr 1 2 3", "ctxt 99"]) + "\n"
+
+
+def test_busy_cores_measures_use_per_cpu():
+    before = _stat((1000, 5000), (2000, 5000))
+    # cpu0 fully busy, cpu1 idle: one core taken.
+    after = _stat((1020, 5000), (2000, 5020))
+    assert runtime.busy_cores(before, after, {0, 1}) == 1.0
+    # Only CPUs this process may use count: cpu0 is outside its cpuset here.
+    assert runtime.busy_cores(before, after, {1}) == 0.0
+    # Half of each: one core's worth.
+    after = _stat((1010, 5010), (2010, 5010))
+    assert runtime.busy_cores(before, after, {0, 1}) == 1.0
+    # iowait is idle time, not work.
+    io_before = "cpu0 100 0 0 500 0 0 0 0\n"
+    io_after = "cpu0 100 0 0 500 40 0 0 0\n"
+    assert runtime.busy_cores(io_before, io_after, {0}) == 0.0
+
+
+def test_measured_idle_machine_is_not_busy_despite_load_average(monkeypatch):
+    # The VM this was written on shows a load average of ~1 while idle (a kernel thread
+    # in uninterruptible sleep); the estimate must come from CPU use.
+    snapshots = iter([_stat((10, 90), (10, 90)), _stat((10, 110), (10, 110))])
+    monkeypatch.setattr(runtime.Path, "read_text", lambda self: next(snapshots))
+    assert runtime.free_cores({0, 1}) == 2
 
 
 def test_free_cores_leaves_at_least_one():
-    assert runtime.free_cores(2, "0.05 0.0 0.0 1/200 1") == 2  # idle machine: every core
-    assert runtime.free_cores(2, "1.10 0.5 0.1 1/200 1") == 1  # one heavy job: one core left
-    assert runtime.free_cores(2, "3.70 2.0 1.0 5/200 1") == 1  # overloaded: still one
-    assert runtime.free_cores(16, "4.40 4.0 4.0 1/200 1") == 12
+    assert runtime.free_cores({0, 1}, busy=0.1) == 2  # idle machine: every core
+    assert runtime.free_cores({0, 1}, busy=1.1) == 1  # one heavy job: one core left
+    assert runtime.free_cores({0, 1}, busy=2.0) == 1  # all taken: still one
+    assert runtime.free_cores(set(range(16)), busy=4.4) == 12
 
 
 def test_env_fixes_the_count_and_omp_is_respected(monkeypatch):
