@@ -17,6 +17,7 @@ from tqdm import tqdm
 from facemask.config import code_fingerprint
 from facemask.data.cache import ArrayStore, Normalize, Split
 from facemask.models.factory import backbone_fingerprint
+from facemask.models.predict import fast_forward
 from facemask.training.distributed import (
     any_across,
     gather_rows,
@@ -56,14 +57,15 @@ def compute_features(
     (a degraded view), batch by batch so that no transformed copy of the whole set is held;
     `keys` are those of the selected rows.
 
-    Runs where the model's weights are. `bf16` runs the backbone under bfloat16 autocast:
-    1.5x faster here (AVX512-BF16), with the same 5-fold CV accuracy for a head trained on
-    them (benchmarks/).
+    Runs where the model's weights are; on the CPU in float32 as a TorchScript trace
+    (models.predict.fast_forward). `bf16` runs the backbone under bfloat16 autocast, for
+    CPUs with AVX512-BF16/AMX and GPUs: same 5-fold CV accuracy for a head trained on them.
     """
     model.eval()
     device = next(model.parameters()).device
     norm = copy.deepcopy(norm).to(device)  # the caller's stays where it was
     out = []
+    forward = None
     count = len(images) if index is None else len(index)
     for i in tqdm(range(0, count, batch_size), desc=desc, unit="batch"):
         x = images[i : i + batch_size] if index is None else images[index[i : i + batch_size]]
@@ -74,7 +76,8 @@ def compute_features(
         # channels_last tensor back to NCHW and the convolutions ~1.5x slower.
         x = norm(torch.flip(x, dims=[3]) if flip else x)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            feats = model.forward_head(model.forward_features(x), pre_logits=True)
+            forward = forward or fast_forward(model, x, pooled=True)
+            feats = forward(x)
         out.append(feats.float().cpu())
     return torch.cat(out) if out else torch.zeros(0, model.num_features)
 
