@@ -12,7 +12,7 @@ def _stat(*cpus: tuple[int, int]) -> str:
     lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]
     for i, (busy, idle) in enumerate(cpus):
         lines.append(f"cpu{i} {busy - busy // 3} 0 {busy // 3} {idle} 0 0 0 0 0 0")
-    return "\n".join(lines + ["intr 1 2 3", "ctxt 99"]) + "\n"
+    return "\n".join([*lines, "intr 1 2 3", "ctxt 99"]) + "\n"
 
 
 def test_busy_cores_measures_use_per_cpu():

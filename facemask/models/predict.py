@@ -67,7 +67,7 @@ def fast_forward(model: nn.Module, example: torch.Tensor, pooled: bool = False) 
             warnings.simplefilter("ignore")  # TorchScript's deprecation notices
             traced = torch.jit.trace(module.eval(), example[:2], check_trace=False)
             fast = torch.jit.optimize_for_inference(traced)  # freezes: weights become constants
-    except Exception as err:  # noqa: BLE001 -- eager gives the same answers, only slower
+    except Exception as err:  # eager gives the same answers, only slower
         print(f"note: eager inference for {type(model).__name__} ({type(err).__name__}: {err})")
         fast = module
     finally:
