@@ -54,6 +54,8 @@ CANDIDATES: dict[str, dict] = {
     "mnv2-128": {"model": "mobilenetv2_100", "train.image_size": 128},
     "size-96": {"train.image_size": 96},
     "mnv2-96": {"model": "mobilenetv2_100", "train.image_size": 96},
+    # The whole net trained after the head phase, half its pictures degraded as in train.degrade.
+    "finetune-2-degrade": {"train.finetune.epochs": 2, "train.finetune.augment.degrade": 0.5},
 }
 
 

@@ -99,3 +99,33 @@ def test_joined_backbones_share_one_transform_per_picture(tmp_path, monkeypatch)
     seen.clear()
     again = features.frozen_features(sources, split, 2, view=("degraded-x", counted))
     assert seen == [] and torch.equal(again, shared)  # all cached: no transform at all
+
+
+def test_fine_tune_augment_degrades_at_its_probability():
+    from facemask.training.augment import create_augment
+
+    img = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 48, 48), np.uint8))
+    plain = dict(rotation=0, hflip=False, color_jitter=0, scale=(1.0, 1.0))
+    off = create_augment(48, **plain)
+    assert torch.equal(off(img), img)
+    # Downscale only, always: every call loses detail, and the draws differ between calls.
+    cfg = OFF | {"p_downscale": 1.0, "downscale": [12, 13]}
+    always = create_augment(48, **plain, degrade=1.0, degrade_cfg=cfg)
+    torch.manual_seed(1)
+    outs = [always(img) for _ in range(4)]
+    for out in outs:
+        assert out.shape == img.shape and out.dtype == torch.uint8
+        assert sharpness(out.permute(1, 2, 0).numpy()) < sharpness(img.permute(1, 2, 0).numpy()) / 4
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])
+    half = create_augment(48, **plain, degrade=0.5, degrade_cfg=cfg)
+    torch.manual_seed(2)
+    changed = sum(not torch.equal(half(img), img) for _ in range(200))
+    assert 70 < changed < 130
+
+
+def test_degraded_view_names_follow_the_code(monkeypatch):
+    from facemask.training import augment
+
+    name = augment.named_degraded_view(0, 1)[0]
+    monkeypatch.setattr(augment, "code_fingerprint", lambda *m: "edited")
+    assert augment.named_degraded_view(0, 1)[0] != name

@@ -14,6 +14,23 @@ from PIL import Image, ImageFilter
 from torch import nn
 from torchvision.transforms import v2
 
+from facemask.config import code_fingerprint
+
+
+class RandomDegrade(nn.Module):
+    """`degrade` on a uint8 CHW tensor with probability `p`, drawn from torch's generator
+    (so DataLoader workers and resumed runs seed it as they seed every other transform)."""
+
+    def __init__(self, p: float, cfg: dict | None = None) -> None:
+        super().__init__()
+        self.p, self.cfg = p, cfg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) >= self.p:
+            return x
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        return torch.from_numpy(degrade(x.permute(1, 2, 0).numpy(), rng, self.cfg)).permute(2, 0, 1)
+
 
 def create_augment(
     size: int,
@@ -21,8 +38,12 @@ def create_augment(
     hflip: bool = True,
     color_jitter: float = 0.2,
     scale: Sequence[float] = (0.85, 1.0),
+    degrade: float = 0.0,
+    degrade_cfg: dict | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-image augmentation on uint8 CHW tensors: rotation, zoom, flip, colour."""
+    """Per-image augmentation on uint8 CHW tensors: rotation, zoom, flip, colour, and with
+    probability `degrade` one random degradation (`degrade`, settings `degrade_cfg`) last,
+    as a camera would apply it to the scene."""
     ops: list[nn.Module] = []
     if rotation:
         # Grey fill, like transparent pixels get (images.BACKGROUND): no black corners
@@ -35,7 +56,9 @@ def create_augment(
     if color_jitter:
         cj = color_jitter
         ops.append(v2.ColorJitter(brightness=cj, contrast=cj, saturation=cj, hue=min(cj / 4, 0.5)))
-    return v2.Compose(ops)
+    if degrade:
+        ops.append(RandomDegrade(degrade, degrade_cfg))
+    return v2.Compose(ops) if ops else nn.Identity()
 
 
 class TensorImages(torch.utils.data.Dataset):
@@ -136,6 +159,8 @@ def degraded_view(view: int, seed: int, cfg: dict | None = None) -> Transform:
 
 def named_degraded_view(view: int, seed: int, cfg: dict | None = None) -> tuple[str, Transform]:
     """(cache name, transform) of the `view`-th degraded copy: the name changes with the seed,
-    the view and every degradation setting, so a cached view is never served for others."""
-    tag = hashlib.sha256(json.dumps([seed, view, cfg or {}], sort_keys=True).encode())
+    the view, every degradation setting and this module's code, so a cached view is never
+    served for others."""
+    key = [seed, view, cfg or {}, code_fingerprint(__name__)]
+    tag = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     return f"degraded-{tag.hexdigest()[:10]}", degraded_view(view, seed, cfg)

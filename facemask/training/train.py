@@ -439,7 +439,7 @@ def transfer_learn(
             train.labels,
             valid.images,
             valid.labels,
-            create_augment(train.images.shape[-1], **ft["augment"]),
+            create_augment(train.images.shape[-1], **ft["augment"], degrade_cfg=tp.get("degrade")),
             epochs=ft["epochs"],
             checkpoint=checkpoint,
             seed=seed,
