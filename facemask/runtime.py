@@ -66,13 +66,34 @@ def free_cores(cpus: set[int] | None = None, busy: float | None = None) -> int:
     return max(1, len(cpus) - round(busy))
 
 
+def own_cpu_seconds(stat: str | None = None) -> float:
+    """CPU time this process has used, all its threads (/proc/self/stat utime + stime)."""
+    if stat is None:
+        try:
+            stat = Path("/proc/self/stat").read_text()
+        except OSError:
+            return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Governor:
+    """What refresh_threads compares against: the last reading and whether it may act."""
+
+    active = False  # set by use_free_cores when no fixed count was asked for
+    at = 0.0
+    stat = ""
+    own = 0.0
+
+
 def use_free_cores() -> int:
     """Set torch's intra-op threads to FACEMASK_THREADS, else to the cores free now; an
     OMP_NUM_THREADS set by the user (or by torchrun, one per process) is left as it is.
 
     Two heavy jobs each running one thread per core on the same cores made torch up to 10x
-    slower here; a stage that starts on a busy machine takes what is left instead. The
-    thread count changes no result beyond float rounding. Returns the count set.
+    slower here; a stage that starts on a busy machine takes what is left instead, and
+    `refresh_threads` follows the machine while it runs. The thread count changes no result
+    beyond float rounding. Returns the count set.
     """
     import torch
 
@@ -80,5 +101,40 @@ def use_free_cores() -> int:
     if fixed <= 0 and os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     threads = fixed if fixed > 0 else free_cores()
+    torch.set_num_threads(threads)
+    _Governor.active = fixed <= 0
+    _remember(time.monotonic())
+    return threads
+
+
+def _remember(now: float) -> None:
+    try:
+        _Governor.stat = Path("/proc/stat").read_text()
+    except OSError:
+        _Governor.active = False
+    _Governor.own = own_cpu_seconds()
+    _Governor.at = now
+
+
+def refresh_threads(every: float = 10.0) -> int | None:
+    """Re-fit torch's threads to the cores other work left free over the last `every`
+    seconds or more; call it from long loops (between batches). A no-op unless
+    use_free_cores estimated the count: one short burst of other work when a stage
+    starts (a git gc, an editor) no longer pins a ten-minute stage to one thread, and a
+    job that starts beside a running stage gets its share. Returns the new count, if set.
+    """
+    now = time.monotonic()
+    if not _Governor.active or now - _Governor.at < every:
+        return None
+    import torch
+
+    before, own_before, elapsed = _Governor.stat, _Governor.own, now - _Governor.at
+    _remember(now)
+    cpus = usable_cores()
+    own = (_Governor.own - own_before) / elapsed  # this process's own threads, in cores
+    others = max(0.0, busy_cores(before, _Governor.stat, cpus) - own)
+    threads = max(1, len(cpus) - round(others))
+    if threads == torch.get_num_threads():
+        return None
     torch.set_num_threads(threads)
     return threads

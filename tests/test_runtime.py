@@ -60,3 +60,38 @@ def test_env_fixes_the_count_and_omp_is_respected(monkeypatch):
         assert runtime.use_free_cores() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_refresh_follows_other_work_and_ignores_its_own(monkeypatch):
+    """A burst at start-up must not pin a stage to one thread; a job starting beside it
+    must take threads away; this process's own use is not 'other work'."""
+    before = torch.get_num_threads()
+    clock = iter([0.0, 20.0, 40.0, 45.0, 50.0, 70.0])
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(runtime, "usable_cores", lambda: {0, 1})
+    monkeypatch.delenv(runtime.ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    stats = iter(
+        [
+            _stat((0, 0), (0, 0)),  # use_free_cores: start
+            _stat((2000, 0), (2000, 0)),  # 20 s later: both cores busy, all of it ours
+            _stat((4000, 0), (2000, 2000)),  # 20 s more: cpu0 busy, someone else's
+            _stat((4000, 0), (2000, 2000)),
+        ]
+    )
+    own = iter([0.0, 40.0, 40.0, 40.0])  # 40 cpu-seconds in the first 20 s, none in the next 20
+    monkeypatch.setattr(runtime.Path, "read_text", lambda self: next(stats))
+    monkeypatch.setattr(runtime, "own_cpu_seconds", lambda: next(own))
+    monkeypatch.setattr(runtime, "free_cores", lambda: 1)  # a burst when the stage started
+    try:
+        assert runtime.use_free_cores() == 1
+        assert runtime.refresh_threads() == 2  # the burst is gone; our own load doesn't count
+        assert torch.get_num_threads() == 2
+        assert runtime.refresh_threads() == 1  # another job took a core
+        assert runtime.refresh_threads() is None  # 5 s later: too soon to look again
+        monkeypatch.setenv(runtime.ENV, "2")  # a fixed count is never changed
+        runtime.use_free_cores()
+        assert runtime.refresh_threads() is None
+    finally:
+        runtime._Governor.active = False
+        torch.set_num_threads(before)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from facemask.data.cache import Normalize
+from facemask.runtime import refresh_threads
 
 TTA_VIEWS = ("flip",)  # test-time views whose logits are averaged with the image's own
 EAGER_ENV = "FACEMASK_EAGER"  # 1: skip TorchScript (debugging, or a module it mis-traces)
@@ -94,6 +95,7 @@ def predict_logits(
     out = []
     forward = None
     for i in range(0, len(images), batch_size):
+        refresh_threads()
         batch = images[i : i + batch_size].to(device)
         x = norm(batch)
         forward = forward or fast_forward(model, x)

@@ -18,6 +18,7 @@ from facemask.config import code_fingerprint
 from facemask.data.cache import ArrayStore, Normalize, Split
 from facemask.models.factory import backbone_fingerprint
 from facemask.models.predict import fast_forward
+from facemask.runtime import refresh_threads
 from facemask.training.distributed import (
     any_across,
     gather_rows,
@@ -68,6 +69,7 @@ def compute_features(
     forward = None
     count = len(images) if index is None else len(index)
     for i in tqdm(range(0, count, batch_size), desc=desc, unit="batch"):
+        refresh_threads()
         x = images[i : i + batch_size] if index is None else images[index[i : i + batch_size]]
         if transform is not None:
             x = transform(x, keys[i : i + batch_size])

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from facemask.data.cache import Normalize, Split
 from facemask.models.predict import predict_logits
+from facemask.runtime import refresh_threads
 from facemask.training.augment import TensorImages, create_augment, named_degraded_view
 from facemask.training.distributed import (
     broadcast_object,
@@ -264,6 +265,7 @@ def fine_tune(
             unit="step",
             disable=not is_main_process(),
         ):
+            refresh_threads()  # under torchrun OMP_NUM_THREADS is set: a no-op
             step_idx = [order[i] for batch in step for i in batch]
             # The step's loss is a mean over the global batch: its denominator (the samples'
             # class weights, or their count) is summed over every process.
