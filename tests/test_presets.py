@@ -41,6 +41,13 @@ def test_binary_preset_is_the_default():
     assert default["classes"] == preset["classes"]
     assert default["data"]["sources"] == preset["data"]["sources"]
     assert default["model"] == preset["model"]  # switching back restores the default model
+    # ... and the default training recipe (size, fine-tuning) that another preset changes
+    assert default["train"]["image_size"] == preset["train"]["image_size"]
+    ft, want = default["train"]["finetune"], preset["train"]["finetune"]
+    assert {k: ft[k] for k in want if k != "augment"} == {
+        k: v for k, v in want.items() if k != "augment"
+    }
+    assert want["augment"].items() <= ft["augment"].items()
 
 
 def test_unknown_preset_lists_the_known_ones(tmp_path):
