@@ -61,6 +61,13 @@ def test_eager_where_tracing_cannot_serve(monkeypatch):
     odd = Untraceable()
     assert fast_forward(odd, _batch(2)) is odd
 
+    class BatchAsConstant(nn.Module):  # traces, but len(x) becomes the traced batch's 2
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([[3.0, 0.0]]).repeat(len(x), 1)
+
+    const = BatchAsConstant()
+    assert fast_forward(const, _batch(2)) is const
+
 
 def test_predict_logits_keeps_the_training_mode_and_answers_like_eager():
     model = _model()

@@ -68,6 +68,12 @@ def fast_forward(model: nn.Module, example: torch.Tensor, pooled: bool = False) 
             warnings.simplefilter("ignore")  # TorchScript's deprecation notices
             traced = torch.jit.trace(module.eval(), example[:2], check_trace=False)
             fast = torch.jit.optimize_for_inference(traced)  # freezes: weights become constants
+            # A trace records Python ints as constants: a forward that uses len(x) would
+            # answer every batch with the traced batch's row count. Check another size.
+            with torch.no_grad():
+                want, got = module(example[:1]), fast(example[:1])
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-3):
+                raise ValueError("the trace does not answer like the model on another batch")
     except Exception as err:  # eager gives the same answers, only slower
         print(f"note: eager inference for {type(model).__name__} ({type(err).__name__}: {err})")
         fast = module
