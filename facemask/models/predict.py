@@ -39,7 +39,7 @@ def fast_forward(model: nn.Module, example: torch.Tensor, pooled: bool = False) 
     """`model` (its pooled features with `pooled`) for inference on batches like `example`.
 
     On the CPU, in float32: traced, frozen and optimised by TorchScript (BatchNorm folded
-    into the convolutions, oneDNN kernels): MobileNetV2 1.8x and EfficientNet-Lite0 1.3x
+    into the convolutions, oneDNN kernels): MobileNetV2 1.8x and EfficientNet-Lite0 1.2x
     faster than eager here at 128 px, outputs within 2e-5 (benchmarks/inference_speed.py).
     The trace is kept with the model and made again when its weights change in place
     (parameter version counters) or the input's shape, dtype or layout changes. Eager
@@ -104,7 +104,8 @@ def predict_logits(
         refresh_threads()
         batch = images[i : i + batch_size].to(device)
         x = norm(batch)
-        forward = forward or fast_forward(model, x)
+        if forward is None:
+            forward = fast_forward(model, x)
         logits = forward(x).float()
         if "flip" in tta:  # mirrored before Normalize: uint8 is cheaper to copy
             logits = (logits + forward(norm(torch.flip(batch, dims=[3]))).float()) / 2

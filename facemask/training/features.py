@@ -78,7 +78,8 @@ def compute_features(
         # channels_last tensor back to NCHW and the convolutions ~1.5x slower.
         x = norm(torch.flip(x, dims=[3]) if flip else x)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            forward = forward or fast_forward(model, x, pooled=True)
+            if forward is None:
+                forward = fast_forward(model, x, pooled=True)
             feats = forward(x)
         out.append(feats.float().cpu())
     return torch.cat(out) if out else torch.zeros(0, model.num_features)
