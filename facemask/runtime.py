@@ -1,4 +1,5 @@
-"""How many threads a stage's torch work gets: the cores free when it starts."""
+"""How many threads a stage's torch work gets: the cores free when it starts, re-fitted
+while it runs."""
 
 from __future__ import annotations
 
@@ -132,8 +133,7 @@ def refresh_threads(every: float = 10.0) -> int | None:
     _remember(now)
     cpus = usable_cores()
     own = (_Governor.own - own_before) / elapsed  # this process's own threads, in cores
-    others = max(0.0, busy_cores(before, _Governor.stat, cpus) - own)
-    threads = max(1, len(cpus) - round(others))
+    threads = free_cores(cpus, busy=max(0.0, busy_cores(before, _Governor.stat, cpus) - own))
     if threads == torch.get_num_threads():
         return None
     torch.set_num_threads(threads)

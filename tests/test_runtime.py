@@ -82,7 +82,7 @@ def test_refresh_follows_other_work_and_ignores_its_own(monkeypatch):
     own = iter([0.0, 40.0, 40.0, 40.0])  # 40 cpu-seconds in the first 20 s, none in the next 20
     monkeypatch.setattr(runtime.Path, "read_text", lambda self: next(stats))
     monkeypatch.setattr(runtime, "own_cpu_seconds", lambda: next(own))
-    monkeypatch.setattr(runtime, "free_cores", lambda: 1)  # a burst when the stage started
+    monkeypatch.setattr(runtime, "measure_busy_cores", lambda cpus: 1.0)  # a start-up burst
     try:
         assert runtime.use_free_cores() == 1
         assert runtime.refresh_threads() == 2  # the burst is gone; our own load doesn't count
