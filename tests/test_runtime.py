@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 
 from facemask import runtime
+from tests.conftest import ROOT
 
 
 def _stat(*cpus: tuple[int, int]) -> str:
@@ -95,3 +99,20 @@ def test_refresh_follows_other_work_and_ignores_its_own(monkeypatch):
     finally:
         runtime._Governor.active = False
         torch.set_num_threads(before)
+
+
+def test_tune_malloc_freezes_the_heap_before_the_exit_collections():
+    # atexit runs handlers last-registered first: the probe, registered before tune_malloc,
+    # runs after its gc.freeze and sees what freeze left (nothing, without the handler).
+    code = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count()))\n"
+        "from facemask.config import tune_malloc\n"
+        "tune_malloc(); tune_malloc()\n"
+        "junk = [[i] for i in range(1000)]\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    assert out[0] == "frozen" and int(out[1]) > 1000, out
+    assert len(out) == 2  # registered once however often it is called
