@@ -92,14 +92,29 @@ def test_dvc_repro_param_changes_and_experiments(repo):
 
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
-    baseline = json.loads((repo / "metrics/train.json").read_text())["params_m"]
-    out = run([*dvc, "exp", "run", "-S", "model=resnet18", "-n", "r18"], repo)
-    # model is read by audit and train: only they and what follows them rerun
+    # A model swap reruns what reads `model` (audit, train) and everything after them. The
+    # dry run shows the wiring without training a ResNet here (test_compare trains one).
+    params["model"] = "resnet18"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(run([*dvc, "repro", "--dry"], repo)) == ["audit", "train"]  # read `model`
     after_train = ["evaluate", "external", "slices", "robustness", "summary", "plots"]
-    assert ran(out) == ["audit", "train", *after_train]
+    dry = run([*dvc, "repro", "--dry", "--force-downstream"], repo)
+    assert ran(dry) == ["audit", "train", *after_train]  # and what their outputs feed
+    run(["git", "checkout", "params.yaml"], repo)
+
+    # An experiment from the command line, seen by exp show, params diff and metrics diff.
+    # Only robustness reads robustness.sample (train reads evaluate.abstain for its model
+    # card, so most keys would retrain): two stages instead of nine.
+    before = json.loads((repo / "metrics/summary.json").read_text())
+    out = run([*dvc, "exp", "run", "-S", "robustness.sample=6", "-n", "small"], repo)
+    assert ran(out) == ["robustness", "summary"]
     table = json.dumps(json.loads(run([*dvc, "exp", "show", "--json"], repo, stdout_only=True)))
-    assert "r18" in table and "resnet18" in table
-    diff = json.loads(run([*dvc, "metrics", "diff", "--json"], repo, stdout_only=True))
-    r18 = json.loads((repo / "metrics/train.json").read_text())["params_m"]
-    change = diff["metrics/train.json"]["params_m"]  # the baseline commit against the exp
-    assert (change["old"], change["new"]) == (baseline, r18) and r18 > 10 * baseline, diff
+    assert '"small"' in table
+    params_diff = json.loads(run([*dvc, "params", "diff", "--json"], repo, stdout_only=True))
+    sample = params_diff["params.yaml"]["robustness.sample"]
+    assert (sample["old"], sample["new"]) == (12, 6), params_diff
+    after = json.loads((repo / "metrics/summary.json").read_text())
+    # --all: the tiny model's corrupted accuracy may not move, and the check is of the wiring.
+    diff = json.loads(run([*dvc, "metrics", "diff", "--all", "--json"], repo, stdout_only=True))
+    change = diff["metrics/summary.json"]["corrupted"]  # the baseline commit against the exp
+    assert (change["old"], change["new"]) == (before["corrupted"], after["corrupted"]), diff
