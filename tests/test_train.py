@@ -149,3 +149,24 @@ def test_joined_model_reuses_each_backbones_cached_features(tmp_path, monkeypatc
     torch.testing.assert_close(both, direct, atol=1e-4, rtol=1e-4)
     frozen_features(sources, split, 4)
     assert calls == [("ResNet", 5)]  # second time: all cached
+
+
+def test_feature_dropout_keeps_one_minus_p_in_every_lane_and_rescales():
+    from facemask.training.train import feature_dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200, 2559)  # not a multiple of 4: the last draw is cut
+    out = feature_dropout(x, 0.2)
+    kept = out != 0
+    assert out[kept].unique().tolist() == [pytest.approx(1.25)]
+    # Each 64-bit draw feeds four consecutive elements: each lane must be fair on its own
+    # (a draw whose top bits were never set would keep one lane ~100 %).
+    lanes = kept.flatten()[: kept.numel() // 4 * 4].view(-1, 4).float().mean(0)
+    assert torch.allclose(lanes, torch.full((4,), 0.8), atol=0.01), lanes
+    torch.manual_seed(0)
+    assert torch.equal(feature_dropout(x, 0.2), out)  # seeded like the rest of training
+    assert not torch.equal(feature_dropout(x, 0.2), out)  # and a fresh mask each call
+    assert feature_dropout(x, 0.0) is x
+    assert (feature_dropout(x, 0.5) != 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="dropout"):
+        feature_dropout(x, 1.0)
