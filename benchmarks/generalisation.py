@@ -62,6 +62,11 @@ CANDIDATES: dict[str, dict] = {
         "train.finetune.augment.degrade": 0.5,
         "train.finetune.micro_batch_size": 8,
     },
+    # Seed spread, relative to the fine-tuned default: `seed` here moves only the training
+    # randomness (head init and dropout, shuffling, augmentation); the split is the pipeline's.
+    "default-seed-1": {"seed": 1},
+    "frozen": {"train.finetune.epochs": 0},
+    "frozen-seed-1": {"seed": 1, "train.finetune.epochs": 0},
 }
 
 
