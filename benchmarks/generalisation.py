@@ -67,6 +67,8 @@ CANDIDATES: dict[str, dict] = {
     "default-seed-1": {"seed": 1},
     "frozen": {"train.finetune.epochs": 0},
     "frozen-seed-1": {"seed": 1, "train.finetune.epochs": 0},
+    "default-seed-2": {"seed": 2},
+    "frozen-seed-2": {"seed": 2, "train.finetune.epochs": 0},
 }
 
 
