@@ -41,6 +41,16 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
     return h * 3600 + m * 60 + s, rss / 2**20, proc.stdout
 
 
+def duration(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+def accuracy_line(clone: Path) -> str:
+    """What the run's metrics/test.json says, as the summary lines print it."""
+    test = json.loads((clone / "metrics" / "test.json").read_text())
+    return f"test accuracy {test['accuracy']:.2%} (n={test['n']})"
+
+
 def stage_order(clone: Path, env: dict) -> list[str]:
     """The stages `dvc repro` would run, in its order (a dry run executes nothing)."""
     out = subprocess.run(
@@ -76,11 +86,10 @@ def main() -> None:
         if args.whole:
             # GNU time reports the largest process's peak: the heaviest stage's.
             wall, rss, _ = timed(["dvc", "repro"], clone, env)
-            test = json.loads((clone / "metrics" / "test.json").read_text())
             print(
                 f"commit {commit}{preset}, one cold `dvc repro` (empty caches), "
-                f"{os.cpu_count()} cores: {int(wall // 60)} min {wall % 60:.0f} s, peak RSS "
-                f"{rss:.2f} GB, test accuracy {test['accuracy']:.2%} (n={test['n']})"
+                f"{os.cpu_count()} cores: {duration(wall)}, peak RSS {rss:.2f} GB, "
+                f"{accuracy_line(clone)}"
             )
             return
         rows = []
@@ -91,20 +100,16 @@ def main() -> None:
             rows.append({"stage": stage, "wall (s)": round(wall, 1), "peak RSS (GB)": rss})
             print(rows[-1], file=sys.stderr, flush=True)
         table = pd.DataFrame(rows)
-        total = table["wall (s)"].sum()
-        test = json.loads((clone / "metrics" / "test.json").read_text())
         cores = f"{os.cpu_count()} cores"
         print(f"commit {commit}{preset}, cold run stage by stage (empty caches), {cores}\n")
         print(table.to_markdown(index=False, floatfmt=".2f"))
         print(
-            f"\ntotal {int(total // 60)} min {total % 60:.0f} s, peak RSS "
-            f"{table['peak RSS (GB)'].max():.2f} GB, test accuracy {test['accuracy']:.2%}"
-            f" (n={test['n']})"
+            f"\ntotal {duration(table['wall (s)'].sum())}, peak RSS "
+            f"{table['peak RSS (GB)'].max():.2f} GB, {accuracy_line(clone)}"
         )
         if not args.no_warm:
             wall, rss, _ = timed(["dvc", "repro", "-f"], clone, env)
-            minutes = f"{int(wall // 60)} min {wall % 60:.0f} s"
-            print(f"warm `dvc repro -f`: {minutes}, peak RSS {rss:.2f} GB")
+            print(f"warm `dvc repro -f`: {duration(wall)}, peak RSS {rss:.2f} GB")
 
 
 if __name__ == "__main__":
