@@ -69,18 +69,31 @@ CANDIDATES: dict[str, dict] = {
     "frozen-seed-1": {"seed": 1, "train.finetune.epochs": 0},
     "default-seed-2": {"seed": 2},
     "frozen-seed-2": {"seed": 2, "train.finetune.epochs": 0},
+    # Two sources: the andrewmvd crowd crops train too (scene-grouped split), so they leave
+    # the external sets; their test-split crops are held-in (the `held-in andrewmvd` column).
+    "andrewmvd-frozen": {"+source": ANDREWMVD, "train.finetune.epochs": 0},
+    "andrewmvd": {"+source": ANDREWMVD},
+    # as many fine-tune steps as the one-source default takes (twice the pictures, one epoch)
+    "andrewmvd-ft1": {"+source": ANDREWMVD, "train.finetune.epochs": 1},
+    # The other direction of leave-one-source-out: the crowd crops alone train, the default
+    # archive is the external set.
+    "andrewmvd-only-frozen": {"swap-source": ANDREWMVD, "train.finetune.epochs": 0},
 }
 
 
 def with_overrides(params: dict, overrides: dict) -> dict:
     """params with dotted keys set; `+source` adds a training source and drops it from the
-    external sets (a source that trains is no longer external)."""
+    external sets (a source that trains is no longer external); `swap-source` trains on that
+    source alone and makes the default sources external sets."""
     out = copy.deepcopy(params)
     for key, value in overrides.items():
-        if key == "+source":
+        if key in ("+source", "swap-source"):
+            ext = [e for e in out["evaluate"]["external"] if e["name"] != value["name"]]
+            if key == "swap-source":
+                ext += out["data"]["sources"]
+                out["data"]["sources"] = []
             out["data"]["sources"].append(value)
-            ext = out["evaluate"]["external"]
-            out["evaluate"]["external"] = [e for e in ext if e["name"] != value["name"]]
+            out["evaluate"]["external"] = ext
             continue
         node = out
         *path, last = key.split(".")
@@ -96,11 +109,14 @@ def run_candidate(params: dict, work: Path) -> dict:
     from tests.conftest import run_data_stages
 
     os.chdir(work)
-    if (
-        params["data"]["sources"]
-        != yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["sources"]
-    ):
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if params["data"]["sources"] != default["data"]["sources"]:
         run_data_stages(params)
+    names = {e["name"] for e in default["evaluate"]["external"]}
+    if any(e["name"] not in names for e in params["evaluate"]["external"]):
+        from stages import external_data  # a set the pipeline has not prepared
+
+        external_data.main(params, Path("data/external"), Path("metrics/external_data.json"))
     t0 = time.perf_counter()
     model = Path("models/model.safetensors")
     train.main(params, Path("data/splits"), model, Path("h.csv"), Path("metrics/train.json"))
@@ -127,6 +143,10 @@ def run_candidate(params: dict, work: Path) -> dict:
     table = pd.read_csv("metrics/slices.csv")
     for r in table[table["family"] == "face_size"].itertuples():
         per_source[f"faces {r.slice}"] = round(r.accuracy, 4)
+    if len(params["data"]["sources"]) > 1:  # held-in accuracy of each training source
+        for r in table[table["family"] == "source"].itertuples():
+            if r.slice in {s["name"] for s in params["data"]["sources"]}:
+                per_source[f"held-in {r.slice}"] = round(r.accuracy, 4)
     return {
         "held_in": round(test["accuracy"], 4),
         **{f"ext {k}": round(v["accuracy"], 4) for k, v in ext.items()},
@@ -155,8 +175,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"gen-{name}-") as tmp:
             work = Path(tmp)
             (work / "data").mkdir()
+            over = CANDIDATES[name]
+            new_sources = "+source" in over or "swap-source" in over
+            # a candidate with other sources prepares its own data (and external sets)
+            keep = ("label_reviews",) if "swap-source" in over else ("external", "label_reviews")
             for part in ("raw", "crops", "external", "splits", "label_reviews"):
-                if not CANDIDATES[name].get("+source") or part in ("external", "label_reviews"):
+                if not new_sources or part in keep:
                     (work / "data" / part).symlink_to(ROOT / "data" / part)
             t0 = time.perf_counter()
             proc = subprocess.run(

@@ -45,6 +45,11 @@ def evaluation_table(root: Path) -> str:
             ("held-in test, reviewed labels", rev["n"], _pct(rev["accuracy"]), rev["errors"],
              f"{rev['dropped']} dropped, {rev['relabelled']} relabelled by review")
         )  # fmt: skip
+    for name, s in (test.get("per_source") or {}).items():
+        rows.append(
+            (f"held-in test: {name}", s["n"], _pct(s["accuracy"]), s["errors"],
+             "a training source's own test pictures (not external)")
+        )  # fmt: skip
     for f in sorted((m / "external").glob("*.json")):
         e = json.loads(f.read_text())
         note = f"external; {e.get('overlap_removed', 0)} copies of train/valid pictures removed"

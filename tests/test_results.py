@@ -19,6 +19,10 @@ def write_metrics(root, accuracy=0.99):
         "errors": round(100 * (1 - accuracy)),
         "reviewed_labels": {"accuracy": 1.0, "n": 99, "errors": 0, "dropped": 1, "relabelled": 0},
         "calibration": {"ece_before": 0.05, "ece_after": 0.01, "temperature": 1.7},
+        "per_source": {
+            "archive": {"accuracy": 1.0, "n": 60, "errors": 0},
+            "street": {"accuracy": 0.975, "n": 40, "errors": 1},
+        },
     }
     (m / "test.json").write_text(json.dumps(test))
     ext = {"accuracy": 0.9, "n": 50, "errors": 5, "overlap_removed": 3}
@@ -36,6 +40,7 @@ def test_table_carries_the_numbers_the_pipeline_wrote(tmp_path):
     assert "old" not in out and out.startswith("intro\n") and out.endswith("end\n")
     assert "| held-in test, published labels | 100 | 99.00 % | 1 |" in out
     assert "| external: crowd | 50 | 90.00 % | 5 | external; 3 copies" in out
+    assert "| held-in test: street | 40 | 97.50 % | 1 | a training source's own" in out
     assert "worst slice, face_size: <32 | 40 | 80.00 %" in out
     assert "ECE 0.0500 raw -> 0.0100 at T = 1.7" in out
     write_metrics(tmp_path / "other", accuracy=0.95)

@@ -177,3 +177,14 @@ def test_bootstrap_of_5k_rows_is_fast():
     start = time.perf_counter()
     slice_table(df, ["group", "c"], intersections=[("group", "c")], n_boot=1000)
     assert time.perf_counter() - start < 2
+
+
+def test_per_source_held_in_accuracy_of_a_several_source_split():
+    from facemask.evaluation.report import per_source
+
+    table = predictions({"a": (40, 0.95), "b": (20, 0.5)}).rename(columns={"group": "source"})
+    got = per_source(table)
+    assert got == {
+        "a": {"accuracy": 0.95, "n": 40, "errors": 2},
+        "b": {"accuracy": 0.5, "n": 20, "errors": 10},
+    }
