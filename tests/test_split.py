@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from facemask.data.split import cross_split_leaks, split_index
+from facemask.data.split import cross_split_leaks, group_folds, split_index
 
 
 def index_frame(n_groups: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -93,3 +95,25 @@ def test_split_stage_keeps_one_copy_per_group_in_eval(tmp_path):
     assert not parts["train"]["group"].is_unique  # training keeps every copy
     dropped = sum(report["duplicates_dropped_from_eval"].values())
     assert sum(len(p) for p in parts.values()) + dropped == len(df)
+
+
+@pytest.mark.parametrize("trial", range(40))
+def test_group_folds_are_sklearns_stratified_group_kfold(trial):
+    """The fast fold assignment is sklearn's, row for row, on uneven random groupings."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rng = np.random.default_rng(trial)
+    n = int(rng.integers(30, 400))
+    labels = rng.choice(["a", "b", "c"][: int(rng.integers(2, 4))], n)
+    groups = rng.integers(0, max(3, n // int(rng.integers(1, 6))), n)
+    df = pd.DataFrame({"label": labels, "group": groups})
+    # as group_folds caps it: no more folds than groups, or than members of the largest class
+    n_folds = min(int(rng.integers(2, 21)), df["group"].nunique(), df["label"].value_counts().max())
+    seed = int(rng.integers(0, 10_000))
+    want = np.empty(n, dtype=np.int64)
+    cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a class smaller than n_folds: sklearn warns, we don't
+        for k, (_, held) in enumerate(cv.split(df, df["label"], df["group"])):
+            want[held] = k
+    assert (group_folds(df, n_folds, seed) == want).all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from facemask.data.dedup import hex_to_bits, near_pairs
 
@@ -12,16 +11,44 @@ SPLITS = ("train", "valid", "test")
 
 
 def group_folds(df: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
-    """Fold number per row: stratified by `label`, every `group` inside one fold."""
+    """Fold number per row: stratified by `label`, every `group` inside one fold.
+
+    The assignment of sklearn's StratifiedGroupKFold(shuffle=True, random_state=seed), row
+    for row (tests compare the two): sklearn scores one candidate fold per numpy call, which
+    took 7-11 s of the split stage for 3800 groups in 20 folds; here all candidates of a
+    group are scored in one call (0.3 s). Same float operations, same tie rule.
+    """
     # sklearn needs at least one class with as many members as folds.
     n_folds = min(n_folds, df["group"].nunique(), df["label"].value_counts().max())
     if n_folds < 2:
         raise ValueError(f"need at least 2 distinct groups to split, found {n_folds}")
-    folds = np.empty(len(df), dtype=np.int64)
-    cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, held) in enumerate(cv.split(df, df["label"], df["group"])):
-        folds[held] = k
-    return folds
+    _, y_inv, y_cnt = np.unique(df["label"].to_numpy(), return_inverse=True, return_counts=True)
+    _, g_inv = np.unique(df["group"].to_numpy(), return_inverse=True)
+    n_groups = int(g_inv.max()) + 1
+    counts = np.zeros((n_groups, len(y_cnt)))  # pictures per group and class
+    np.add.at(counts, (g_inv, y_inv), 1)
+    perm = np.arange(n_groups)
+    np.random.RandomState(seed).shuffle(perm)  # sklearn's shuffle of the groups
+    counts = counts[perm]
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(n_groups)
+    g_inv = inv[g_inv]
+    per_fold = np.zeros((n_folds, len(y_cnt)))
+    fold_of = np.empty(n_groups, dtype=np.int64)
+    add = np.eye(n_folds)[:, :, None]  # candidate i: the group added to fold i
+    # Groups with the most uneven class counts first; each goes where the folds' class
+    # fractions spread least, ties (np.isclose) to the fold with fewer pictures.
+    for g in np.argsort(-np.std(counts, axis=1), kind="stable"):
+        spread = np.mean(np.std((per_fold[None] + add * counts[g]) / y_cnt, axis=1), axis=1)
+        sizes = per_fold.sum(1).tolist()
+        best, low, low_size = 0, float("inf"), float("inf")
+        for i, e in enumerate(spread.tolist()):
+            tie = low != float("inf") and abs(e - low) <= 1e-8 + 1e-5 * abs(low)
+            if e < low or (tie and sizes[i] < low_size):
+                best, low, low_size = i, e, sizes[i]
+        per_fold[best] += counts[g]
+        fold_of[g] = best
+    return fold_of[g_inv]
 
 
 def split_index(
