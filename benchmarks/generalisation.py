@@ -69,31 +69,46 @@ CANDIDATES: dict[str, dict] = {
     "frozen-seed-1": {"seed": 1, "train.finetune.epochs": 0},
     "default-seed-2": {"seed": 2},
     "frozen-seed-2": {"seed": 2, "train.finetune.epochs": 0},
-    # Two sources: the andrewmvd crowd crops train too (scene-grouped split), so they leave
-    # the external sets; their test-split crops are held-in (the `held-in andrewmvd` column).
+    # Since the two-source default (code of 542386b on), the one-source recipe is this:
+    # the andrewmvd crowd crops back among the external sets.
+    "one-source": {"-source": "andrewmvd"},
+    "one-source-frozen": {"-source": "andrewmvd", "train.finetune.epochs": 0},
+    # Before it, run against the one-source default: the andrewmvd crops train too (a photo's
+    # crops share a split), so they leave the external sets; their test crops are held-in
+    # (the `held-in andrewmvd` column). "andrewmvd" is today's default.
     "andrewmvd-frozen": {"+source": ANDREWMVD, "train.finetune.epochs": 0},
     "andrewmvd": {"+source": ANDREWMVD},
     # as many fine-tune steps as the one-source default takes (twice the pictures, one epoch)
     "andrewmvd-ft1": {"+source": ANDREWMVD, "train.finetune.epochs": 1},
-    # The other direction of leave-one-source-out: the crowd crops alone train, the default
-    # archive is the external set.
+    # The other direction of leave-one-source-out: the crowd crops alone train, the
+    # chandrikadeb7 archive is an external set.
     "andrewmvd-only-frozen": {"swap-source": ANDREWMVD, "train.finetune.epochs": 0},
 }
 
 
 def with_overrides(params: dict, overrides: dict) -> dict:
-    """params with dotted keys set; `+source` adds a training source and drops it from the
-    external sets (a source that trains is no longer external); `swap-source` trains on that
-    source alone and makes the default sources external sets."""
+    """params with dotted keys set. Sources: `+source` (a spec) trains on one more source and
+    drops it from the external sets (a source that trains is no longer external); `-source`
+    (a name) stops training on one and scores it as an external set; `swap-source` (a spec)
+    trains on that source alone, the others become external sets."""
     out = copy.deepcopy(params)
+    sources, ext = out["data"]["sources"], out["evaluate"]["external"]
     for key, value in overrides.items():
+        if key == "-source":
+            gone = [s for s in sources if s["name"] == value]
+            if not gone:
+                raise ValueError(f"-source: {value!r} is not a source of params.yaml")
+            sources[:] = [s for s in sources if s["name"] != value]
+            ext += gone
+            continue
         if key in ("+source", "swap-source"):
-            ext = [e for e in out["evaluate"]["external"] if e["name"] != value["name"]]
+            if key == "+source" and any(s["name"] == value["name"] for s in sources):
+                raise ValueError(f"+source: {value['name']!r} trains already")
+            ext[:] = [e for e in ext if e["name"] != value["name"]]
             if key == "swap-source":
-                ext += out["data"]["sources"]
-                out["data"]["sources"] = []
-            out["data"]["sources"].append(value)
-            out["evaluate"]["external"] = ext
+                ext += [s for s in sources if s["name"] != value["name"]]
+                sources.clear()
+            sources.append(value)
             continue
         node = out
         *path, last = key.split(".")
@@ -175,12 +190,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"gen-{name}-") as tmp:
             work = Path(tmp)
             (work / "data").mkdir()
-            over = CANDIDATES[name]
-            new_sources = "+source" in over or "swap-source" in over
-            # a candidate with other sources prepares its own data (and external sets)
-            keep = ("label_reviews",) if "swap-source" in over else ("external", "label_reviews")
+            try:
+                cand = with_overrides(params, CANDIDATES[name])
+            except ValueError as err:  # e.g. a +source candidate once the source trains
+                print(f"{name}: skipped: {err}", file=sys.stderr)
+                continue
+            # a candidate with other sources prepares its own data, and its own external
+            # sets where it scores one the pipeline has not prepared
+            own = {"raw", "crops", "splits"} if cand["data"] != params["data"] else set()
+            names = {e["name"] for e in params["evaluate"]["external"]}
+            if any(e["name"] not in names for e in cand["evaluate"]["external"]):
+                own.add("external")
             for part in ("raw", "crops", "external", "splits", "label_reviews"):
-                if not new_sources or part in keep:
+                if part not in own:
                     (work / "data" / part).symlink_to(ROOT / "data" / part)
             t0 = time.perf_counter()
             proc = subprocess.run(
