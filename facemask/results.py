@@ -170,6 +170,20 @@ def leaderboard_table(root: Path, name: str) -> str:
     return path.read_text().strip() if path.is_file() else "_No leaderboard yet._"
 
 
+def loso_table(root: Path) -> str:
+    """Leave-one-source-out (compare/dvc.yaml:loso): one row per left-out source, then the
+    mean and the worst."""
+    d = _read(root / "leaderboard" / "loso" / "loso.json")
+    if d is None:
+        return "_No leaderboard/loso/loso.json yet: run `dvc repro compare/dvc.yaml:loso`._"
+    rows = [("left out (tested on)", "pictures", "accuracy", "errors")]
+    for name, r in d["per_source"].items():
+        rows.append((name, r["n"], _pct(r["accuracy"]), r["errors"]))
+    rows.append(("mean over sources", "-", _pct(d["mean_accuracy"]), "-"))
+    rows.append((f"worst: {d['worst_source']}", "-", _pct(d["worst_accuracy"]), "-"))
+    return _markdown(rows)
+
+
 def benchmark_table(root: Path, name: str) -> str:
     """A benchmark's recorded output (benchmarks/results/<name>.md), as the benchmark wrote it."""
     path = root / "benchmarks" / "results" / f"{name}.md"
@@ -186,6 +200,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "slices-face-size": lambda r: slices_table(r, "face_size"),
     "leaderboard": lambda r: leaderboard_table(r, ""),
     "leaderboard-joined": lambda r: leaderboard_table(r, "joined"),
+    "loso": loso_table,
 }
 MARK = re.compile(
     r"<!-- results:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /results:(?P=name) -->", re.S

@@ -70,3 +70,27 @@ def test_headline_keys_are_short_and_unique(tmp_path):
         "ext_crowd": 0.9,
         "worst_face_size": 0.8,
     }
+
+
+def test_loso_table_lists_each_left_out_source_then_mean_and_worst(tmp_path):
+    from facemask.results import loso_table
+
+    assert "No leaderboard/loso" in loso_table(tmp_path)
+    (tmp_path / "leaderboard" / "loso").mkdir(parents=True)
+    summary = {
+        "mean_accuracy": 0.95,
+        "worst_accuracy": 0.92,
+        "worst_source": "crowd",
+        "per_source": {
+            "crowd": {"n": 100, "accuracy": 0.92, "errors": 8},
+            "portraits": {"n": 50, "accuracy": 0.98, "errors": 1},
+        },
+    }
+    (tmp_path / "leaderboard" / "loso" / "loso.json").write_text(json.dumps(summary))
+    lines = loso_table(tmp_path).splitlines()
+    assert lines[2:] == [
+        "| crowd | 100 | 92.00 % | 8 |",
+        "| portraits | 50 | 98.00 % | 1 |",
+        "| mean over sources | - | 95.00 % | - |",
+        "| worst: crowd | - | 92.00 % | - |",
+    ]
