@@ -17,9 +17,12 @@ def main(
     index_csv: Path,
     rejected_csv: Path,
     report_json: Path,
-    crops: Path = Path("data/crops"),
+    crops: Path,
 ) -> dict:
-    """Write the index, the rejected list and the prepare report (and face crops)."""
+    """Write the index, the rejected list and the prepare report (and face crops).
+
+    `crops` is emptied first: no default, so a caller can't wipe the workspace's
+    data/crops by running from the repository root."""
     sources = sources_from_specs(params["data"]["sources"], raw, params["classes"])
     p = params["prepare"]
     shutil.rmtree(crops, ignore_errors=True)  # crops of an earlier run must not linger

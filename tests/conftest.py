@@ -110,6 +110,7 @@ def run_data_stages(params: dict) -> Path:
         Path("data/index.csv"),
         Path("data/rejected.csv"),
         Path("metrics/prepare.json"),
+        Path("data/crops"),
     )
     split.main(params, Path("data/index.csv"), Path("data/splits"), Path("metrics/split.json"))
     return Path("data/splits")

@@ -69,7 +69,7 @@ def test_prepare_stage_twice_gives_identical_bytes(tmp_path, monkeypatch):
     outs = []
     for run in ("a", "b"):
         files = [tmp_path / run / n for n in ("index.csv", "rejected.csv", "report.json")]
-        prepare.main(params, raw, *files)
+        prepare.main(params, raw, *files, tmp_path / run / "crops")
         outs.append([f.read_bytes() for f in files])
     assert outs[0] == outs[1]
     assert pd.read_csv(tmp_path / "a" / "index.csv").columns[0] == "path"
@@ -79,7 +79,8 @@ def test_prepare_refuses_class_outside_classes(tmp_path):
     params = tiny_params(tmp_path / "unused.zip")
     params["data"]["sources"][0]["classes"] = {"with_mask": "masked"}
     try:
-        prepare.main(params, tmp_path, *(tmp_path / n for n in ("i.csv", "r.csv", "p.json")))
+        outs = (tmp_path / n for n in ("i.csv", "r.csv", "p.json", "crops"))
+        prepare.main(params, tmp_path, *outs)
     except ValueError as err:
         assert "masked" in str(err) and "tiny" in str(err)
     else:
