@@ -116,6 +116,31 @@ def run_data_stages(params: dict) -> Path:
     return Path("data/splits")
 
 
+def workspace_snapshot(root: Path = ROOT) -> dict[str, tuple[int, int]]:
+    """Size and mtime of every file and folder under the workspace's pipeline outputs."""
+    out = {}
+    for top in ("data", "metrics", "models", "plots"):
+        for path in (root / top).rglob("*"):
+            st = path.lstat()
+            out[str(path.relative_to(root))] = (
+                st.st_size if path.is_file() else -1,
+                st.st_mtime_ns,
+            )
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _workspace_untouched():
+    """Tests write under tmp_path only. A stage function run with its default, relative
+    output paths from the repository root once emptied the real data/crops: fail the session
+    if anything under data/, metrics/, models/ or plots/ changed."""
+    before = workspace_snapshot()
+    yield
+    after = workspace_snapshot()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"tests changed the workspace: {changed[:10]} ({len(changed)} paths)"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache folder and no mirrors, so nothing leaks between them."""

@@ -116,3 +116,19 @@ def test_group_by_person_keeps_one_persons_photos_together(tmp_path):
         assert "identity" in str(err) and "person" in str(err)
     else:
         raise AssertionError("an unknown group_by attribute must be refused")
+
+
+def test_workspace_guard_sees_an_emptied_output_folder(tmp_path):
+    """The session guard (conftest) compares these snapshots: emptying data/crops, as a
+    prepare run from the repository root once did, must show."""
+    from tests.conftest import workspace_snapshot
+
+    (tmp_path / "data" / "crops").mkdir(parents=True)
+    (tmp_path / "data" / "crops" / "a.png").write_bytes(b"x")
+    before = workspace_snapshot(tmp_path)
+    prepare_out = tmp_path / "data" / "crops"
+    shutil.rmtree(prepare_out)
+    prepare_out.mkdir()
+    after = workspace_snapshot(tmp_path)
+    assert "data/crops/a.png" in before and "data/crops/a.png" not in after
+    assert before != after
