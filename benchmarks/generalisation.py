@@ -124,12 +124,11 @@ def run_candidate(params: dict, work: Path) -> dict:
     from tests.conftest import run_data_stages
 
     os.chdir(work)
-    default = yaml.safe_load((ROOT / "params.yaml").read_text())
-    if params["data"]["sources"] != default["data"]["sources"]:
+    # main() linked the pipeline's folders where the candidate shares them: make the rest
+    if not Path("data/splits").exists():
         run_data_stages(params)
-    names = {e["name"] for e in default["evaluate"]["external"]}
-    if any(e["name"] not in names for e in params["evaluate"]["external"]):
-        from stages import external_data  # a set the pipeline has not prepared
+    if not Path("data/external").exists():
+        from stages import external_data
 
         external_data.main(params, Path("data/external"), Path("metrics/external_data.json"))
     t0 = time.perf_counter()
@@ -195,8 +194,9 @@ def main() -> None:
             except ValueError as err:  # e.g. a +source candidate once the source trains
                 print(f"{name}: skipped: {err}", file=sys.stderr)
                 continue
-            # a candidate with other sources prepares its own data, and its own external
-            # sets where it scores one the pipeline has not prepared
+            # A candidate with other sources prepares its own data, and its own external
+            # sets where it scores one the pipeline has not prepared (run_candidate makes
+            # whatever is not linked here).
             own = {"raw", "crops", "splits"} if cand["data"] != params["data"] else set()
             names = {e["name"] for e in params["evaluate"]["external"]}
             if any(e["name"] not in names for e in cand["evaluate"]["external"]):

@@ -183,7 +183,7 @@ def test_per_source_held_in_accuracy_of_a_several_source_split():
     from facemask.evaluation.report import per_source
 
     table = predictions({"a": (40, 0.95), "b": (20, 0.5)}).rename(columns={"group": "source"})
-    got = per_source(table)
+    got = per_source(table, ["with_mask", "without_mask"])
     assert got == {
         "a": {"accuracy": 0.95, "n": 40, "errors": 2},
         "b": {"accuracy": 0.5, "n": 20, "errors": 10},

@@ -75,15 +75,15 @@ def frame_metrics(scored: Scored, card: ModelCard, abstain: float, bins: int = 1
     out["abstain"] = abstain_summary(probs, scored.labels, abstain)
     out["auc"] = curve_metrics(probs, scored.labels, card.classes)
     if "source" in t and t["source"].nunique() > 1:
-        out["per_source"] = per_source(t)
+        out["per_source"] = per_source(t, card.classes)
     return out
 
 
-def per_source(table: pd.DataFrame) -> dict:
+def per_source(table: pd.DataFrame, classes: Sequence[str]) -> dict:
     """Accuracy, count and errors of each source in a prediction table (a split drawn from
     several training sources: how each was learnt, not how the model does elsewhere)."""
     out = {}
     for name, part in table.groupby("source", sort=True):
-        errors = int((part["label"] != part["predicted"]).sum())
-        out[str(name)] = {"accuracy": 1 - errors / len(part), "n": len(part), "errors": errors}
+        m = classification_metrics(part["label"], part["predicted"], classes)
+        out[str(name)] = {k: m[k] for k in ("accuracy", "n", "errors")}
     return out
