@@ -12,24 +12,61 @@ import argparse
 import json
 from pathlib import Path
 
-from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
-from facemask.data.cache import decode_frame
-from facemask.data.reviews import load_label_reviews, reviewed_mask
-from facemask.explain.figures import plot_review_gallery
-from facemask.models.factory import create_for_training
-from facemask.runtime import use_free_cores
-from facemask.training.audit import (
-    find_suspects,
-    label_issues,
-    out_of_fold_probs,
-    split_features,
-    summarize_audit,
-)
-from facemask.training.features import feature_sources, use_bf16
+from facemask.config import exit_on_error, load_params
+
+# The columns of metrics/label_audit.csv (training.audit.label_issues), also when the audit is off.
+COLUMNS = [
+    "path", "sha256", "split", "label", "published_label",
+    "self_confidence", "predicted", "issue", "reviewed",
+]  # fmt: skip
 
 
 def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
-    """Write the flagged (and reviewed) pictures, audit metrics and a review gallery."""
+    """Write the flagged (and reviewed) pictures, audit metrics and a review gallery;
+    with `audit.folds: 0`, empty ones that say the audit is off."""
+    folds = params["audit"]["folds"]
+    if folds == 0:
+        return skipped(out_csv, metrics_json, gallery)
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"params audit.folds: 0 (off) or at least 2, not {folds!r}")
+    return audit(params, splits, out_csv, metrics_json, gallery)
+
+
+def skipped(out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
+    """The outputs of a disabled audit: no pictures listed, a gallery that says so."""
+    from PIL import Image, ImageDraw
+
+    for path in (out_csv, metrics_json, gallery):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    out_csv.write_text(",".join(COLUMNS) + "\n")
+    metrics = {"skipped": "audit.folds is 0: no out-of-fold label check this run"}
+    metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+    image = Image.new("RGB", (640, 80), "white")
+    ImageDraw.Draw(image).text((20, 30), "Label audit off (params audit.folds: 0)", fill="black")
+    image.save(gallery)
+    print(metrics["skipped"])
+    return metrics
+
+
+def audit(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
+    """The out-of-fold label check (main, with audit.folds >= 2)."""
+    # Imported here, not at the top: torch and the backbones take ~9 s to import, which a
+    # disabled audit (the fast preset) does not need to pay.
+    from facemask.config import cache_dir, seed_everything, tune_malloc
+    from facemask.data.cache import decode_frame
+    from facemask.data.reviews import load_label_reviews, reviewed_mask
+    from facemask.explain.figures import plot_review_gallery
+    from facemask.models.factory import create_for_training
+    from facemask.runtime import use_free_cores
+    from facemask.training.audit import (
+        find_suspects,
+        label_issues,
+        out_of_fold_probs,
+        split_features,
+        summarize_audit,
+    )
+    from facemask.training.features import feature_sources, use_bf16
+
     tune_malloc()
     use_free_cores()
     seed_everything(params["seed"])
@@ -75,4 +112,5 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", type=Path, default=Path("metrics/audit.json"))
     parser.add_argument("--gallery", type=Path, default=Path("plots/label_audit.png"))
     args = parser.parse_args()
-    main(load_params(args.params), args.splits, args.out, args.metrics, args.gallery)
+    with exit_on_error("audit"):
+        main(load_params(args.params), args.splits, args.out, args.metrics, args.gallery)

@@ -270,6 +270,24 @@ def test_audit_stage_on_tiny_images(tmp_path, monkeypatch, params):
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000  # faces drawn, not just text
 
 
+def test_audit_off_writes_empty_outputs_without_reading_the_data(tmp_path, params):
+    from stages import audit
+
+    params = {**params, "audit": {**params["audit"], "folds": 0}}
+    missing = tmp_path / "no-splits"  # never read: a disabled audit touches no data
+    paths = tmp_path / "audit.csv", tmp_path / "audit.json", tmp_path / "plots" / "audit.png"
+    out = audit.main(params, missing, *paths)
+    assert "audit.folds is 0" in out["skipped"]
+    assert json.loads(paths[1].read_text()) == out
+    table = pd.read_csv(paths[0])
+    assert table.empty and list(table.columns) == audit.COLUMNS
+    with Image.open(paths[2]) as im:
+        assert im.size == (640, 80)
+    params["audit"]["folds"] = 1  # one fold cannot hold anything out
+    with pytest.raises(ValueError, match=r"audit\.folds"):
+        audit.main(params, missing, *paths)
+
+
 def test_suspects_and_audit_counts():
     table = pd.DataFrame(
         {
