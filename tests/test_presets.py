@@ -50,6 +50,17 @@ def test_binary_preset_is_the_default():
     assert want["augment"].items() <= ft["augment"].items()
 
 
+def test_binary_after_fast_restores_the_default_params(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    default = yaml.safe_load(params.read_text())
+    apply_preset("fast", params)
+    fast = yaml.safe_load(params.read_text())
+    assert fast["audit"]["folds"] == 0 and fast["model"] == "mobilenetv2_100"
+    apply_preset("binary", params)
+    assert yaml.safe_load(params.read_text()) == default  # every key fast changed, back
+
+
 def test_unknown_preset_lists_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match="three_class"):
         apply_preset("four_class", tmp_path / "p.yaml")
