@@ -134,7 +134,7 @@ def degrade(image: np.ndarray, rng: np.random.Generator, cfg: dict | None = None
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=int(rng.integers(c["jpeg"][0], c["jpeg"][1] + 1)))
         im = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    out = np.asarray(im)
+    out = np.array(im)  # a writable copy: torch.from_numpy warns on PIL's read-only view
     return out[:, ::-1].copy() if rng.random() < c["hflip"] else out
 
 
