@@ -13,12 +13,8 @@ import json
 from pathlib import Path
 
 from facemask.config import exit_on_error, load_params
-
-# The columns of metrics/label_audit.csv (training.audit.label_issues), also when the audit is off.
-COLUMNS = [
-    "path", "sha256", "split", "label", "published_label",
-    "self_confidence", "predicted", "issue", "reviewed",
-]  # fmt: skip
+from facemask.data.reviews import AUDIT_COLUMNS, load_label_reviews, reviewed_mask
+from facemask.explain.figures import plot_notice, plot_review_gallery
 
 
 def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
@@ -34,16 +30,12 @@ def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery:
 
 def skipped(out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
     """The outputs of a disabled audit: no pictures listed, a gallery that says so."""
-    from PIL import Image, ImageDraw
-
     for path in (out_csv, metrics_json, gallery):
         path.parent.mkdir(parents=True, exist_ok=True)
-    out_csv.write_text(",".join(COLUMNS) + "\n")
+    out_csv.write_text(",".join(AUDIT_COLUMNS) + "\n")
     metrics = {"skipped": "audit.folds is 0: no out-of-fold label check this run"}
     metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
-    image = Image.new("RGB", (640, 80), "white")
-    ImageDraw.Draw(image).text((20, 30), "Label audit off (params audit.folds: 0)", fill="black")
-    image.save(gallery)
+    plot_notice("Label audit off (params audit.folds: 0)", gallery)
     print(metrics["skipped"])
     return metrics
 
@@ -54,8 +46,6 @@ def audit(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery
     # disabled audit (the fast preset) does not need to pay.
     from facemask.config import cache_dir, seed_everything, tune_malloc
     from facemask.data.cache import decode_frame
-    from facemask.data.reviews import load_label_reviews, reviewed_mask
-    from facemask.explain.figures import plot_review_gallery
     from facemask.models.factory import create_for_training
     from facemask.runtime import use_free_cores
     from facemask.training.audit import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import stat
 import zipfile
 from pathlib import Path
 
@@ -121,11 +122,9 @@ def workspace_snapshot(root: Path = ROOT) -> dict[str, tuple[int, int]]:
     out = {}
     for top in ("data", "metrics", "models", "plots"):
         for path in (root / top).rglob("*"):
-            st = path.lstat()
-            out[str(path.relative_to(root))] = (
-                st.st_size if path.is_file() else -1,
-                st.st_mtime_ns,
-            )
+            st = path.lstat()  # one stat per path: ~12,000 of them, twice a session
+            size = st.st_size if stat.S_ISREG(st.st_mode) else -1
+            out[str(path.relative_to(root))] = (size, st.st_mtime_ns)
     return out
 
 

@@ -14,6 +14,11 @@ import pandas as pd
 
 DROP = "drop"  # a review's label that removes the picture (neither class fits it)
 REVIEW_COLUMNS = ("sha256", "label", "reason")
+# The audit's list (metrics/label_audit.csv) that reviews are made from, in this order.
+AUDIT_COLUMNS = (
+    "path", "sha256", "split", "label", "published_label",
+    "self_confidence", "predicted", "issue", "reviewed",
+)  # fmt: skip
 
 
 def read_label_reviews(path: Path, classes: list[str], source: str | None = None) -> pd.DataFrame:

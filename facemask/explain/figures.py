@@ -110,6 +110,15 @@ def shorten(name: str, width: int = 22) -> str:
     return name if len(name) <= width else name[: width - 3] + "..."
 
 
+def plot_notice(text: str, path: str | os.PathLike, size: tuple[int, int] = (640, 80)) -> None:
+    """A picture that only says `text`: the figure of a step that was switched off."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, "white")
+    ImageDraw.Draw(image).text((20, size[1] // 2 - 10), text, fill="black")
+    image.save(path)
+
+
 def plot_review_gallery(
     tiles: Sequence[np.ndarray], rows: pd.DataFrame, total: int, path: str | os.PathLike
 ) -> None:

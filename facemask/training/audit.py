@@ -16,6 +16,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from torch import nn
 
 from facemask.data.cache import Split, load_split
+from facemask.data.reviews import AUDIT_COLUMNS
 from facemask.data.split import SPLITS, group_folds
 from facemask.training.features import FeatureSource, frozen_features
 from facemask.training.train import class_weights, fit_head, head_settings
@@ -108,12 +109,12 @@ def label_issues(
     p = probs[first]  # softmax rows: they sum to 1 already
     y = given[first]
     issue = find_label_issues(y, p, filter_by="prune_by_noise_rate", n_jobs=1)
-    cols = [c for c in ("path", "sha256", "split", "label", "published_label") if c in df]
-    out = df.loc[first, cols].reset_index(drop=True)
+    out = df.loc[first, [c for c in AUDIT_COLUMNS if c in df]].reset_index(drop=True)
     out["self_confidence"] = p[np.arange(len(y)), y].round(6)
     out["predicted"] = [classes[i] for i in p.argmax(1)]
     out["issue"] = issue
     out["reviewed"] = reviewed[first] if reviewed is not None else False
+    out = out[[c for c in AUDIT_COLUMNS if c in out]]
     return out.sort_values(["self_confidence", "path"], kind="stable").reset_index(drop=True)
 
 
