@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from facemask.data.images import open_image
+from facemask.data.scenes import list_scenes
 from facemask.serving.detect import create_detector
-from facemask.serving.scenes_eval import SceneResult, face_table, list_scenes, match_boxes
+from facemask.serving.scenes_eval import SceneResult, face_table, match_boxes
 
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from facemask.config import exit_on_error, load_params, tune_malloc
+from facemask.data.scenes import list_scenes
 from facemask.runtime import use_free_cores
 from facemask.serving.detect import create_detector
 from facemask.serving.engines import load_engine
 from facemask.serving.scenes_eval import (
-    list_scenes,
     read_scene_ids,
     run_scenes,
     scene_gallery,
@@ -32,15 +32,17 @@ def main(
     metrics_json: Path,
     gallery: Path,
     exclude: list[Path] = (),
+    fmt: str = "auto",
 ) -> dict:
     """Evaluate on the scenes of `voc_root` (`all`, or those listed in a CSV's `scene` column),
-    leaving out any scene listed in the `exclude` CSVs (the splits that train)."""
+    leaving out any scene listed in the `exclude` CSVs (the splits that train). `fmt`: the
+    scene layout (voc, yolo, coco, csv; auto = detected from the folder)."""
     tune_malloc()
     use_free_cores()
     sp = params["scenes"]
     engine = load_engine(model_path, "torch", batch_size=sp["batch_size"])
     ids = None if scenes == "all" else read_scene_ids(scenes)
-    listed, bad = list_scenes(voc_root, ids)
+    listed, bad = list_scenes(voc_root, ids, fmt)
     seen = set().union(*(read_scene_ids(p) for p in exclude))
     listed = [s for s in listed if s.image.stem not in seen]
     if sp.get("sample") and len(listed) > sp["sample"]:
@@ -87,7 +89,15 @@ def main(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", type=Path)
-    parser.add_argument("voc", type=Path, help="VOC folder: annotations/*.xml and images/")
+    parser.add_argument(
+        "voc", type=Path, help="scene folder: VOC, YOLO, COCO json or a box CSV (see --format)"
+    )
+    parser.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "voc", "yolo", "coco", "csv"),
+        help="scene layout (facemask.data.scenes); auto: detected from the folder",
+    )
     parser.add_argument(
         "--scenes",
         default="all",
@@ -114,4 +124,5 @@ if __name__ == "__main__":
             args.metrics,
             args.gallery,
             args.exclude,
+            args.format,
         )

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from facemask.data.images import load_array
+from facemask.data.scenes import list_scenes
 from facemask.data.voc import cut_scene, read_voc
 from facemask.models.factory import ModelCard, create_model, save_model
 from facemask.serving.crops import face_crops
@@ -17,7 +18,6 @@ from facemask.serving.scenes_eval import (
     SceneResult,
     box_iou,
     face_table,
-    list_scenes,
     map50,
     match_boxes,
     scene_metrics,
@@ -224,5 +224,7 @@ def test_list_scenes_reads_both_voc_layouts(tmp_path):
     (root / "annotations").rename(root / "Annotations")  # PASCAL's own folder names
     (root / "images").rename(root / "JPEGImages")
     assert len(list_scenes(root)[0]) == 3
-    with pytest.raises(FileNotFoundError, match="annotations/ and images/"):
+    with pytest.raises(FileNotFoundError, match="no scene layout"):
         list_scenes(tmp_path)
+    with pytest.raises(FileNotFoundError, match="annotations/ and images/"):
+        list_scenes(tmp_path, fmt="voc")

@@ -23,15 +23,12 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from facemask.data.images import ImageError, open_image
-from facemask.data.voc import AnnotationError, Scene, read_voc
+from facemask.data.voc import Scene
 from facemask.serving.annotate import draw_faces, tile_images
 from facemask.serving.detect import FaceDetector
 from facemask.serving.engines import Engine
 from facemask.serving.inputs import Frame
 from facemask.serving.stream import answer_frames
-
-VOC_ANNOTATIONS = ("annotations", "Annotations")
-VOC_IMAGES = ("images", "JPEGImages")
 
 
 @dataclass
@@ -52,25 +49,6 @@ def read_scene_ids(path: str | os.PathLike) -> set[str]:
     """Scene ids from a CSV with a `scene` column (a split CSV: `source/stem`) -> stems."""
     frame = pd.read_csv(path, usecols=["scene"], dtype=str).dropna()
     return {s.rsplit("/", 1)[-1] for s in frame["scene"] if s}
-
-
-def list_scenes(root: Path, ids: set[str] | None = None) -> tuple[list[Scene], list[str]]:
-    """Annotated scenes of a VOC folder (`annotations/*.xml` and `images/`, or PASCAL's own
-    `Annotations/` and `JPEGImages/`), those in `ids` only when given; and the annotation
-    files that could not be read, with the reason."""
-    annotations = next((root / n for n in VOC_ANNOTATIONS if (root / n).is_dir()), None)
-    images = next((root / n for n in VOC_IMAGES if (root / n).is_dir()), None)
-    if annotations is None or images is None:
-        raise FileNotFoundError(f"{root}: a VOC folder needs annotations/ and images/")
-    scenes, bad = [], []
-    for xml in sorted(annotations.glob("*.xml")):
-        if ids is not None and xml.stem not in ids:
-            continue
-        try:
-            scenes.append(read_voc(xml, images))
-        except AnnotationError as err:
-            bad.append(f"{xml}: {err}")
-    return scenes, bad
 
 
 def scene_frames(scenes: Iterable[Scene], bad: list[str]) -> Iterable[Frame]:
