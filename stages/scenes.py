@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,10 @@ from facemask.runtime import use_free_cores
 from facemask.serving.detect import create_detector
 from facemask.serving.engines import load_engine
 from facemask.serving.scenes_eval import (
+    evaluate_scenes,
     read_scene_ids,
-    run_scenes,
     scene_gallery,
-    scene_metrics,
+    summary_line,
 )
 
 
@@ -58,31 +57,30 @@ def main(
     detector = create_detector(
         sp["detector"], threshold=sp["threshold"], upscale=sp["upscale"], threads=1
     )
-    abstain = params["evaluate"]["abstain"]
-    t0 = time.perf_counter()
-    margin = params["prepare"]["crop_margin"]
-    results = run_scenes(listed, engine, detector, margin, sp["batch_size"], abstain, bad)
-    seconds = time.perf_counter() - t0
     classes = engine.card.classes
+    results, metrics = evaluate_scenes(
+        listed,
+        engine,
+        detector,
+        sp["classes"],
+        params["prepare"]["crop_margin"],
+        sp["batch_size"],
+        params["evaluate"]["abstain"],
+        sp["iou"],
+        sp["min_face"],
+        sp["size_bins"],
+        bad,
+    )
     metrics = {
-        "model": engine.card.model,
+        "model": metrics.pop("model"),
         "detector": {k: sp[k] for k in ("detector", "threshold", "upscale")},
-        **scene_metrics(
-            results, sp["classes"], classes, sp["iou"], sp["min_face"], sp["size_bins"]
-        ),
-        "unreadable": bad,
-        "ms_per_scene": round(1000 * seconds / max(1, len(results)), 1),
+        **metrics,
     }
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
     metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
     gallery.parent.mkdir(parents=True, exist_ok=True)
     scene_gallery(results, listed, classes, sp["gallery"]).save(gallery)
-    det, cls = metrics["detection"], metrics["classification"]
-    print(
-        f"{metrics['scenes']} scenes, {det['faces']} faces: recall {det['recall']}, "
-        f"accuracy on matched {cls['accuracy']} ({cls['faces']} faces), "
-        f"mAP@0.5 {metrics['map50']['mean']}"
-    )
+    print(summary_line(metrics))
     return metrics
 
 

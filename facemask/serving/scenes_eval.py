@@ -96,6 +96,48 @@ def run_scenes(
     return out
 
 
+def evaluate_scenes(
+    scenes: Sequence[Scene],
+    engine: Engine,
+    detector: FaceDetector,
+    class_map: Mapping[str, str],
+    margin: float,
+    batch_size: int = 16,
+    abstain: float = 0.0,
+    iou_min: float = 0.5,
+    min_face: float = 32,
+    size_edges: Sequence[float] = (16, 32, 64),
+    bad: list[str] | None = None,
+) -> tuple[list[SceneResult], dict]:
+    """The chain on `scenes` and every metric of metrics/scenes.json (the scenes stage and
+    `facemask evaluate-scenes` share it); `bad` lists what could not be read."""
+    import time
+
+    bad = [] if bad is None else bad
+    t0 = time.perf_counter()
+    results = run_scenes(scenes, engine, detector, margin, batch_size, abstain, bad)
+    seconds = time.perf_counter() - t0
+    classes = engine.card.classes
+    metrics = {
+        "model": engine.card.model,
+        **scene_metrics(results, class_map, classes, iou_min, min_face, size_edges),
+        "unreadable": bad,
+        "ms_per_scene": round(1000 * seconds / max(1, len(results)), 1),
+    }
+    return results, metrics
+
+
+def summary_line(metrics: dict) -> str:
+    """One line of the headline figures, for the stage's and the command's log."""
+    det, cls = metrics["detection"], metrics["classification"]
+    far = metrics["found_and_right"]["iou_0.3"]["found_and_right"]
+    return (
+        f"{metrics['scenes']} scenes, {det['faces']} faces: recall {det['recall']}, "
+        f"accuracy on matched {cls['accuracy']} ({cls['faces']} faces), "
+        f"found and right (IoU 0.3) {far}, mAP@0.5 {metrics['map50']['mean']}"
+    )
+
+
 # --------------------------------------------------------------------------- matching
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M)."""
@@ -293,6 +335,41 @@ def map50(
     return {"per_class": per_class, "mean": round(float(np.mean(known)), 4) if known else None}
 
 
+def found_and_right(
+    results: Sequence[SceneResult],
+    class_map: Mapping[str, str],
+    classes: Sequence[str],
+    ious: Sequence[float] = (0.3, 0.5),
+    size_edges: Sequence[float] = (16, 32, 64),
+) -> dict:
+    """The product's figure: the share of labelled faces (of classes the model has) that the
+    chain found at IoU >= each of `ious` *and* named right, overall, per class and per face
+    size; and false boxes per scene (detections matching no labelled face at that IoU)."""
+    out = {}
+    for iou in ious:
+        faces = face_table(results, iou)
+        faces = faces[faces["name"].isin(list(class_map))]
+        truth = faces["name"].map(class_map)
+        top = faces["top"].map(lambda k: None if pd.isna(k) else classes[int(k)])
+        hit = faces["detected"] & (top == truth)
+        bins = faces["side"].map(lambda v: size_bin(v, size_edges))
+        matched = sum(len(match_boxes(r.truth, r.boxes, r.scores, iou)) for r in results)
+        false = sum(len(r.scores) for r in results) - matched
+        out[f"iou_{iou:g}"] = {
+            "faces": len(faces),
+            "found_and_right": _rate(hit),
+            "per_class": {c: _rate(hit[truth == c]) for c in sorted(set(truth))},
+            "by_size": {b: _rate(hit[bins == b]) for b in sorted(set(bins), key=_bin_key)},
+            "false_boxes_per_scene": round(false / len(results), 3) if results else None,
+        }
+    return out
+
+
+def _bin_key(name: str) -> float:
+    """Sort `<16`, `16-32`, ..., `>=64` by their lower edge."""
+    return -1.0 if name.startswith("<") else float(name.lstrip(">=").split("-")[0])
+
+
 def scene_metrics(
     results: Sequence[SceneResult],
     class_map: Mapping[str, str],
@@ -308,6 +385,7 @@ def scene_metrics(
         "detection": detection_metrics(results, faces, min_face, size_edges),
         "classification": classification_on_matched(faces, class_map, classes),
         "map50": map50(results, class_map, classes),
+        "found_and_right": found_and_right(results, class_map, classes, (0.3, 0.5), size_edges),
     }
 
 
