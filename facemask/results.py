@@ -184,6 +184,31 @@ def loso_table(root: Path) -> str:
     return _markdown(rows)
 
 
+def scene_sets_table(root: Path) -> str:
+    """One row per scene source the scenes stages scored: the andrewmvd test scenes
+    (metrics/scenes.json, held-in) and each external set (metrics/scenes/<name>.json)."""
+    m = root / "metrics"
+    found = [("andrewmvd test scenes (held-in)", m / "scenes.json")]
+    found += [(f"{f.stem} (external)", f) for f in sorted((m / "scenes").glob("*.json"))]
+    rows = [("scene set", "scenes", "faces", "found and right, IoU 0.3 / 0.5", ">= 16 px, IoU 0.3",
+             "recall, IoU 0.5", "false boxes / scene", "mAP@0.5 mean")]  # fmt: skip
+    for name, path in found:
+        sc = _read(path)
+        if not sc or "found_and_right" not in sc:
+            continue
+        loose, strict = sc["found_and_right"]["iou_0.3"], sc["found_and_right"]["iou_0.5"]
+        rows.append(
+            (name, str(sc["scenes"]), str(loose["faces"]),
+             f"{_pct(loose['found_and_right'], 1)} / {_pct(strict['found_and_right'], 1)}",
+             _pct(loose.get("16px_up"), 1), _pct(sc["detection"]["recall"], 1),
+             f"{loose['false_boxes_per_scene']:.2f}",
+             f"{sc['map50']['mean']:.3f}")
+        )  # fmt: skip
+    if len(rows) == 1:
+        return "_No scenes metrics with found-and-right yet: run `make serving`._"
+    return _markdown(rows)
+
+
 def benchmark_table(root: Path, name: str) -> str:
     """A benchmark's recorded output (benchmarks/results/<name>.md), as the benchmark wrote it."""
     path = root / "benchmarks" / "results" / f"{name}.md"
@@ -195,6 +220,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "bias": lambda r: benchmark_table(r, "bias_study"),
     "repro-time": lambda r: benchmark_table(r, "repro_time"),
     "serving": serving_table,
+    "scene-sets": scene_sets_table,
     "predict-scenes": lambda r: benchmark_table(r, "predict_scenes"),
     "evaluation": evaluation_table,
     "slices-face-size": lambda r: slices_table(r, "face_size"),

@@ -94,3 +94,36 @@ def test_loso_table_lists_each_left_out_source_then_mean_and_worst(tmp_path):
         "| mean over sources | - | 95.00 % | - |",
         "| worst: crowd | - | 92.00 % | - |",
     ]
+
+
+def test_scene_sets_table_has_a_row_per_scored_scene_set(tmp_path):
+    def scenes_json(path, far, recall):
+        by = {"iou_0.3": far, "iou_0.5": far / 2}
+        doc = {
+            "scenes": 10,
+            "detection": {"recall": recall},
+            "map50": {"mean": 0.5},
+            "found_and_right": {
+                k: {
+                    "faces": 40,
+                    "found_and_right": v,
+                    "16px_up": v + 0.01,
+                    "false_boxes_per_scene": 1.25,
+                }
+                for k, v in by.items()
+            },
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc))
+
+    readme = "<!-- results:scene-sets -->\n<!-- /results:scene-sets -->"
+    assert "No scenes metrics" in render(readme, tmp_path)
+    scenes_json(tmp_path / "metrics" / "scenes.json", 0.8, 0.9)
+    scenes_json(tmp_path / "metrics" / "scenes" / "street.json", 0.6, 0.7)
+    out = render(readme, tmp_path)
+    assert (
+        "| andrewmvd test scenes (held-in) | 10 | 40 | 80.0 % / 40.0 % | 81.0 % | 90.0 % |" in out
+    )
+    assert (
+        "| street (external) | 10 | 40 | 60.0 % / 30.0 % | 61.0 % | 70.0 % | 1.25 | 0.500 |" in out
+    )

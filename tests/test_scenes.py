@@ -156,6 +156,7 @@ def test_found_and_right_by_hand():
     assert loose["per_class"] == {"with_mask": 1.0, "without_mask": 0.0}
     assert strict["per_class"]["with_mask"] == pytest.approx(2 / 3, abs=1e-4)
     assert loose["by_size"] == {"<16": pytest.approx(3 / 4), ">=32": 0.0}
+    assert loose["16px_up"] == 0.0 and strict["16px_up"] == 0.0  # only the 40 px bare face
     # False boxes: the 0.8 box on nothing; at IoU 0.5 the shifted box is false too.
     assert loose["false_boxes_per_scene"] == 0.5 and strict["false_boxes_per_scene"] == 1.0
 

@@ -343,8 +343,9 @@ def found_and_right(
     size_edges: Sequence[float] = (16, 32, 64),
 ) -> dict:
     """The product's figure: the share of labelled faces (of classes the model has) that the
-    chain found at IoU >= each of `ious` *and* named right, overall, per class and per face
-    size; and false boxes per scene (detections matching no labelled face at that IoU)."""
+    chain found at IoU >= each of `ious` *and* named right, overall, for faces of the first
+    size edge and up, per class and per face size; and false boxes per scene (detections
+    matching no labelled face at that IoU)."""
     out = {}
     for iou in ious:
         faces = face_table(results, iou)
@@ -358,6 +359,7 @@ def found_and_right(
         out[f"iou_{iou:g}"] = {
             "faces": len(faces),
             "found_and_right": _rate(hit),
+            f"{size_edges[0]:g}px_up": _rate(hit[faces["side"] >= size_edges[0]]),
             "per_class": {c: _rate(hit[truth == c]) for c in sorted(set(truth))},
             "by_size": {b: _rate(hit[bins == b]) for b in sorted(set(bins), key=_bin_key)},
             "false_boxes_per_scene": round(false / len(results), 3) if results else None,
