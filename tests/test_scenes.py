@@ -161,6 +161,31 @@ def test_found_and_right_by_hand():
     assert loose["false_boxes_per_scene"] == 0.5 and strict["false_boxes_per_scene"] == 1.0
 
 
+def test_brightness_bands_of_labelled_faces():
+    from facemask.data.voc import Box
+    from facemask.serving.scenes_eval import box_brightness
+
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    rgb[:, 20:] = (255, 255, 255)
+    rgb[:10, :10] = (100, 0, 0)  # luma 0.299 * 100
+    light = box_brightness(rgb, [Box("a", 0, 0, 10, 10), Box("b", 20, 0, 40, 20),
+                                 Box("c", 10, 0, 30, 20)])  # fmt: skip
+    assert light == pytest.approx([29.9, 255.0, 127.5], abs=0.01)
+    scene = hand_scene(extra_truth=[([60, 0, 70, 10], "without_mask")])
+    scene.brightness = np.array(
+        [30.0, 120.0, 200.0]
+    )  # dark A found, normal B found, bright C missed
+    det = scene_metrics([scene], MAP, CLASSES)["detection"]
+    assert det["by_brightness"] == {
+        "dark (<70)": {"faces": 1, "rate": 1.0},
+        "normal": {"faces": 1, "rate": 1.0},
+        "bright (>185)": {"faces": 1, "rate": 0.0},
+    }
+    far = found_and_right([scene], MAP, CLASSES)["iou_0.3"]
+    assert far["by_brightness"]["bright (>185)"] == {"faces": 1, "rate": 0.0}
+    assert scene_metrics([hand_scene()], MAP, CLASSES)["detection"]["by_brightness"] == {}
+
+
 def test_face_table_lists_every_labelled_face():
     t = face_table([hand_scene()], 0.5)
     assert list(t["detected"]) == [True, True]

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from facemask.data.images import ImageError, open_image
 from facemask.data.voc import Scene
+from facemask.evaluation.slices import BRIGHT, DARK, LIGHT, LUMA
 from facemask.serving.annotate import draw_faces, tile_images
 from facemask.serving.detect import FaceDetector
 from facemask.serving.engines import Engine
@@ -42,6 +43,7 @@ class SceneResult:
     scores: np.ndarray  # (D,) detector scores 0-1
     probs: np.ndarray  # (D, classes)
     labels: list[str]  # answer per detection (a class or `uncertain`)
+    brightness: np.ndarray | None = None  # (G,) mean luma 0-255 of each labelled face's box
 
 
 # --------------------------------------------------------------------------- scenes
@@ -51,15 +53,36 @@ def read_scene_ids(path: str | os.PathLike) -> set[str]:
     return {s.rsplit("/", 1)[-1] for s in frame["scene"] if s}
 
 
-def scene_frames(scenes: Iterable[Scene], bad: list[str]) -> Iterable[Frame]:
-    """Each scene's picture as a frame (unreadable ones appended to `bad`)."""
+def box_brightness(rgb: np.ndarray, boxes: Iterable) -> np.ndarray:
+    """Mean luma (ITU-R 601, 0-255) inside each xyxy box of an RGB picture."""
+    out = []
+    h, w = rgb.shape[:2]
+    for b in boxes:
+        x0, y0 = max(0, int(b.xmin)), max(0, int(b.ymin))
+        x1, y1 = (
+            min(w, max(x0 + 1, int(np.ceil(b.xmax)))),
+            min(h, max(y0 + 1, int(np.ceil(b.ymax)))),
+        )
+        patch = rgb[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
+        out.append(float((patch @ LUMA).mean()) if len(patch) else np.nan)
+    return np.array(out, dtype=np.float64)
+
+
+def scene_frames(
+    scenes: Iterable[Scene], bad: list[str], light: dict[str, np.ndarray] | None = None
+) -> Iterable[Frame]:
+    """Each scene's picture as a frame (unreadable ones appended to `bad`); `light`, when
+    given, gets each scene's labelled-face brightness."""
     for s in scenes:
         try:
             img, _ = open_image(s.image)
         except ImageError as err:
             bad.append(f"{s.image}: {err}")
             continue
-        yield Frame(s.image.stem, Path(s.image.name), np.asarray(img))
+        rgb = np.asarray(img)
+        if light is not None:
+            light[s.image.stem] = box_brightness(rgb, s.boxes)
+        yield Frame(s.image.stem, Path(s.image.name), rgb)
 
 
 def run_scenes(
@@ -74,7 +97,8 @@ def run_scenes(
     """The serving chain on every scene, as `facemask predict` runs it."""
     bad = [] if bad is None else bad
     by_id = {s.image.stem: s for s in scenes}
-    frames = scene_frames(scenes, bad)
+    light: dict[str, np.ndarray] = {}
+    frames = scene_frames(scenes, bad, light)
     out = []
     for answer in answer_frames(
         frames, engine, detector, margin, batch_size, abstain, keep_images=False
@@ -91,6 +115,7 @@ def run_scenes(
                 np.array([f.score for f in faces], dtype=np.float64),
                 np.array([f.probs for f in faces], dtype=np.float64).reshape(-1, k),
                 [f.label for f in faces],
+                light.get(answer.frame.source),
             )
         )
     return out
@@ -181,6 +206,25 @@ def size_bin(side: float, edges: Sequence[float]) -> str:
     return f">={edges[-1]:g}"
 
 
+def light_band(luma: float) -> str | None:
+    """The brightness band of the evaluation slices: dark (<70), normal, bright (>185)."""
+    if np.isnan(luma):
+        return None
+    return LIGHT[0] if luma < DARK else LIGHT[2] if luma > BRIGHT else LIGHT[1]
+
+
+def _by_light(faces: pd.DataFrame, hits: pd.Series) -> dict:
+    """{band: {faces, rate}} over the bands that occur (none without brightness)."""
+    return {
+        band: {
+            "faces": int((faces["light"] == band).sum()),
+            "rate": _rate(hits[faces["light"] == band]),
+        }
+        for band in LIGHT
+        if (faces["light"] == band).any()
+    }
+
+
 def face_table(results: Sequence[SceneResult], iou_min: float) -> pd.DataFrame:
     """One row per labelled face: scene, name, size, detected, predicted (if detected)."""
     rows = []
@@ -197,9 +241,10 @@ def face_table(results: Sequence[SceneResult], iou_min: float) -> pd.DataFrame:
                     "detected": d is not None,
                     "top": None if d is None else int(r.probs[d].argmax()),
                     "answer": None if d is None else r.labels[d],
+                    "light": None if r.brightness is None else light_band(r.brightness[g]),
                 }
             )
-    cols = ["scene", "name", "side", "detected", "top", "answer"]
+    cols = ["scene", "name", "side", "detected", "top", "answer", "light"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -238,6 +283,7 @@ def detection_metrics(
         f"recall_{min_face:g}px_up": _rate(big["detected"]),
         "per_class": per_class,
         "by_size": by_size,
+        "by_brightness": _by_light(faces, faces["detected"]),
         "detections": int(detections),
         "labelled_share_of_detections": round(float(faces["detected"].sum()) / detections, 4)
         if detections
@@ -362,6 +408,7 @@ def found_and_right(
             f"{size_edges[0]:g}px_up": _rate(hit[faces["side"] >= size_edges[0]]),
             "per_class": {c: _rate(hit[truth == c]) for c in sorted(set(truth))},
             "by_size": {b: _rate(hit[bins == b]) for b in sorted(set(bins), key=_bin_key)},
+            "by_brightness": _by_light(faces, hit),
             "false_boxes_per_scene": round(false / len(results), 3) if results else None,
         }
     return out

@@ -1,0 +1,120 @@
+"""Detection candidates side by side on every scene source, in one run: the serving chain
+(detector -> crop -> classifier) at each detector threshold, scored with the scenes metrics
+(found and right at IoU 0.3 / 0.5, faces >= 16 px, recall, false boxes per scene, mAP@0.5),
+per source and averaged over sources (the figure to choose by, never one set).
+
+The chain runs once per source at the lowest threshold; a higher threshold keeps the boxes
+scoring at or above it (greedy NMS only ever suppresses a box for a higher-scoring one, so
+this is what the detector gives at that threshold).
+
+    python benchmarks/scene_candidates.py models/model.safetensors \\
+        andrewmvd=data/raw/andrewmvd dataroots=data/scenes/dataroots \\
+        --exclude data/splits/train.csv data/splits/valid.csv
+
+Prints a markdown table; --out also writes it (benchmarks/results/scene_candidates.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from facemask.config import load_params, tune_malloc
+from facemask.data.scenes import list_scenes
+from facemask.serving.detect import create_detector
+from facemask.serving.engines import load_engine
+from facemask.serving.scenes_eval import SceneResult, read_scene_ids, run_scenes, scene_metrics
+
+THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
+
+
+def above(results: list[SceneResult], threshold: float) -> list[SceneResult]:
+    """The chain's answers keeping only detections scoring >= threshold."""
+    out = []
+    for r in results:
+        k = r.scores >= threshold
+        labels = [lab for lab, keep in zip(r.labels, k, strict=True) if keep]
+        out.append(SceneResult(r.scene, r.truth, r.names, r.boxes[k], r.scores[k], r.probs[k],
+                               labels))  # fmt: skip
+    return out
+
+
+def row(source: str, threshold: float, m: dict) -> dict:
+    loose, strict = m["found_and_right"]["iou_0.3"], m["found_and_right"]["iou_0.5"]
+    return {
+        "source": source,
+        "threshold": threshold,
+        "faces": loose["faces"],
+        "found_right_iou0.3": loose["found_and_right"],
+        "found_right_iou0.5": strict["found_and_right"],
+        "found_right_16px_up": loose["16px_up"],
+        "recall_iou0.5": m["detection"]["recall"],
+        "false_boxes_per_scene": loose["false_boxes_per_scene"],
+        "map50": m["map50"]["mean"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("sources", nargs="+", help="NAME=FOLDER scene sets (any layout)")
+    parser.add_argument("--exclude", type=Path, nargs="*", default=[], help="split CSVs")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    tune_malloc()
+    params = load_params(args.params)
+    sp = params["scenes"]
+    engine = load_engine(args.model, "torch", batch_size=sp["batch_size"])
+    detector = create_detector(
+        sp["detector"], threshold=min(THRESHOLDS), upscale=sp["upscale"], threads=1
+    )
+    seen = set().union(*(read_scene_ids(p) for p in args.exclude))
+    rows, timing = [], []
+    for spec in args.sources:
+        name, folder = spec.split("=", 1)
+        scenes, bad = list_scenes(Path(folder))
+        scenes = [s for s in scenes if s.image.stem not in seen]
+        t0 = time.perf_counter()
+        results = run_scenes(
+            scenes, engine, detector, params["prepare"]["crop_margin"], sp["batch_size"],
+            params["evaluate"]["abstain"], bad,
+        )  # fmt: skip
+        ms = 1000 * (time.perf_counter() - t0) / max(1, len(results))
+        timing.append(f"{name}: {len(results)} scenes, {ms:.0f} ms a scene at threshold "
+                      f"{min(THRESHOLDS)} (detector + classifier)")  # fmt: skip
+        for t in THRESHOLDS:
+            m = scene_metrics(above(results, t), sp["classes"], engine.card.classes, sp["iou"],
+                              sp["min_face"], sp["size_bins"])  # fmt: skip
+            rows.append(row(name, t, m))
+    table = pd.DataFrame(rows)
+    mean = table.groupby("threshold").mean(numeric_only=True).reset_index()
+    mean.insert(0, "source", "mean over sources")
+    table = pd.concat([table, mean], ignore_index=True).round(4)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    text = "\n".join(
+        [
+            f"Detector {sp['detector']} (upscale {sp['upscale']}), model {args.model}; "
+            f"sources {', '.join(args.sources)}; excluded scenes of "
+            f"{', '.join(map(str, args.exclude)) or 'none'}.",
+            "",
+            table.to_markdown(index=False),
+            "",
+            *timing,
+            f"peak RSS {peak:.2f} GiB",
+        ]
+    )
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    best = mean.loc[np.argmax(mean["found_right_iou0.3"])]
+    print(f"best mean found-and-right (IoU 0.3): threshold {best['threshold']:g}")
+
+
+if __name__ == "__main__":
+    main()
