@@ -222,6 +222,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "serving": serving_table,
     "scene-sets": scene_sets_table,
     "predict-scenes": lambda r: benchmark_table(r, "predict_scenes"),
+    "scene-candidates": lambda r: benchmark_table(r, "scene_candidates"),
     "evaluation": evaluation_table,
     "slices-face-size": lambda r: slices_table(r, "face_size"),
     "leaderboard": lambda r: leaderboard_table(r, ""),

@@ -14,14 +14,17 @@ from facemask.data.download import fetch_source
 
 
 def section(params: dict, dotted: str) -> list[dict]:
-    """The list of sources at a dotted params key ("data.sources", "scene_sources")."""
+    """The sources at a dotted params key: a list of sources with names ("data.sources"), or
+    a mapping of name to source ("scene_sources")."""
     value = params
     for key in dotted.split("."):
         if not isinstance(value, dict) or key not in value:
             raise ValueError(f"params has no {dotted!r} (no key {key!r})")
         value = value[key]
+    if isinstance(value, dict):  # {name: source}, as scene_sources (DVC foreach keys)
+        value = [{"name": k, **v} if isinstance(v, dict) else v for k, v in value.items()]
     if not isinstance(value, list) or not all(isinstance(s, dict) and "name" in s for s in value):
-        raise ValueError(f"params {dotted!r} must be a list of sources, each with a name")
+        raise ValueError(f"params {dotted!r} must be a list of sources (or name: source)")
     return value
 
 

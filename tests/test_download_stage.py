@@ -39,3 +39,39 @@ def test_mirror_copy_uses_mirror_subdir(tmp_path, monkeypatch):
     ]
     saved = json.loads((tmp_path / "raw" / "manifest.json").read_text())
     assert saved["tiny"]["file"] == "tiny-mirror.zip"
+
+
+def test_scene_sources_section_fetches_a_box_csv_set(tmp_path, monkeypatch):
+    """`--section scene_sources`: a scene set zipped in dataroots' layout unpacks to a folder
+    the scenes readers take as it is."""
+    import pytest
+
+    from facemask.data.scenes import list_scenes
+    from tests.test_scene_formats import voc_boxes, write_csv
+    from tests.test_voc import make_voc
+
+    voc = make_voc(tmp_path / "voc", n_scenes=2)
+    top = tmp_path / "repo" / "tutorial-abc"
+    write_csv(top, voc_boxes(voc), voc / "images")
+    (top / "data" / "raw_images").unlink()  # a real folder in the archive, not a link
+    (top / "data" / "raw_images").mkdir()
+    for p in (voc / "images").iterdir():
+        (top / "data" / "raw_images" / p.name).write_bytes(p.read_bytes())
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    zip_folder(tmp_path / "repo", mirror / "scenes.zip")
+    monkeypatch.setenv("FACEMASK_MIRROR", str(mirror))
+    params = tiny_params(tmp_path / "nowhere.zip")
+    params["scene_sources"] = {
+        "street": {"url": "https://example.invalid/scenes.zip", "file": "scenes.zip",
+                   "sha256": None, "subdir": "tutorial-abc/data", "format": "csv"}
+    }  # fmt: skip
+    manifest = download.main(params, tmp_path / "scenes", "scene_sources")
+    assert list(manifest) == ["street"] and manifest["street"]["origin"] == "mirror"
+    scenes, bad = list_scenes(tmp_path / "scenes" / "street", fmt="csv")
+    assert bad == [] and sum(len(s.boxes) for s in scenes) == 6
+    with pytest.raises(ValueError, match=r"no 'scene_sources\.x'"):
+        download.main(params, tmp_path / "other", "scene_sources.x")
+    params["scene_sources"] = ["street"]
+    with pytest.raises(ValueError, match="must be a list of sources"):
+        download.main(params, tmp_path / "other", "scene_sources")
