@@ -162,3 +162,30 @@ def test_yolo_names_from_ultralytics_data_yaml(scene_sets):
     assert bad == [] and {b.name for s in scenes for b in s.boxes} == set(names)
     with Image.open(scenes[0].image) as img:
         assert img.size == (WIDTH, HEIGHT)
+
+
+def test_prepare_index_is_the_same_from_every_format(scene_sets, tmp_path):
+    """Training crops: a YOLO, COCO or CSV source gives the VOC source's index, crop for crop."""
+    from facemask.data.prepare import Source, build_index
+    from tests.test_voc import CLASSES
+
+    def index(fmt, root):
+        frame, rejected, report = build_index(
+            [Source("v", root, CLASSES, format=fmt)], crops_dir=tmp_path / f"crops_{fmt}",
+            min_side=16, crop_margin=0.1, min_box=16, near_duplicate_distance=-1, workers=1,
+        )  # fmt: skip
+        keep = ["sha256", "label", "scene", "width", "height"]
+        return frame[keep].sort_values("sha256").reset_index(drop=True), rejected, report
+
+    want, _, report = index("voc", scene_sets["voc"])
+    assert len(want) == 12 and report["scenes"] == 4
+    for fmt in ("yolo", "coco", "csv"):
+        got, rejected, _ = index(fmt, scene_sets[fmt])
+        pd.testing.assert_frame_equal(got, want, obj=fmt)
+    (scene_sets["yolo"] / "labels" / "scene1.txt").write_text("9 0.5 0.5 0.2 0.2\n")
+    got, rejected, _ = index("yolo", scene_sets["yolo"])
+    assert len(got) == 9  # scene1's three crops gone, and said why
+    assert rejected["path"].str.endswith("scene1.txt").any()
+    assert rejected["reason"].str.contains("class 9").any()
+    with pytest.raises(ValueError, match="unknown format 'kitti'"):
+        index("kitti", scene_sets["voc"])

@@ -18,7 +18,9 @@ from tqdm import tqdm
 
 from facemask.data.dedup import conflicting_groups, duplicate_groups, summarize_groups
 from facemask.data.images import IMAGE_SUFFIXES, ImageError, open_image, suffix_matches
-from facemask.data.voc import cut_crops
+from facemask.data.scenes import FORMATS as SCENE_FORMATS
+from facemask.data.scenes import list_scenes
+from facemask.data.voc import Crop, cut_crops, cut_scenes
 
 INDEX_COLUMNS = [
     "path", "label", "source", "group", "copies", "scene", "fixed_split",
@@ -32,7 +34,8 @@ class Source:
     """One extracted source and how its names map onto our classes.
 
     `format` "folders": class = first folder under `root`. "voc": PASCAL VOC boxes in
-    `root/annotations`, images in `root/images`; each box becomes a face crop.
+    `root/annotations`, images in `root/images`; "yolo", "coco", "csv": the other scene
+    layouts of facemask.data.scenes; each box becomes a face crop.
     `split` forces every image of the source into one split (say, synthetic data that
     may train but must not be tested on). `attributes` is a regex whose named groups,
     matched against each file name, become `attr_<name>` columns; `attributes_csv` is
@@ -206,24 +209,41 @@ def list_candidates(
             for p, label, a in files
         ]
         return cands, [], unmapped
-    if src.format != "voc":
-        raise ValueError(f"source {src.name!r}: unknown format {src.format!r} (folders, voc)")
-    crops, bad = cut_crops(
-        src.root / src.annotations,
-        src.root / src.images,
-        crops_dir / src.name,
-        src.classes,
-        crop_margin,
-        min_box,
-        max_pixels,
-        workers,
-    )
+    if src.format not in SCENE_FORMATS:
+        known = ", ".join(("folders", *SCENE_FORMATS))
+        raise ValueError(f"source {src.name!r}: unknown format {src.format!r} ({known})")
+    if src.format == "voc":  # its folder names are params (annotations, images)
+        crops, bad = cut_crops(
+            src.root / src.annotations,
+            src.root / src.images,
+            crops_dir / src.name,
+            src.classes,
+            crop_margin,
+            min_box,
+            max_pixels,
+            workers,
+        )
+    else:
+        scenes, unreadable = list_scenes(src.root, fmt=src.format)
+        crops, bad = cut_scenes(
+            scenes, crops_dir / src.name, src.classes, crop_margin, min_box, max_pixels,
+            workers, src.name,
+        )  # fmt: skip
+        bad = [
+            Crop(None, None, "", why, where) for where, why in map(_split_reason, unreadable)
+        ] + bad
     cands = [Candidate(c.path, c.label, src.name, scene=f"{src.name}/{c.scene}") for c in crops]
     rejected = [
         {"path": c.origin, "source": src.name, "label": c.label or "", "reason": c.reason}
         for c in bad
     ]
     return cands, rejected, []
+
+
+def _split_reason(text: str) -> tuple[str, str]:
+    """`path: reason` (facemask.data.scenes' unreadable list) -> (path, reason)."""
+    where, _, why = text.partition(": ")
+    return where, why or text
 
 
 def read_attributes(src: Source, cands: list[Candidate]) -> pd.DataFrame:

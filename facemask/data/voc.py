@@ -143,13 +143,30 @@ def cut_crops(
     """Crops of every annotated scene in a VOC folder pair: (crops, rejected boxes/files)."""
     if not annotations.is_dir() or not images.is_dir():
         raise FileNotFoundError(f"VOC source needs folders {annotations} and {images}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     scenes, bad = [], []
     for xml in sorted(annotations.glob("*.xml")):
         try:
             scenes.append(read_voc(xml, images))
         except AnnotationError as err:
             bad.append(Crop(None, None, xml.stem, str(err), xml.as_posix()))
+    crops, rejected = cut_scenes(
+        scenes, out_dir, classes, margin, min_box, max_pixels, workers, annotations.parent.name
+    )
+    return crops, bad + rejected
+
+
+def cut_scenes(
+    scenes: list[Scene],
+    out_dir: Path,
+    classes: Mapping[str, str],
+    margin: float,
+    min_box: int,
+    max_pixels: int | None = None,
+    workers: int = 0,
+    desc: str = "",
+) -> tuple[list[Crop], list[Crop]]:
+    """Crops of every box of `scenes` (any annotation format): (crops, rejected boxes)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     work = partial(
         cut_scene,
         out_dir=out_dir,
@@ -165,11 +182,11 @@ def cut_crops(
                 tqdm(
                     pool.imap(work, scenes, chunksize=8),
                     total=len(scenes),
-                    desc=f"crops {annotations.parent.name}",
+                    desc=f"crops {desc}",
                     unit="scene",
                 )
             )
     else:
         results = [work(s) for s in tqdm(scenes, desc="crops", unit="scene")]
     crops = [c for r in results for c in r]
-    return [c for c in crops if c.path], bad + [c for c in crops if not c.path]
+    return [c for c in crops if c.path], [c for c in crops if not c.path]
