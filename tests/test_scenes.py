@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -84,8 +85,14 @@ def test_map50_worked_by_hand():
     # Ranked: TP, FP, TP over 2 faces -> (recall, precision) (0.5, 1), (0.5, 0.5), (1, 2/3).
     # COCO's 101-point interpolation: recall 0..0.50 (51 points) at 1, 0.51..1 (50) at 2/3.
     ap = (51 * 1.0 + 50 * 2 / 3) / 101
-    out = map50([hand_scene()], MAP, CLASSES)
+    curves = {}
+    out = map50([hand_scene()], MAP, CLASSES, curves)
     assert out["per_class"]["with_mask"] == pytest.approx(ap, abs=1e-4)
+    pr = curves["with_mask"]  # the curve AP averages: 1 up to recall 0.5, then 2/3
+    assert len(pr) == 101 and list(pr.columns) == ["recall", "precision"]
+    assert (pr.loc[pr["recall"] <= 0.5, "precision"] == 1.0).all()
+    assert pr.loc[pr["recall"] > 0.5, "precision"].tolist() == [0.6667] * 50
+    assert "without_mask" not in curves  # no face of that class: no curve
     assert out["per_class"]["without_mask"] is None  # no face of that class to find
     assert out["mean"] == pytest.approx(ap, abs=1e-4)
 
@@ -260,7 +267,11 @@ def test_scenes_stage_end_to_end(tmp_path, monkeypatch):
     assert set(m["map50"]["per_class"]) == set(CLASSES)
     assert Image.open(tmp_path / "scenes.png").size[0] > 100
     everything = stage.main(params, tmp_path / "m.safetensors", root, "all", out,
-                            tmp_path / "scenes.png")  # fmt: skip
+                            tmp_path / "scenes.png", curves_dir=tmp_path / "pr")  # fmt: skip
+    written = sorted(p.name for p in (tmp_path / "pr").iterdir())
+    assert written == ["with_mask.csv", "without_mask.csv"]
+    pr = pd.read_csv(tmp_path / "pr" / "with_mask.csv")
+    assert list(pr.columns) == ["recall", "precision"] and pr["precision"].between(0, 1).all()
     assert everything["scenes"] == 4
     (tmp_path / "train.csv").write_text("scene,path\nvoc/scene1,x\n,y\n")  # y: a folder source
     unseen = stage.main(params, tmp_path / "m.safetensors", root, "all", out,

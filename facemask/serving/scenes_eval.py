@@ -133,6 +133,7 @@ def evaluate_scenes(
     min_face: float = 32,
     size_edges: Sequence[float] = (16, 32, 64),
     bad: list[str] | None = None,
+    curves: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[list[SceneResult], dict]:
     """The chain on `scenes` and every metric of metrics/scenes.json (the scenes stage and
     `facemask evaluate-scenes` share it); `bad` lists what could not be read."""
@@ -145,7 +146,7 @@ def evaluate_scenes(
     classes = engine.card.classes
     metrics = {
         "model": engine.card.model,
-        **scene_metrics(results, class_map, classes, iou_min, min_face, size_edges),
+        **scene_metrics(results, class_map, classes, iou_min, min_face, size_edges, curves),
         "unreadable": bad,
         "ms_per_scene": round(1000 * seconds / max(1, len(results)), 1),
     }
@@ -315,9 +316,13 @@ def classification_on_matched(
 
 
 def map50(
-    results: Sequence[SceneResult], class_map: Mapping[str, str], classes: Sequence[str]
+    results: Sequence[SceneResult],
+    class_map: Mapping[str, str],
+    classes: Sequence[str],
+    curves: dict[str, pd.DataFrame] | None = None,
 ) -> dict:
-    """COCO AP at IoU 0.5 per model class (pycocotools), and their mean.
+    """COCO AP at IoU 0.5 per model class (pycocotools), and their mean; `curves`, when
+    given, gets each class's precision-recall curve (a DVC plot of the scenes stages).
 
     Labelled faces whose VOC class maps to no model class are COCO `iscrowd` regions:
     a detection on one is neither right nor wrong. A class with no labelled face has no AP.
@@ -372,6 +377,15 @@ def map50(
             for c, k in cat.items():
                 col = precision[:, k - 1]
                 per_class[c] = round(float(col[col > -1].mean()), 4) if (col > -1).any() else None
+                if curves is not None and (col > -1).any():
+                    # COCO's interpolated precision at its 101 recall points (what AP averages)
+                    keep = col > -1
+                    curves[c] = pd.DataFrame(
+                        {
+                            "recall": ev.params.recThrs[keep].round(2),
+                            "precision": col[keep].round(4),
+                        }
+                    )
         for c in classes:  # no detection at all: AP 0 where there were faces to find
             if per_class[c] is None and any(
                 a["category_id"] == cat[c] and not a["iscrowd"] for a in anns
@@ -426,14 +440,16 @@ def scene_metrics(
     iou_min: float = 0.5,
     min_face: float = 32,
     size_edges: Sequence[float] = (16, 32, 64),
+    curves: dict[str, pd.DataFrame] | None = None,
 ) -> dict:
-    """Everything metrics/scenes.json reports, from the chain's answers on the scenes."""
+    """Everything metrics/scenes.json reports, from the chain's answers on the scenes
+    (and the precision-recall curves into `curves`, when given)."""
     faces = face_table(results, iou_min)
     return {
         "scenes": len(results),
         "detection": detection_metrics(results, faces, min_face, size_edges),
         "classification": classification_on_matched(faces, class_map, classes),
-        "map50": map50(results, class_map, classes),
+        "map50": map50(results, class_map, classes, curves),
         "found_and_right": found_and_right(results, class_map, classes, (0.3, 0.5), size_edges),
     }
 
