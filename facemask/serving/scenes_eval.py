@@ -409,12 +409,12 @@ def found_and_right(
     out = {}
     for iou in ious:
         faces = face_table(results, iou)
+        matched = int(faces["detected"].sum())  # one-to-one: a found face is a matched box
         faces = faces[faces["name"].isin(list(class_map))]
         truth = faces["name"].map(class_map)
         top = faces["top"].map(lambda k: None if pd.isna(k) else classes[int(k)])
         hit = faces["detected"] & (top == truth)
         bins = faces["side"].map(lambda v: size_bin(v, size_edges))
-        matched = sum(len(match_boxes(r.truth, r.boxes, r.scores, iou)) for r in results)
         false = sum(len(r.scores) for r in results) - matched
         out[f"iou_{iou:g}"] = {
             "faces": len(faces),
