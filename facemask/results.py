@@ -1,8 +1,9 @@
-"""The README's result tables, generated from the files the pipeline wrote.
+"""The result tables of README.md and docs/*.md, generated from the files the pipeline wrote.
 
-Each table sits in the README between `<!-- results:NAME -->` and `<!-- /results:NAME -->`;
-`python -m facemask.results` rewrites them, `--check` fails when the README is out of date
-(CI runs the check, so a hand-edited number or a stale table cannot land).
+Each table sits in a page between `<!-- results:NAME -->` and `<!-- /results:NAME -->`;
+`python -m facemask.results` rewrites them in README.md and every docs/*.md, `--check` fails
+naming each page that is out of date (CI runs the check, so a hand-edited number or a stale
+table cannot land).
 """
 
 from __future__ import annotations
@@ -234,36 +235,54 @@ MARK = re.compile(
 )
 
 
-def render(readme: str, root: Path) -> str:
-    """The README with every marked table regenerated; an unknown name is an error."""
+def render(readme: str, root: Path, source: str = "README") -> str:
+    """The page with every marked table regenerated from `root`; an unknown name is an error
+    naming `source` (the page)."""
 
     def fill(m: re.Match) -> str:
         name = m.group("name")
         if name not in TABLES:
-            raise ValueError(f"README: unknown results table {name!r} (known: {sorted(TABLES)})")
+            raise ValueError(f"{source}: unknown results table {name!r} (known: {sorted(TABLES)})")
         return f"<!-- results:{name} -->\n{TABLES[name](root)}\n<!-- /results:{name} -->"
 
     return MARK.sub(fill, readme)
 
 
+def pages(root: Path) -> list[Path]:
+    """The pages that may hold result tables: README.md and every docs/*.md under `root`."""
+    readme = [root / "README.md"] if (root / "README.md").is_file() else []
+    return readme + sorted((root / "docs").glob("*.md"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
+    parser.add_argument(
+        "pages", nargs="*", type=Path, help="pages to do (default: README.md and docs/*.md)"
+    )
+    parser.add_argument("--root", type=Path, default=Path("."), help="where metrics/ lives")
+    parser.add_argument("--readme", type=Path, help="one page only; its folder is the root")
+    parser.add_argument("--check", action="store_true", help="exit 1 if any page is stale")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    new = render(text, args.readme.resolve().parent)
+    if args.readme is not None:
+        root, todo = args.readme.resolve().parent, [args.readme]
+    else:
+        root, todo = args.root, args.pages or pages(args.root)
+    new: dict[Path, tuple[str, str]] = {}
+    try:
+        for page in todo:
+            text = page.read_text()
+            new[page] = (text, render(text, root, source=str(page)))
+    except (OSError, ValueError) as e:
+        print(f"facemask.results: {e}", file=sys.stderr)
+        return 2
+    stale = [page for page, (old, text) in new.items() if text != old]
     if args.check:
-        if new != text:
-            print(f"{args.readme}: result tables are stale: run `make results`", file=sys.stderr)
-            return 1
-        return 0
-    args.readme.write_text(new)
+        for page in stale:
+            print(f"{page}: result tables are stale: run `make results`", file=sys.stderr)
+        return 1 if stale else 0
+    for page in stale:
+        page.write_text(new[page][1])
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def headline(root: Path) -> dict:
@@ -287,3 +306,7 @@ def headline(root: Path) -> dict:
     if rob:
         out["corrupted"] = round(rob["mean_corrupted_accuracy"], 4)
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""README result tables come from the metrics files, and the README is in sync with them."""
+"""Result tables in README.md and docs/*.md come from the metrics files, and every page is in
+sync with them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from facemask.results import MARK, render
+from facemask.results import MARK, TABLES, main, pages, render
 from tests.conftest import ROOT
 
 
@@ -56,6 +57,73 @@ def test_readme_tables_are_in_sync_with_the_metrics():
     readme = (ROOT / "README.md").read_text()
     assert len(MARK.findall(readme)) >= 2  # the tables are marked, so the check has teeth
     assert render(readme, ROOT) == readme, "README result tables are stale: run `make results`"
+
+
+def test_docs_tables_are_in_sync_with_the_metrics():
+    docs = [p for p in pages(ROOT) if p.parent.name == "docs" and MARK.search(p.read_text())]
+    assert docs, "no docs page holds a results table"  # so the loop below checks something
+    for page in docs:
+        text = page.read_text()
+        assert render(text, ROOT, str(page)) == text, f"{page} is stale: run `make results`"
+
+
+def test_every_table_sits_in_the_readme_or_a_docs_page():
+    """A table moved out of the README must land in a page the check reads, not vanish."""
+    placed = {m.group("name") for p in pages(ROOT) for m in MARK.finditer(p.read_text())}
+    assert placed == set(TABLES)
+
+
+def site(root):
+    """A repository in miniature: metrics, a README with a fresh table, a stale docs page."""
+    write_metrics(root)
+    fresh = render("<!-- results:evaluation -->\n<!-- /results:evaluation -->\n", root)
+    (root / "README.md").write_text("# readme\n" + fresh)
+    (root / "docs").mkdir()
+    stale = "<!-- results:loso -->\nold\n<!-- /results:loso -->"
+    (root / "docs" / "page.md").write_text(f"# page\n{stale}\nend\n")
+    return fresh
+
+
+def test_check_fails_naming_a_stale_docs_page_and_rewrite_fixes_it(tmp_path, capsys):
+    fresh = site(tmp_path)
+    page = tmp_path / "docs" / "page.md"
+    assert main(["--root", str(tmp_path), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "page.md" in err and "README" not in err  # only the stale page is named
+    assert main(["--root", str(tmp_path)]) == 0
+    text = page.read_text()
+    assert "old" not in text and "No leaderboard/loso" in text and text.endswith("end\n")
+    assert (tmp_path / "README.md").read_text() == "# readme\n" + fresh  # untouched
+    assert main(["--root", str(tmp_path), "--check"]) == 0
+
+
+def test_check_reads_docs_from_the_current_folder_by_default(tmp_path, monkeypatch, capsys):
+    """`make lint` runs `python -m facemask.results --check` in the repository root."""
+    site(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--check"]) == 1
+    assert "docs/page.md" in capsys.readouterr().err
+    assert main([]) == 0
+    assert main(["--check"]) == 0
+
+
+def test_readme_option_checks_that_page_only(tmp_path):
+    site(tmp_path)  # docs/page.md is stale, README.md is not
+    assert main(["--readme", str(tmp_path / "README.md"), "--check"]) == 0
+    assert main(["--check", "--root", str(tmp_path), str(tmp_path / "docs" / "page.md")]) == 1
+
+
+def test_unknown_table_in_a_docs_page_names_the_page_and_writes_nothing(tmp_path, capsys):
+    site(tmp_path)
+    bad = tmp_path / "docs" / "zz.md"
+    bad.write_text("<!-- results:nonesuch -->\nx\n<!-- /results:nonesuch -->\n")
+    stale = (tmp_path / "docs" / "page.md").read_text()
+    assert main(["--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "zz.md" in err and "nonesuch" in err
+    assert (tmp_path / "docs" / "page.md").read_text() == stale  # no page half-written
+    with pytest.raises(ValueError, match=r"docs/zz\.md"):
+        render(bad.read_text(), tmp_path, "docs/zz.md")
 
 
 def test_headline_keys_are_short_and_unique(tmp_path):
