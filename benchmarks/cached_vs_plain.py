@@ -12,7 +12,6 @@ its per-epoch cost is stable; the cached path is timed end to end, cold and warm
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import tempfile
 import time
@@ -20,9 +19,10 @@ import time
 import pandas as pd
 import torch
 
-from facemask.config import load_params, seed_everything, tune_malloc
+from facemask.config import seed_everything, tune_malloc
 from facemask.data.cache import ArrayStore, Normalize, Split, load_images, to_tensor
 from facemask.models.factory import create_model
+from facemask.params import Params, load_stage_params
 from facemask.training.features import bf16_supported, compute_features
 from facemask.training.train import fit_head, transfer_learn
 
@@ -35,11 +35,11 @@ def load(split: str, classes: list[str], size: int, store: ArrayStore | None) ->
     )
 
 
-def plain_epochs(params: dict, size: int, epochs: int) -> list[float]:
+def plain_epochs(params: Params, size: int, epochs: int) -> list[float]:
     """Seconds per epoch when every epoch decodes and runs the backbone again."""
-    classes, tp = params["classes"], params["train"]
-    seed_everything(params["seed"])
-    model, _ = create_model(params["model"], len(classes))
+    classes, tp = params.classes, params.train
+    seed_everything(params.seed)
+    model, _ = create_model(params.model, len(classes))
     model = model.to(memory_format=torch.channels_last)
     norm = Normalize(model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
     head = model.get_classifier()
@@ -48,29 +48,34 @@ def plain_epochs(params: dict, size: int, epochs: int) -> list[float]:
         t = time.perf_counter()
         train, valid = (load(s, classes, size, None) for s in ("train", "valid"))
         # Same precision as the cached path, so the ratio measures caching alone.
-        bf16 = bf16_supported() if tp["bf16_features"] == "auto" else tp["bf16_features"]
-        f_train = compute_features(model, train.images, norm, tp["batch_size"], bf16=bf16)
-        f_valid = compute_features(model, valid.images, norm, tp["batch_size"], bf16=bf16)
+        bf16 = bf16_supported() if tp.bf16_features == "auto" else tp.bf16_features
+        f_train = compute_features(model, train.images, norm, tp.batch_size, bf16=bf16)
+        f_valid = compute_features(model, valid.images, norm, tp.batch_size, bf16=bf16)
         fit_head(head, f_train, train.labels, f_valid, valid.labels, epochs=1, patience=0)
         times.append(time.perf_counter() - t)
         print(f"plain epoch: {times[-1]:.1f} s")
     return times
 
 
-def cached_run(params: dict, size: int) -> tuple[float, list[dict]]:
+def cached_run(params: Params, size: int) -> tuple[float, list[dict]]:
     """Seconds for the pipeline's whole head phase (decode, features, head epochs)."""
     from facemask.config import cache_dir
 
-    classes, tp = params["classes"], copy.deepcopy(params["train"])
-    tp["finetune"]["epochs"], tp["head"]["flip_views"] = 0, False
-    seed_everything(params["seed"])
+    classes, tp = params.classes, params.train
+    tp = tp.model_copy(
+        update={
+            "finetune": tp.finetune.model_copy(update={"epochs": 0}),
+            "head": tp.head.model_copy(update={"flip_views": False}),
+        }
+    )
+    seed_everything(params.seed)
     t = time.perf_counter()
     store = ArrayStore(cache_dir() / "images")
     train, valid = (load(s, classes, size, store) for s in ("train", "valid"))
-    model, _ = create_model(params["model"], len(classes))
+    model, _ = create_model(params.model, len(classes))
     model = model.to(memory_format=torch.channels_last)
     features = cache_dir() / "features"
-    history, _ = transfer_learn(model, train, valid, tp, len(classes), features, params["seed"])
+    history, _ = transfer_learn(model, train, valid, tp, len(classes), features, params.seed)
     return time.perf_counter() - t, history
 
 
@@ -81,7 +86,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.995, help="valid accuracy to reach")
     args = parser.parse_args()
     tune_malloc()
-    params = load_params()
+    params = load_stage_params("params.yaml", ("seed", "model", "classes", "train"))
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["FACEMASK_CACHE"] = tmp  # cold: nothing decoded or extracted yet
         cold, history = cached_run(params, args.size)
@@ -114,7 +119,7 @@ def main() -> None:
         },
     ]
     print(
-        f"\n{params['model']} @ {args.size} px, {n} head epochs (early stopping), "
+        f"\n{params.model} @ {args.size} px, {n} head epochs (early stopping), "
         f"target reached at epoch {hit}\n"
     )
     print(pd.DataFrame(rows).to_markdown(index=False))

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
-from facemask.config import exit_on_error, load_params
+from facemask.config import exit_on_error
 from facemask.data.reviews import AUDIT_COLUMNS, load_label_reviews, reviewed_mask
 from facemask.explain.figures import plot_notice, plot_review_gallery
+from facemask.params import Params, load_stage_params, stage_params
+
+SECTIONS = ("seed", "model", "classes", "train", "split", "audit")
 
 
-def main(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
+def main(
+    params: Mapping | Params, splits: Path, out_csv: Path, metrics_json: Path, gallery: Path
+) -> dict:
     """Write the flagged (and reviewed) pictures, audit metrics and a review gallery;
     with `audit.folds: 0`, empty ones that say the audit is off."""
-    folds = params["audit"]["folds"]
-    if folds == 0:
+    params = stage_params(params, SECTIONS)
+    if params.audit.folds == 0:
         return skipped(out_csv, metrics_json, gallery)
-    if not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"params audit.folds: 0 (off) or at least 2, not {folds!r}")
     return audit(params, splits, out_csv, metrics_json, gallery)
 
 
@@ -40,7 +44,7 @@ def skipped(out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
     return metrics
 
 
-def audit(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
+def audit(params: Params, splits: Path, out_csv: Path, metrics_json: Path, gallery: Path) -> dict:
     """The out-of-fold label check (main, with audit.folds >= 2)."""
     # Imported here, not at the top: torch and the backbones take ~9 s to import, which a
     # disabled audit (the fast preset) does not need to pay.
@@ -59,26 +63,19 @@ def audit(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery
 
     tune_malloc()
     use_free_cores()
-    seed_everything(params["seed"])
-    tp, a, classes = params["train"], params["audit"], list(params["classes"])
-    size = tp["image_size"]
-    model, _ = create_for_training(params["model"], len(classes), tp)
+    seed_everything(params.seed)
+    tp, a, classes = params.train, params.audit, list(params.classes)
+    size = tp.image_size
+    model, _ = create_for_training(params.model, len(classes), tp)
     # Shared with the train stage through the cache: whichever runs first computes them.
     sources = feature_sources(cache_dir() / "features", model, size)
     df, features, flipped = split_features(
-        splits, classes, size, sources, tp["batch_size"], a["flip_views"], use_bf16(tp)
+        splits, classes, size, sources, tp.batch_size, a.flip_views, use_bf16(tp.bf16_features)
     )
     probs = out_of_fold_probs(
-        df,
-        features,
-        a["folds"],
-        classes,
-        tp["head"],
-        flipped,
-        tp.get("class_weights"),
-        params["seed"],
+        df, features, a.folds, classes, tp.head, flipped, tp.class_weights, params.seed
     )
-    reviews, _ = load_label_reviews(params["split"].get("label_reviews"), df, classes)
+    reviews, _ = load_label_reviews(params.split.label_reviews, df, classes)
     table = label_issues(df, probs, classes, reviewed_mask(df, reviews))
     suspect = find_suspects(table)
     for path in (out_csv, metrics_json, gallery):
@@ -86,7 +83,7 @@ def audit(params: dict, splits: Path, out_csv: Path, metrics_json: Path, gallery
     table[suspect | table["reviewed"]].to_csv(out_csv, index=False, lineterminator="\n")
 
     todo = table[suspect & ~table["reviewed"]]
-    shown = todo.head(a["gallery"])
+    shown = todo.head(a.gallery)
     plot_review_gallery(list(decode_frame(shown, size)), shown, len(todo), gallery)
     metrics = summarize_audit(table, suspect)
     metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -103,4 +100,10 @@ if __name__ == "__main__":
     parser.add_argument("--gallery", type=Path, default=Path("plots/label_audit.png"))
     args = parser.parse_args()
     with exit_on_error("audit"):
-        main(load_params(args.params), args.splits, args.out, args.metrics, args.gallery)
+        main(
+            load_stage_params(args.params, SECTIONS),
+            args.splits,
+            args.out,
+            args.metrics,
+            args.gallery,
+        )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from facemask.config import cache_dir, load_params, seed_everything, tune_malloc
+from facemask.config import cache_dir, exit_on_error, seed_everything, tune_malloc
 from facemask.data.cache import decode_frame, to_tensor
+from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.training.compare import cross_validate, make_grid
 from facemask.training.leaderboard import (
@@ -20,22 +22,25 @@ from facemask.training.leaderboard import (
 )
 
 
-def main(params: dict, splits: Path, out: Path, section: str = "compare") -> pd.DataFrame:
+def main(
+    params: Mapping | Params, splits: Path, out: Path, section: str = "compare"
+) -> pd.DataFrame:
     """Cross-validate every configuration on train+valid; write the leaderboard files.
 
     `section` names the params.yaml grid (models, weights, modes, image_size,
     finetune_epochs, optional repeats): `compare` is the backbone leaderboard.
     """
+    params = stage_params(params, ["seed", "classes", "train", "cv", section])
     tune_malloc()
     use_free_cores()
-    seed_everything(params["seed"])
-    cp = params[section]
+    seed_everything(params.seed)
+    cp = getattr(params, section)
     # The test split stays untouched: folds are drawn from train+valid, groups kept whole.
     dev = pd.concat([pd.read_csv(splits / f"{s}.csv") for s in ("train", "valid")])
     dev = dev.sort_values("path").reset_index(drop=True)
-    images = to_tensor(decode_frame(dev, cp["image_size"]))
+    images = to_tensor(decode_frame(dev, cp.image_size))
 
-    grid, skipped = make_grid(cp["models"], cp["weights"], cp["modes"])
+    grid, skipped = make_grid(cp.models, cp.weights, cp.modes)
     for cfg, why in skipped:
         print(f"skip {cfg.name}: {why}")
     # One JSON per finished (config, fold), keyed by its inputs and code: resumable.
@@ -43,14 +48,8 @@ def main(params: dict, splits: Path, out: Path, section: str = "compare") -> pd.
     per_fold = cross_validate(
         params, section, dev, images, grid, store / "compare", store / "features"
     )
-    board = add_speed(summarize(per_fold), len(params["classes"]), cp["image_size"])
-    header = describe_cv(
-        params["cv"]["folds"],
-        len(dev),
-        cp.get("repeats", 1),
-        cp["image_size"],
-        cp["finetune_epochs"],
-    )
+    board = add_speed(summarize(per_fold), len(params.classes), cp.image_size)
+    header = describe_cv(params.cv.folds, len(dev), cp.repeats, cp.image_size, cp.finetune_epochs)
     write_leaderboard(per_fold, board, out, header, [f"{c.name}: {why}" for c, why in skipped])
     print(to_markdown(board))
     return board
@@ -63,4 +62,6 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("leaderboard"))
     parser.add_argument("--section", default="compare", help="params.yaml section of the grid")
     args = parser.parse_args()
-    main(load_params(args.params), args.splits, args.out, args.section)
+    with exit_on_error("compare"):
+        params = load_stage_params(args.params, ["seed", "classes", "train", "cv", args.section])
+    main(params, args.splits, args.out, args.section)

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from facemask.config import exit_on_error, load_params, tune_malloc
+from facemask.config import exit_on_error, tune_malloc
 from facemask.evaluation.calibration import reliability_table, risk_coverage, softmax
 from facemask.evaluation.curves import pr_curves, roc_curves
 from facemask.evaluation.metrics import classification_metrics
 from facemask.evaluation.report import frame_metrics, score_frame
 from facemask.models.factory import load_model
+from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
+
+SECTIONS = ("evaluate",)
 
 
 def main(
-    params: dict,
+    params: Mapping | Params,
     model_path: Path,
     test_csv: Path,
     published_csv: Path,
@@ -28,13 +32,14 @@ def main(
     curves: Path,
 ) -> dict:
     """Predict the test split as published, write metrics JSON, predictions and curve CSVs."""
+    params = stage_params(params, SECTIONS)
     tune_malloc()
     use_free_cores()
-    ev = params["evaluate"]
+    ev = params.evaluate
     model, card = load_model(model_path)
     published = pd.read_csv(published_csv)  # as drawn: pictures a review dropped included
-    scored = score_frame(model, card, published, ev["batch_size"], ev.get("tta") or ())
-    metrics = {"model": card.model, **frame_metrics(scored, card, ev["abstain"])}
+    scored = score_frame(model, card, published, ev.batch_size, ev.tta)
+    metrics = {"model": card.model, **frame_metrics(scored, card, ev.abstain)}
     # The reviewed labels, beside: the same predictions, reviewed pictures relabelled or gone.
     reviewed = pd.read_csv(test_csv)
     pred = scored.table.drop(columns="label").merge(reviewed[["path", "label"]], on="path")
@@ -78,7 +83,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with exit_on_error("evaluate"):
         main(
-            load_params(args.params),
+            load_stage_params(args.params, SECTIONS),
             args.model,
             args.test,
             args.published,

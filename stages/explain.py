@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from facemask.config import load_params, seed_everything, tune_malloc
+from facemask.config import exit_on_error, seed_everything, tune_malloc
 from facemask.explain.report import explain_model, join_split
 from facemask.models.factory import load_model
+from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 
 
@@ -30,13 +32,17 @@ class Outputs:
     misclassified: Path  # CSV
 
 
+SECTIONS = ("seed", "explain")
+
+
 def main(
-    params: dict, model_path: Path, predictions_csv: Path, test_csv: Path, outs: Outputs
+    params: Mapping | Params, model_path: Path, predictions_csv: Path, test_csv: Path, outs: Outputs
 ) -> dict:
     """Write the PNGs under outs.plots and the metrics and lists; return the metrics."""
+    params = stage_params(params, SECTIONS)
     tune_malloc()
     use_free_cores()
-    p, seed = params["explain"], params["seed"]
+    p, seed = params.explain, params.seed
     seed_everything(seed)
     clock = time.perf_counter()
     model, card = load_model(model_path)
@@ -78,4 +84,7 @@ if __name__ == "__main__":
         args.low_confidence,
         args.misclassified,
     )
-    main(load_params(args.params), args.model, args.predictions, args.test, outs)
+    with exit_on_error("explain"):
+        main(
+            load_stage_params(args.params, SECTIONS), args.model, args.predictions, args.test, outs
+        )

@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from facemask.config import exit_on_error, load_params, tune_malloc
+from facemask.config import exit_on_error, tune_malloc
 from facemask.data.external import seen_in_training, unique_pictures
 from facemask.evaluation.report import frame_metrics, score_frame
 from facemask.models.factory import load_model
+from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
+
+SECTIONS = ("evaluate", "prepare")
 
 
 def main(
-    params: dict, model_path: Path, external: Path, splits: Path, metrics: Path, predictions: Path
+    params: Mapping | Params,
+    model_path: Path,
+    external: Path,
+    splits: Path,
+    metrics: Path,
+    predictions: Path,
 ) -> dict:
     """Score every external set; return {name: metrics}."""
+    params = stage_params(params, SECTIONS)
     tune_malloc()
     use_free_cores()
     model, card = load_model(model_path)
@@ -31,17 +41,17 @@ def main(
     out = {}
     metrics.mkdir(parents=True, exist_ok=True)  # DVC wants both outputs even with no set
     predictions.mkdir(parents=True, exist_ok=True)
-    for spec in params["evaluate"]["external"] or []:
-        name = spec["name"]
+    ev = params.evaluate
+    for spec in ev.external:
+        name = spec.name
         index = pd.read_csv(external / f"{name}.csv")
         unique = unique_pictures(index)
-        overlap = seen_in_training(unique, seen, params["prepare"]["near_duplicate_distance"])
+        overlap = seen_in_training(unique, seen, params.prepare.near_duplicate_distance)
         kept = unique[~overlap].reset_index(drop=True)
-        ev = params["evaluate"]
-        scored = score_frame(model, card, kept, ev["batch_size"], ev.get("tta") or ())
+        scored = score_frame(model, card, kept, ev.batch_size, ev.tta)
         pred = scored.table
         result = {
-            **frame_metrics(scored, card, ev["abstain"]),
+            **frame_metrics(scored, card, ev.abstain),
             "copies_removed": len(index) - len(unique),
             "overlap_removed": int(overlap.sum()),
         }
@@ -66,7 +76,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with exit_on_error("external"):
         main(
-            load_params(args.params),
+            load_stage_params(args.params, SECTIONS),
             args.model,
             args.external,
             args.splits,

@@ -9,26 +9,32 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
-from facemask.config import cache_dir, exit_on_error, load_params
+from facemask.config import cache_dir, exit_on_error
 from facemask.data.download import DownloadError, fetch_source
 from facemask.data.external import count_files, left_out_counts
 from facemask.data.prepare import build_index_with, sources_from_specs
+from facemask.params import Params, load_stage_params, stage_params
+
+SECTIONS = ("classes", "download", "evaluate", "prepare")
 
 
-def main(params: dict, out: Path, report_json: Path) -> dict:
+def main(params: Mapping | Params, out: Path, report_json: Path) -> dict:
     """Write out/<name>.csv (index), out/raw/<name>/ and out/crops/<name>/ for every set."""
-    specs = params["evaluate"]["external"] or []
-    p = params["prepare"]
+    params = stage_params(params, SECTIONS)
+    specs, p = params.evaluate.external, params.prepare
     # Check every spec before fetching anything: a typo fails in a second, not a minute.
-    sources = sources_from_specs(specs, out / "raw", params["classes"], "evaluate.external")
+    sources = sources_from_specs(
+        [s.spec() for s in specs], out / "raw", params.classes, "evaluate.external"
+    )
     shutil.rmtree(out, ignore_errors=True)  # sets dropped from params must not linger
     out.mkdir(parents=True)  # DVC wants the output even when no set is configured
     report = {}
     for spec, src in zip(specs, sources, strict=True):
         try:
-            fetched = fetch_source(spec, src.root, cache_dir() / "downloads", params["download"])
+            fetched = fetch_source(spec, src.root, cache_dir() / "downloads", params.download)
         except (DownloadError, OSError) as err:
             raise ValueError(f"evaluate.external[{src.name}]: {err}") from err
         index, rejected, rep = build_index_with([src], out / "crops" / src.name, p)
@@ -55,4 +61,4 @@ if __name__ == "__main__":
     parser.add_argument("--report", type=Path, default=Path("metrics/external_data.json"))
     args = parser.parse_args()
     with exit_on_error("external_data"):
-        main(load_params(args.params), args.out, args.report)
+        main(load_stage_params(args.params, SECTIONS), args.out, args.report)

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from facemask.config import cache_dir, exit_on_error, load_params, seed_everything, tune_malloc
+from facemask.config import cache_dir, exit_on_error, seed_everything, tune_malloc
 from facemask.data.split import SPLITS
+from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.training.loso import leave_one_source_out, loso_summary
 
+SECTIONS = ("seed", "model", "classes", "train")
 
-def main(params: dict, splits: Path, table_csv: Path, summary_json: Path) -> dict:
+
+def main(params: Mapping | Params, splits: Path, table_csv: Path, summary_json: Path) -> dict:
     """Write one row per left-out source and the mean / worst over them."""
+    params = stage_params(params, SECTIONS)
     tune_malloc()
     use_free_cores()
-    seed_everything(params["seed"])
+    seed_everything(params.seed)
     frames = {s: pd.read_csv(splits / f"{s}.csv") for s in SPLITS}
     table = leave_one_source_out(frames, params, cache_dir() / "features")
     summary = loso_summary(table)
@@ -38,4 +43,4 @@ if __name__ == "__main__":
     parser.add_argument("--summary", type=Path, default=Path("leaderboard/loso/loso.json"))
     args = parser.parse_args()
     with exit_on_error("loso"):
-        main(load_params(args.params), args.splits, args.table, args.summary)
+        main(load_stage_params(args.params, SECTIONS), args.splits, args.table, args.summary)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
-from facemask.config import load_params
+from facemask.config import exit_on_error
 from facemask.data.prepare import build_index_with, sources_from_specs
+from facemask.params import Params, load_stage_params, stage_params
+
+SECTIONS = ("classes", "data", "prepare")
 
 
 def main(
-    params: dict,
+    params: Mapping | Params,
     raw: Path,
     index_csv: Path,
     rejected_csv: Path,
@@ -23,11 +27,12 @@ def main(
 
     `crops` is emptied first: no default, so a caller can't wipe the workspace's
     data/crops by running from the repository root."""
-    sources = sources_from_specs(params["data"]["sources"], raw, params["classes"])
-    p = params["prepare"]
+    params = stage_params(params, SECTIONS)
+    sources = sources_from_specs([s.spec() for s in params.data.sources], raw, params.classes)
+    p = params.prepare
     shutil.rmtree(crops, ignore_errors=True)  # crops of an earlier run must not linger
     crops.mkdir(parents=True)
-    index, rejected, report = build_index_with(sources, crops, p, p.get("group_by") or ())
+    index, rejected, report = build_index_with(sources, crops, p, p.group_by)
     for path in (index_csv, rejected_csv, report_json):
         path.parent.mkdir(parents=True, exist_ok=True)
     index.to_csv(index_csv, index=False, lineterminator="\n")
@@ -46,4 +51,12 @@ if __name__ == "__main__":
     parser.add_argument("--report", type=Path, default=Path("metrics/prepare.json"))
     parser.add_argument("--crops", type=Path, default=Path("data/crops"))
     args = parser.parse_args()
-    main(load_params(args.params), args.raw, args.index, args.rejected, args.report, args.crops)
+    with exit_on_error("prepare"):
+        main(
+            load_stage_params(args.params, SECTIONS),
+            args.raw,
+            args.index,
+            args.rejected,
+            args.report,
+            args.crops,
+        )

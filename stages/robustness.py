@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from facemask.config import exit_on_error, load_params, tune_malloc
+from facemask.config import exit_on_error, tune_malloc
 from facemask.data.cache import decode_frame
 from facemask.evaluation.figures import plot_robustness
 from facemask.evaluation.predict import predict_probs
@@ -20,29 +21,41 @@ from facemask.evaluation.robustness import (
     stratified_sample,
 )
 from facemask.models.factory import load_model
+from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
+
+SECTIONS = ("seed", "evaluate", "robustness")
 
 
 def main(
-    params: dict, model_path: Path, test_csv: Path, table_csv: Path, metrics_json: Path, plot: Path
+    params: Mapping | Params,
+    model_path: Path,
+    test_csv: Path,
+    table_csv: Path,
+    metrics_json: Path,
+    plot: Path,
 ) -> dict:
     """Write accuracy per (corruption, severity), its summary (metrics) and a line plot."""
+    params = stage_params(params, SECTIONS)
     tune_malloc()
     use_free_cores()
-    rp = params["robustness"]
+    rp = params.robustness
+    unknown = sorted(set(rp.corruptions) - set(CORRUPTIONS))
+    if unknown:  # a misspelled name would otherwise drop that corruption without a word
+        raise ValueError(f"robustness.corruptions: unknown {unknown}; known: {list(CORRUPTIONS)}")
     model, card = load_model(model_path)
     df = pd.read_csv(test_csv)
-    sample = df.iloc[stratified_sample(df, rp["sample"], params["seed"])].reset_index(drop=True)
+    sample = df.iloc[stratified_sample(df, rp.sample, params.seed)].reset_index(drop=True)
     images = decode_frame(sample, card.image_size)
     labels = sample["label"].map(card.classes.index).to_numpy()
-    corruptions = {k: v for k, v in CORRUPTIONS.items() if k in rp["corruptions"]}
-    bs = params["evaluate"]["batch_size"]
+    corruptions = {k: v for k, v in CORRUPTIONS.items() if k in rp.corruptions}
+    bs = params.evaluate.batch_size
     table = robustness_table(
         lambda x: predict_probs(model, card, x, bs).argmax(1),
         images,
         labels,
         corruptions,
-        params["seed"],
+        params.seed,
     )
     summary = {"sample": len(sample), **robustness_summary(table)}
     for path in (table_csv, metrics_json, plot):
@@ -64,4 +77,11 @@ if __name__ == "__main__":
     parser.add_argument("--plot", type=Path, default=Path("plots/robustness.png"))
     args = parser.parse_args()
     with exit_on_error("robustness"):
-        main(load_params(args.params), args.model, args.test, args.table, args.metrics, args.plot)
+        main(
+            load_stage_params(args.params, SECTIONS),
+            args.model,
+            args.test,
+            args.table,
+            args.metrics,
+            args.plot,
+        )

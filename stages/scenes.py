@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from facemask.config import exit_on_error, load_params, tune_malloc
+from facemask.config import exit_on_error, tune_malloc
 from facemask.data.scenes import list_scenes
+from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.serving.detect import create_detector
 from facemask.serving.engines import load_engine
@@ -23,9 +25,11 @@ from facemask.serving.scenes_eval import (
     summary_line,
 )
 
+SECTIONS = ("seed", "prepare", "evaluate", "scenes")
+
 
 def main(
-    params: dict,
+    params: Mapping | Params,
     model_path: Path,
     voc_root: Path,
     scenes: str,
@@ -39,46 +43,43 @@ def main(
     leaving out any scene listed in the `exclude` CSVs (the splits that train). `fmt`: the
     scene layout (voc, yolo, coco, csv; auto = detected from the folder). `curves_dir`: one
     precision-recall CSV per class (a DVC plot)."""
+    params = stage_params(params, SECTIONS)
     tune_malloc()
     use_free_cores()
-    sp = params["scenes"]
-    engine = load_engine(model_path, "torch", batch_size=sp["batch_size"])
+    sp = params.scenes
+    engine = load_engine(model_path, "torch", batch_size=sp.batch_size)
     ids = None if scenes == "all" else read_scene_ids(scenes)
     listed, bad = list_scenes(voc_root, ids, fmt)
     seen = set().union(*(read_scene_ids(p) for p in exclude))
     listed = [s for s in listed if s.image.stem not in seen]
-    if sp.get("sample") and len(listed) > sp["sample"]:
+    if sp.sample is not None and len(listed) > sp.sample:
         # A fixed random subset (by seed): a quicker run whose figure is still unbiased.
-        pick = np.random.default_rng(params["seed"]).choice(
-            len(listed), sp["sample"], replace=False
-        )
+        pick = np.random.default_rng(params.seed).choice(len(listed), sp.sample, replace=False)
         listed = [listed[i] for i in sorted(pick)]
     if not listed:
         raise ValueError(
             f"{voc_root}: no annotated scene" + ("" if ids is None else f" in {scenes}")
         )
-    detector = create_detector(
-        sp["detector"], threshold=sp["threshold"], upscale=sp["upscale"], threads=1
-    )
+    detector = create_detector(sp.detector, threshold=sp.threshold, upscale=sp.upscale, threads=1)
     classes = engine.card.classes
     curves: dict = {}
     results, metrics = evaluate_scenes(
         listed,
         engine,
         detector,
-        sp["classes"],
-        params["prepare"]["crop_margin"],
-        sp["batch_size"],
-        params["evaluate"]["abstain"],
-        sp["iou"],
-        sp["min_face"],
-        sp["size_bins"],
+        sp.classes,
+        params.prepare.crop_margin,
+        sp.batch_size,
+        params.evaluate.abstain,
+        sp.iou,
+        sp.min_face,
+        sp.size_bins,
         bad,
         curves,
     )
     metrics = {
         "model": metrics.pop("model"),
-        "detector": {k: sp[k] for k in ("detector", "threshold", "upscale")},
+        "detector": sp.model_dump(include={"detector", "threshold", "upscale"}),
         **metrics,
     }
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,7 @@ def main(
         for name, frame in curves.items():
             frame.to_csv(curves_dir / f"{name}.csv", index=False)
     gallery.parent.mkdir(parents=True, exist_ok=True)
-    scene_gallery(results, listed, classes, sp["gallery"]).save(gallery)
+    scene_gallery(results, listed, classes, sp.gallery).save(gallery)
     print(summary_line(metrics))
     return metrics
 
@@ -127,7 +128,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with exit_on_error("scenes"):
         main(
-            load_params(args.params),
+            load_stage_params(args.params, SECTIONS),
             args.model,
             args.voc,
             args.scenes,

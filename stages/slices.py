@@ -6,29 +6,39 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
-from facemask.config import exit_on_error, load_params
+from facemask.config import exit_on_error
 from facemask.evaluation.figures import plot_slices
 from facemask.evaluation.slice_report import FAMILIES, gather_predictions
 from facemask.evaluation.slices import slice_summary, slice_table
+from facemask.params import Params, load_stage_params, stage_params
+
+SECTIONS = ("seed", "classes", "slices")
 
 
 def main(
-    params: dict, test: Path, external: Path, table_csv: Path, summary_json: Path, plot: Path
+    params: Mapping | Params,
+    test: Path,
+    external: Path,
+    table_csv: Path,
+    summary_json: Path,
+    plot: Path,
 ) -> dict:
     """Write the slice table (CSV, a DVC plot), its summary (metrics) and a picture."""
-    sp = params["slices"]
+    params = stage_params(params, SECTIONS)
+    sp = params.slices
     df = gather_predictions(test, external)
-    pairs = [tuple(p) for p in sp["intersections"]]
+    pairs = [tuple(p) for p in sp.intersections]
     table = slice_table(
         df,
         list(FAMILIES) + sorted(c for c in df.columns if c.startswith("attr_")),
         intersections=[p for p in pairs if all(c in df.columns for c in p)],
-        classes=list(params["classes"]),
-        min_count=sp["min_count"],
-        n_boot=sp["bootstrap"],
-        seed=params["seed"],
+        classes=list(params.classes),
+        min_count=sp.min_count,
+        n_boot=sp.bootstrap,
+        seed=params.seed,
     )
     summary = slice_summary(table)
     for path in (table_csv, summary_json, plot):
@@ -51,5 +61,10 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with exit_on_error("slices"):
         main(
-            load_params(args.params), args.test, args.external, args.table, args.summary, args.plot
+            load_stage_params(args.params, SECTIONS),
+            args.test,
+            args.external,
+            args.table,
+            args.summary,
+            args.plot,
         )

@@ -6,23 +6,27 @@ import argparse
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from facemask.config import cache_dir, code_fingerprint, load_params, seed_everything, tune_malloc
+from facemask.config import cache_dir, code_fingerprint, exit_on_error, seed_everything, tune_malloc
 from facemask.data.cache import Split, load_split
 from facemask.models.factory import ModelCard, create_for_training, save_model
+from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.training.calibrate import valid_temperature
 from facemask.training.distributed import close_distributed, init_distributed
 from facemask.training.train import transfer_learn
 
+SECTIONS = ("seed", "model", "classes", "train", "evaluate")
 
-def run_key(params: dict, *csvs: Path) -> str:
+
+def run_key(params: Params, *csvs: Path) -> str:
     """Identifies one training run (params, data and training code), to find its interrupted
     checkpoint: a checkpoint written by other code is never resumed."""
-    spec = [params[k] for k in ("seed", "model", "classes", "train")]
+    spec = [params.seed, params.model, params.classes, params.train.model_dump()]
     spec.append(code_fingerprint("facemask.training.train"))
     h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
     for csv in csvs:
@@ -31,17 +35,22 @@ def run_key(params: dict, *csvs: Path) -> str:
 
 
 def main(
-    params: dict, splits: Path, model_out: Path, history_csv: Path, metrics_json: Path
+    params: Mapping | Params,
+    splits: Path,
+    model_out: Path,
+    history_csv: Path,
+    metrics_json: Path,
 ) -> dict:
     """Train, save the model with its card, and write the per-epoch history and a summary."""
+    params = stage_params(params, SECTIONS)
     tune_malloc()
     use_free_cores()
     t_start = time.perf_counter()
-    tp, classes = params["train"], list(params["classes"])
-    job = init_distributed(tp.get("distributed", "auto"))  # torchrun: one of several processes
-    seed_everything(params["seed"])
-    size = tp["image_size"]
-    model, weights = create_for_training(params["model"], len(classes), tp)
+    tp, classes = params.train, list(params.classes)
+    job = init_distributed(tp.distributed)  # torchrun: one of several processes
+    seed_everything(params.seed)
+    size = tp.image_size
+    model, weights = create_for_training(params.model, len(classes), tp)
     cfg = model.pretrained_cfg
     train_df, train_x, train_y = load_split(splits / "train.csv", classes, size)
     valid_df, valid_x, valid_y = load_split(splits / "valid.csv", classes, size)
@@ -56,7 +65,7 @@ def main(
         tp,
         len(classes),
         cache_dir() / "features",
-        seed=params["seed"],
+        seed=params.seed,
         checkpoint=checkpoint,
         device=job.device,
     )
@@ -64,12 +73,12 @@ def main(
     if not job.is_main:
         return {}
     checkpoint.unlink(missing_ok=True)  # finished: a later run must start fresh
-    temperature = valid_temperature(model, valid, tp, cache_dir() / "features", params["seed"])
+    temperature = valid_temperature(model, valid, tp, cache_dir() / "features", params.seed)
     t_end = time.perf_counter()
 
-    card = ModelCard(params["model"], classes, size, tuple(cfg["mean"]), tuple(cfg["std"]), weights)
+    card = ModelCard(params.model, classes, size, tuple(cfg["mean"]), tuple(cfg["std"]), weights)
     card.temperature = temperature
-    card.abstain = params["evaluate"]["abstain"]  # the deployed model knows its threshold
+    card.abstain = params.evaluate.abstain  # the deployed model knows its threshold
     save_model(model, card, model_out)
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     hist = pd.DataFrame(history)
@@ -106,4 +115,6 @@ if __name__ == "__main__":
     parser.add_argument("--history", type=Path, default=Path("metrics/train_history.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
     args = parser.parse_args()
-    main(load_params(args.params), args.splits, args.model_out, args.history, args.metrics)
+    with exit_on_error("train"):
+        params = load_stage_params(args.params, SECTIONS)
+    main(params, args.splits, args.model_out, args.history, args.metrics)

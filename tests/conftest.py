@@ -100,6 +100,14 @@ def tiny_params(zip_path: Path, model: str = "facemask_cnn") -> dict:
     return params
 
 
+def train_params(**overrides):
+    """params.yaml's `train` section, typed, with top-level keys replaced."""
+    from facemask.params import TrainParams
+
+    train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
+    return TrainParams.model_validate({**train, **overrides})
+
+
 def run_data_stages(params: dict) -> Path:
     """download -> prepare -> split in the current folder, as dvc repro lays them out."""
     from stages import download, prepare, split

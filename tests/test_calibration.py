@@ -16,6 +16,7 @@ from facemask.evaluation.calibration import (
     softmax,
 )
 from facemask.evaluation.curves import curve_metrics, pr_curves, roc_curves
+from tests.conftest import train_params
 
 CLASSES = ["with_mask", "without_mask"]
 
@@ -210,8 +211,11 @@ def test_degraded_valid_copies_join_the_temperature_fit(monkeypatch):
     monkeypatch.setattr(calibrate, "head_logits", fake_logits)
     valid = Split(torch.zeros(n, 3, 8, 8, dtype=torch.uint8), labels, [str(i) for i in range(n)])
     model = torch.nn.Linear(1, 2)
-    sharp = calibrate.valid_temperature(model, valid, {"calibration_views": 0}, None)
-    soft = calibrate.valid_temperature(model, valid, {"calibration_views": 2}, None, seed=3)
+    tp = train_params(degrade={})
+    sharp = calibrate.valid_temperature(model, valid, train_params(calibration_views=0), None, 0)
+    soft = calibrate.valid_temperature(
+        model, valid, tp.model_copy(update={"calibration_views": 2}), None, seed=3
+    )
     assert views[0] is None and views[1] is None
     # Two degraded copies, each its own cached view, apart from the training views' names.
     from facemask.training.augment import named_degraded_view

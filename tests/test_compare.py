@@ -13,11 +13,12 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from facemask.config import facemask_imports
+from facemask.params import Params
 from facemask.training import compare as compare_lib
 from facemask.training.compare import Config, fold_key, make_grid
 from facemask.training.leaderboard import COLORS, draw_board, summarize, to_markdown
 from stages import compare
-from tests.conftest import run_data_stages
+from tests.conftest import run_data_stages, train_params
 
 
 def test_grid_skips_what_cannot_be_pretrained_offline():
@@ -77,6 +78,7 @@ def test_compare_stage_cross_validates_and_resumes(tmp_path, monkeypatch, params
         "modes": ["frozen", "finetune"],
         "image_size": 32,
         "finetune_epochs": 1,
+        "repeats": 1,
     }
     board = compare.main(params, Path("data/splits"), Path("leaderboard"))
 
@@ -126,8 +128,10 @@ def test_compare_stage_cross_validates_and_resumes(tmp_path, monkeypatch, params
 
     # Another section's grid reuses finished folds; a second repeat redraws the folds.
     trained.clear()
-    params["extra"] = {**params["compare"], "models": ["facemask_cnn"], "repeats": 2}
-    extra = compare.main(params, Path("data/splits"), Path("leaderboard4"), section="extra")
+    params["compare_joined"] = {**params["compare"], "models": ["facemask_cnn"], "repeats": 2}
+    extra = compare.main(
+        params, Path("data/splits"), Path("leaderboard4"), section="compare_joined"
+    )
     assert trained == ["facemask_cnn/scratch/frozen"] * 2  # repeat 1 only
     folds4 = pd.read_csv("leaderboard4/folds.csv")
     assert sorted(set(folds4["repeat"])) == [0, 1] and extra.loc[0, "folds"] == 4
@@ -156,14 +160,16 @@ def test_cv_never_holds_out_rows_pinned_to_train():
     assert inner.any() and not inner[pinned].any()
 
 
-def fold_params() -> dict:
-    return {
-        "seed": 0,
-        "classes": ["x", "y"],
-        "train": {"lr": 0.1},
-        "cv": {"folds": 2},
-        "compare": {"image_size": 32, "finetune_epochs": 1, "models": ["m"]},
-    }
+def fold_params(**train) -> Params:
+    grid = {"image_size": 32, "finetune_epochs": 1, "models": ["m"], "weights": ["scratch"],
+            "modes": ["frozen"], "repeats": 1}  # fmt: skip
+    return Params(
+        seed=0,
+        classes=["x", "y"],
+        train=train_params(**train),
+        cv={"folds": 2},
+        compare=grid,
+    )
 
 
 def test_fold_key_changes_with_what_shapes_a_fold_and_only_that(monkeypatch):
@@ -171,14 +177,15 @@ def test_fold_key_changes_with_what_shapes_a_fold_and_only_that(monkeypatch):
     params = fold_params()
     key = fold_key(params, "m/scratch/frozen", 0, dev)
     assert key == fold_key(fold_params(), "m/scratch/frozen", 0, dev)
-    params["compare"]["models"].append("n")  # a grown grid keeps the finished folds
-    assert fold_key(params, "m/scratch/frozen", 0, dev) == key
+    grown = params.compare.model_copy(update={"models": ["m", "n"]})
+    grown = params.model_copy(update={"compare": grown})  # a grown grid keeps finished folds
+    assert fold_key(grown, "m/scratch/frozen", 0, dev) == key
     changed = [
         fold_key(params, "m/scratch/finetune", 0, dev),
         fold_key(params, "m/scratch/frozen", 1, dev),
         fold_key(params, "m/scratch/frozen", 0, dev, repeat=1),
         fold_key(params, "m/scratch/frozen", 0, dev.assign(label=["y", "x"])),
-        fold_key({**params, "train": {"lr": 0.2}}, "m/scratch/frozen", 0, dev),
+        fold_key(fold_params(batch_size=3), "m/scratch/frozen", 0, dev),
     ]
     assert key not in changed and len(set(changed)) == len(changed)
     # Other code, other key: the fold cache is keyed by the code that computes a fold ...

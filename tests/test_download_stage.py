@@ -73,5 +73,5 @@ def test_scene_sources_section_fetches_a_box_csv_set(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"no 'scene_sources\.x'"):
         download.main(params, tmp_path / "other", "scene_sources.x")
     params["scene_sources"] = ["street"]
-    with pytest.raises(ValueError, match="must be a list of sources"):
+    with pytest.raises(ValueError, match="scene_sources: Input should be a valid dictionary"):
         download.main(params, tmp_path / "other", "scene_sources")

@@ -18,6 +18,7 @@ from facemask.data.reviews import (
     reviewed_mask,
 )
 from facemask.data.split import SPLITS
+from facemask.params import HeadParams
 from facemask.training.audit import (
     find_suspects,
     label_issues,
@@ -196,12 +197,17 @@ def planted(n: int = 240, flipped: int = 6, seed: int = 0):
     return df, torch.from_numpy(x)
 
 
-HEAD = {"epochs": 30, "lr": 0.05, "weight_decay": 0.0, "dropout": 0.0, "label_smoothing": 0.0}
+HEAD = {"epochs": 30, "lr": 0.05, "weight_decay": 0.0, "dropout": 0.0, "label_smoothing": 0.0,
+        "flip_views": False, "degraded_views": 0}  # fmt: skip
+
+
+def head_params(**overrides) -> HeadParams:
+    return HeadParams.model_validate({**HEAD, **overrides})
 
 
 def test_audit_ranks_planted_label_errors_first_and_flags_them():
     df, x = planted()
-    probs = out_of_fold_probs(df, x, 4, CLASSES, {**HEAD, "patience": 5}, seed=0)
+    probs = out_of_fold_probs(df, x, 4, CLASSES, head_params(patience=5), seed=0)
     table = label_issues(df, probs, CLASSES)
     assert set(table["path"].head(6)) == {f"{i}.jpg" for i in range(6)}
     assert (table["self_confidence"].head(6) < 0.2).all()
@@ -229,7 +235,7 @@ def test_out_of_fold_means_a_picture_never_trains_its_own_head(monkeypatch):
         return []
 
     monkeypatch.setattr(labels, "fit_head", fake_fit_head)
-    probs = out_of_fold_probs(df, ids, 3, CLASSES, {**HEAD, "patience": 1})
+    probs = out_of_fold_probs(df, ids, 3, CLASSES, head_params(patience=1))
     assert len(seen) == 3
     head_of_row = np.round(np.log(probs[:, 1] / probs[:, 0])).astype(int)
     for row, head in enumerate(head_of_row):

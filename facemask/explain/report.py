@@ -39,6 +39,7 @@ from facemask.explain.cams import (
 )
 from facemask.explain.figures import colorize, enlarge, plot_grid, plot_weight_histograms
 from facemask.models.factory import ModelCard
+from facemask.params import ExplainParams, MaximizeParams, OcclusionParams
 
 LIST_COLUMNS = ["path", "group", "label", "predicted", "confidence"]
 
@@ -262,7 +263,7 @@ def explain_cams(
     sample: pd.DataFrame,
     classes: list[str],
     layers: list[str],
-    p: dict,
+    p: ExplainParams,
     seed: int,
     folder: Path,
 ) -> tuple[dict, list[dict], list[dict], np.ndarray]:
@@ -271,14 +272,14 @@ def explain_cams(
     Returns metrics per method, ROAD rows, share rows and the first method's CAMs.
     """
     targets = sample["target"].tolist()
-    n_road, percentiles = min(p["road_images"], len(sample)), list(p["road_percentiles"])
+    n_road, percentiles = min(p.road_images, len(sample)), list(p.road_percentiles)
     metrics, road_table, share_table, first = {}, [], [], None
-    for method in p["cam_methods"]:
+    for method in p.cam_methods:
         cams = compute_cams(model, x, layers, targets, method)
         first = cams if first is None else first
         title = f"{method} at {', '.join(layers)}, for the predicted class"
         plot_cam_grid(
-            sample, images, cams, classes, p["per_cell"], folder / f"cam_{method}.png", title
+            sample, images, cams, classes, p.per_cell, folder / f"cam_{method}.png", title
         )
         shares = share_by_class(sample, classes, compute_lower_share(cams), method)
         road = compute_road(model, x[:n_road], cams[:n_road], targets[:n_road], percentiles, seed)
@@ -303,7 +304,7 @@ def explain_occlusion(
     sample: pd.DataFrame,
     classes: list[str],
     cams: np.ndarray,
-    o: dict,
+    o: OcclusionParams,
     method: str,
     path: Path,
 ) -> tuple[list[dict], int]:
@@ -311,10 +312,10 @@ def explain_occlusion(
     CAM. Returns lower-face share rows (correct ones) and the number of images."""
     correct = (sample["label"] == sample["predicted"]).to_numpy()
     pick = np.concatenate(
-        [np.flatnonzero(correct)[: o["images"]], np.flatnonzero(~correct)[: o["wrong"]]]
+        [np.flatnonzero(correct)[: o.images], np.flatnonzero(~correct)[: o.wrong]]
     )
     size = x.shape[-1]
-    patch, stride = max(1, round(o["patch"] * size)), max(1, round(o["stride"] * size))
+    patch, stride = max(1, round(o.patch * size)), max(1, round(o.stride * size))
     targets = sample["target"].to_numpy()[pick].tolist()
     occ = compute_occlusion(model, x[pick], targets, patch, stride)
     tiles, captions = [], []
@@ -328,13 +329,13 @@ def explain_occlusion(
 
 
 def explain_maximize(
-    model: torch.nn.Module, card: ModelCard, layer: str, m: dict, seed: int, path: Path
+    model: torch.nn.Module, card: ModelCard, layer: str, m: MaximizeParams, seed: int, path: Path
 ) -> dict:
     """Activation maximisation grid for the layer's first channels; mean activation gain."""
     width = dict(find_spatial_layers(model, card.image_size))[layer][0]
-    channels = list(range(min(m["filters"], width)))
+    channels = list(range(min(m.filters, width)))
     made, (before, after) = maximize_activations(
-        model, layer, channels, card.mean, card.std, m["size"], m["steps"], m["lr"], seed
+        model, layer, channels, card.mean, card.std, m.size, m.steps, m.lr, seed
     )
     plot_grid(
         list(made),
@@ -360,31 +361,36 @@ class Explanation:
 
 
 def explain_model(
-    model: torch.nn.Module, card: ModelCard, pred: pd.DataFrame, p: dict, seed: int, folder: Path
+    model: torch.nn.Module,
+    card: ModelCard,
+    pred: pd.DataFrame,
+    p: ExplainParams,
+    seed: int,
+    folder: Path,
 ) -> Explanation:
     """Every explain section on the test predictions (`join_split` output); PNGs in `folder`.
 
     `p` is params.yaml's `explain` section.
     """
     clock = time.perf_counter()
-    low = pick_low_confidence(pred, p["low_confidence"])
+    low = pick_low_confidence(pred, p.low_confidence)
     wrong = pick_misclassified(pred)
-    sample = pick_cam_sample(pred, card.classes, p["images"], seed)
+    sample = pick_cam_sample(pred, card.classes, p.images, seed)
     sample["target"] = [card.classes.index(c) for c in sample["predicted"]]
 
     # Decode each picture once: the CAM sample and both galleries share many.
-    limit = p["gallery_max"]
+    limit = p.gallery_max
     shown = [rows.drop_duplicates("group").head(limit) for rows in (low, wrong)]
     needed = pd.concat([sample, *shown]).drop_duplicates("path")
     decoded = decode_frame(needed, card.image_size)
     by_path = dict(zip(needed["path"], decoded, strict=True))
-    title = f"confidence < {p['low_confidence']}"
+    title = f"confidence < {p.low_confidence}"
     n_low = plot_gallery(low, by_path, folder / "low_confidence.png", title, limit)
     n_wrong = plot_gallery(wrong, by_path, folder / "misclassified.png", "misclassified", limit)
 
     images = np.stack([by_path[q] for q in sample["path"]]) if len(sample) else decoded[:0]
     x = Normalize(card.mean, card.std)(to_tensor(images))
-    layers = cam_layers(p["target_layer"], model, card.image_size)
+    layers = cam_layers(p.target_layer, model, card.image_size)
     per_method, road_table, share_table, cams = explain_cams(
         model, x, images, sample, card.classes, layers, p, seed, folder
     )
@@ -396,30 +402,30 @@ def explain_model(
         sample,
         card.classes,
         cams,
-        p["occlusion"],
-        p["cam_methods"][0],
+        p.occlusion,
+        p.cam_methods[0],
         folder / "occlusion.png",
     )
     print(f"occlusion: {time.perf_counter() - clock:.1f} s")
     stages = find_stage_layers(model, card.image_size)
-    f = p["features"]
-    k = min(f["images"], len(sample))
-    layers_shown = f["layers"] or pick_spread(stages, 3)
+    f = p.features
+    k = min(f.images, len(sample))
+    layers_shown = f.layers or pick_spread(stages, 3)
     feature_png = folder / "feature_maps.png"
     plot_feature_maps(
-        model, x[:k], images[:k], sample.iloc[:k], layers_shown, f["channels"], feature_png
+        model, x[:k], images[:k], sample.iloc[:k], layers_shown, f.channels, feature_png
     )
-    plot_weights(model, p["weight_bins"], folder, card.model)
+    plot_weights(model, p.weight_bins, folder, card.model)
     weights = pd.DataFrame(summarize_weights(model))
-    m = p["maximize"]
-    layer = m["layer"] or stages[len(stages) // 2]
+    m = p.maximize
+    layer = m.layer or stages[len(stages) // 2]
     maximized = explain_maximize(model, card, layer, m, seed, folder / "activation_max.png")
 
     metrics = {
         "layer": ", ".join(layers),
         "images": {
             "cam": len(sample),
-            "road": min(p["road_images"], len(sample)),
+            "road": min(p.road_images, len(sample)),
             "occlusion": n_occluded,
             "gallery_low_confidence": n_low,
             "gallery_misclassified": n_wrong,

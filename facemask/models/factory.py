@@ -21,6 +21,8 @@ from timm.models import build_model_with_cfg, register_model
 from timm.models._registry import generate_default_cfgs
 from torch import nn
 
+from facemask.params import TrainParams
+
 # Backbones the project trains, tests and compares; any timm name works, these are checked.
 KNOWN_MODELS = (
     "mobilenetv2_100",
@@ -355,14 +357,10 @@ def create_model(
     return timm.create_model(name, num_classes=num_classes, **kwargs), "none (hub unreachable)"
 
 
-def create_for_training(name: str, num_classes: int, tp: dict) -> tuple[nn.Module, str]:
+def create_for_training(name: str, num_classes: int, tp: TrainParams) -> tuple[nn.Module, str]:
     """create_model with params.yaml's `train` weight settings, channels_last (faster on CPU)."""
     model, weights = create_model(
-        name,
-        num_classes,
-        tp["pretrained"],
-        tp.get("weights_path"),
-        tp.get("require_pretrained", False),
+        name, num_classes, tp.pretrained, tp.weights_path, tp.require_pretrained
     )
     return model.to(memory_format=torch.channels_last), weights
 

@@ -18,6 +18,7 @@ from torch import nn
 from facemask.data.cache import Split, load_split
 from facemask.data.reviews import AUDIT_COLUMNS
 from facemask.data.split import SPLITS, group_folds
+from facemask.params import HeadParams
 from facemask.training.features import FeatureSource, frozen_features
 from facemask.training.train import class_weights, fit_head, head_settings
 
@@ -50,7 +51,7 @@ def out_of_fold_probs(
     features: torch.Tensor,
     n_folds: int,
     classes: list[str],
-    head: dict,
+    head: HeadParams,
     flipped: torch.Tensor | None = None,
     class_weight_mode: str | None = None,
     seed: int = 0,

@@ -3,7 +3,6 @@ key of its inputs and of this code (facemask.training.leaderboard ranks them).""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -20,6 +19,7 @@ from facemask.data.split import group_folds
 from facemask.evaluation.metrics import classification_metrics
 from facemask.models.factory import create_model, members, model_cfg, wheel_weights_path
 from facemask.models.predict import predict_logits
+from facemask.params import Params, TrainParams
 from facemask.training.train import transfer_learn
 
 
@@ -89,15 +89,14 @@ def run_fold(
     test: Split,
     test_copies: np.ndarray,
     classes: list[str],
-    tp: dict,
+    tp: TrainParams,
     store_root,
     seed: int,
 ) -> dict:
     """Train one configuration on one fold; metrics on the held-out fold (one per copy)."""
     torch.manual_seed(seed)
-    tp = copy.deepcopy(tp)
     if cfg.mode == "frozen":
-        tp["finetune"]["epochs"] = 0
+        tp = tp.model_copy(update={"finetune": tp.finetune.model_copy(update={"epochs": 0})})
     model, source = create_model(cfg.model, len(classes), cfg.weights == "pretrained")
     model = model.to(memory_format=torch.channels_last)
     history, seconds = transfer_learn(model, train, valid, tp, len(classes), store_root, seed)
@@ -118,7 +117,7 @@ def run_fold(
 
 
 def fold_key(
-    params: dict,
+    params: Params,
     config: str,
     fold: int,
     dev: pd.DataFrame,
@@ -130,8 +129,9 @@ def fold_key(
     Only what shapes that result goes in: adding a model to `compare.models` leaves the
     finished folds of the others valid, and a grid in another section reuses them.
     """
-    shared = {k: params[section][k] for k in ("image_size", "finetune_epochs")}
-    spec = [*(params[k] for k in ("seed", "classes", "train", "cv")), shared]
+    grid = getattr(params, section)
+    shared = {"image_size": grid.image_size, "finetune_epochs": grid.finetune_epochs}
+    spec = [params.seed, params.classes, params.train.model_dump(), params.cv.model_dump(), shared]
     # The code that computes a fold: a change to it makes every stored fold a miss.
     spec.append(code_fingerprint("facemask.training.compare"))
     where = fold if repeat == 0 else f"{repeat}:{fold}"
@@ -163,15 +163,14 @@ def run_cv_fold(
     return run_fold(cfg, train, valid, test, copies, classes, tp, store_root, seed + f)
 
 
-def fold_settings(train: dict, image_size: int, finetune_epochs: int) -> dict:
+def fold_settings(train: TrainParams, image_size: int, finetune_epochs: int) -> TrainParams:
     """params.yaml's `train` section at the grid's image size and fine-tune length."""
-    tp = copy.deepcopy(train)
-    tp["image_size"], tp["finetune"]["epochs"] = image_size, finetune_epochs
-    return tp
+    finetune = train.finetune.model_copy(update={"epochs": finetune_epochs})
+    return train.model_copy(update={"image_size": image_size, "finetune": finetune})
 
 
 def cross_validate(
-    params: dict,
+    params: Params,
     section: str,
     dev: pd.DataFrame,
     images: torch.Tensor,
@@ -185,15 +184,15 @@ def cross_validate(
     Each finished (configuration, fold) is stored in `done_dir` under its `fold_key` and
     reused, so an interrupted run resumes; features are cached under `store_root`.
     """
-    cp, classes = params[section], list(params["classes"])
+    cp, classes = getattr(params, section), list(params.classes)
     labels = torch.tensor([classes.index(c) for c in dev["label"]])
-    tp = fold_settings(params["train"], cp["image_size"], cp["finetune_epochs"])
+    tp = fold_settings(params.train, cp.image_size, cp.finetune_epochs)
     done_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for r in range(cp.get("repeats", 1)):
+    for r in range(cp.repeats):
         # Repeats redraw the folds: k-fold figures move by a few errors with the draw.
-        seed = params["seed"] + 100 * r
-        folds = cv_folds(dev, params["cv"]["folds"], seed)
+        seed = params.seed + 100 * r
+        folds = cv_folds(dev, params.cv.folds, seed)
         for cfg in grid:
             for f in range(folds.max() + 1):
                 done = done_dir / f"{fold_key(params, cfg.name, f, dev, section, r)}.json"

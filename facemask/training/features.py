@@ -149,9 +149,8 @@ def feature_store(root: Path, name: str, model: nn.Module, size: int) -> ArraySt
     return ArrayStore(root / "-".join(parts))
 
 
-def use_bf16(tp: dict) -> bool:
+def use_bf16(mode: str | bool) -> bool:
     """params.yaml `train.bf16_features`: auto = where the CPU/GPU runs bfloat16 natively."""
-    mode = tp.get("bf16_features", "auto")
     return bf16_supported() if mode == "auto" else bool(mode)
 
 

@@ -16,6 +16,7 @@ import torch
 from facemask.data.cache import Split, decode_frame, to_tensor
 from facemask.evaluation.metrics import classification_metrics
 from facemask.models.factory import create_for_training
+from facemask.params import Params
 from facemask.training.calibrate import head_logits
 from facemask.training.train import transfer_learn
 
@@ -42,7 +43,7 @@ def held_out_frames(
 
 def leave_one_source_out(
     splits: dict[str, pd.DataFrame],
-    params: dict,
+    params: Params,
     feature_root: Path,
 ) -> pd.DataFrame:
     """One row per source: pictures, accuracy, errors and macro F1 of a model trained without it.
@@ -50,19 +51,19 @@ def leave_one_source_out(
     Uses the train stage's recipe (params `model`, `train.*`); frozen features are cached, so
     each left-out source costs a head fit (seconds) once the features exist.
     """
-    classes, tp = list(params["classes"]), params["train"]
+    classes, tp, seed = list(params.classes), params.train, params.seed
     sources = sorted(set(pd.concat(splits.values())["source"]))
     if len(sources) < 2:
         raise ValueError(f"leave-one-source-out needs 2+ sources in data.sources, not {sources}")
     rows = []
     for source in sources:
         train, valid, test = held_out_frames(splits, source)
-        torch.manual_seed(params["seed"])
-        model, _ = create_for_training(params["model"], len(classes), tp)
-        size = tp["image_size"]
+        torch.manual_seed(seed)
+        model, _ = create_for_training(params.model, len(classes), tp)
+        size = tp.image_size
         transfer_learn(
             model, as_split(train, classes, size), as_split(valid, classes, size), tp,
-            len(classes), feature_root, seed=params["seed"],
+            len(classes), feature_root, seed=seed,
         )  # fmt: skip
         logits = head_logits(model, as_split(test, classes, size), tp, feature_root)
         predicted = [classes[i] for i in logits.argmax(1).tolist()]

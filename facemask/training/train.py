@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from facemask.data.cache import Normalize, Split
 from facemask.models.predict import predict_logits
+from facemask.params import HeadParams, TrainParams
 from facemask.runtime import refresh_threads
 from facemask.training.augment import TensorImages, create_augment, named_degraded_view
 from facemask.training.distributed import (
@@ -184,6 +185,216 @@ def _set_bn_eval(model: nn.Module) -> None:
             m.eval()
 
 
+def _optimizer(
+    model: nn.Module, lr: float, backbone_lr_scale: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """AdamW over the whole net, the head at `lr` and the body at `lr * backbone_lr_scale`."""
+    head_params = list(model.get_classifier().parameters())
+    head_ids = {id(p) for p in head_params}
+    body_params = [p for p in model.parameters() if id(p) not in head_ids]
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return torch.optim.AdamW(
+        [{"params": body_params, "lr": lr * backbone_lr_scale}, {"params": head_params, "lr": lr}],
+        weight_decay=weight_decay,
+    )
+
+
+@dataclass
+class Checkpoint:
+    """The fine-tune's full state after each epoch, so an interrupted run resumes.
+
+    Rank 0 reads and writes the file; the state it read is broadcast to the other
+    processes (machines other than rank 0's may not see the file).
+    """
+
+    path: Path | None
+
+    def restore(self, model: nn.Module, opt, sched, stopper: EarlyStopping) -> tuple[list, int]:
+        """Load a saved state into the objects; returns (history, first epoch to run)."""
+        state = None
+        if self.path is not None and is_main_process() and self.path.is_file():
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        state = broadcast_object(state)
+        if state is None:
+            return [], 1
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        stopper.best_loss, stopper.best_epoch = state["best_loss"], state["best_epoch"]
+        stopper.best_state, stopper.bad_epochs = state["best_state"], state["bad_epochs"]
+        if is_main_process():
+            print(f"resuming fine-tune from {self.path} after epoch {state['epoch']}")
+        return state["history"], state["epoch"] + 1
+
+    def save(
+        self, model: nn.Module, opt, sched, stopper: EarlyStopping, history: list, epoch: int
+    ) -> None:
+        if self.path is None or not is_main_process():
+            return
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "history": history,
+            "epoch": epoch,
+            "best_loss": stopper.best_loss,
+            "best_epoch": stopper.best_epoch,
+            "best_state": stopper.best_state,
+            "bad_epochs": stopper.bad_epochs,
+        }
+        _save_checkpoint(self.path, state)
+
+
+@dataclass
+class _Epochs:
+    """One fine-tune's moving parts: the nets, the data, the optimiser and its schedule."""
+
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    model: nn.Module
+    data: TensorImages
+    labels: torch.Tensor
+    norm: Normalize
+    device: torch.device
+    use_amp: bool
+    class_weight: torch.Tensor | None  # on the CPU (denominators)
+    weight: torch.Tensor | None  # the same on the device (the loss)
+    label_smoothing: float
+    world: int
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    sampler: DistributedSampler
+    steps: list[list[list[int]]]  # per optimiser step, its micro-batches (sampler positions)
+    micro: int
+
+    @classmethod
+    def create(
+        cls,
+        model: nn.Module,
+        norm: Normalize,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        augment: Callable | None,
+        device: torch.device | str,
+        *,
+        epochs: int,
+        lr: float,
+        backbone_lr_scale: float,
+        weight_decay: float,
+        batch_size: int,
+        micro_batch_size: int | None,
+        schedule: str,
+        warmup: float,
+        label_smoothing: float,
+        class_weight: torch.Tensor | None,
+        seed: int,
+        amp: bool,
+    ) -> _Epochs:
+        """Everything set up for the first epoch, on `device` (see fine_tune)."""
+        world, device = world_size(), torch.device(device)
+        if batch_size % world:
+            raise ValueError(
+                f"fine-tune batch_size {batch_size} is not a multiple of {world} processes"
+            )
+        model.to(device)
+        opt = _optimizer(model, lr, backbone_lr_scale, weight_decay)
+        data = TensorImages(images, labels, augment)
+        # Rank r takes every N-th sample of one shared permutation, so step k's global batch
+        # is the same set of samples for any N (with N=1 it is the whole permutation).
+        sampler = DistributedSampler(data, num_replicas=world, rank=rank(), shuffle=True, seed=seed)
+        share = batch_size // world
+        micro = min(micro_batch_size or share, share)
+        steps = _step_batches(
+            list(range(sampler.num_samples)), share, micro, len(labels) > batch_size
+        )
+        net = model
+        if world > 1:
+            net = DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda" else None
+            )
+        return cls(
+            net, model, data, labels, copy.deepcopy(norm).to(device), device,
+            use_amp=amp and device.type == "cuda" and torch.cuda.is_bf16_supported(),
+            class_weight=class_weight,
+            weight=class_weight.to(device) if class_weight is not None else None,
+            label_smoothing=label_smoothing, world=world, opt=opt,
+            sched=_schedule(opt, schedule, epochs * len(steps), warmup),
+            sampler=sampler, steps=steps, micro=micro,
+        )  # fmt: skip
+
+    def epoch(self, epoch: int, epochs: int, seed: int, freeze_bn: bool) -> torch.Tensor:
+        """Train one epoch; returns (loss x samples, correct, samples) over every process."""
+        # Augmentation and dropout draw from a stream fixed by (seed, epoch, rank): a resumed
+        # run repeats it exactly, and no two processes augment alike.
+        torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank()]).generate_state(1)[0]))
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)
+        self.net.train()
+        if freeze_bn:
+            # Small batches give noisy batch statistics; ImageNet's running ones are
+            # a better estimate for the first epochs of a small data set.
+            _set_bn_eval(self.model)
+        sums = torch.zeros(3, dtype=torch.float64)  # loss x samples, correct, samples
+        desc, quiet = f"fine-tune {epoch}/{epochs}", not is_main_process()
+        for step in tqdm(self.steps, desc=desc, unit="step", disable=quiet):
+            sums += self.run(step, order, self.opt)
+            self.sched.step()
+        return sum_across(sums)
+
+    def run(self, step: list[list[int]], order: list[int], opt) -> torch.Tensor:
+        """One optimiser step over its micro-batches; returns (loss x samples, correct, n)."""
+        refresh_threads()  # under torchrun OMP_NUM_THREADS is set: a no-op
+        step_idx = [order[i] for batch in step for i in batch]
+        # The step's loss is a mean over the global batch: its denominator (the samples'
+        # class weights, or their count) is summed over every process.
+        y_step = self.labels[step_idx]
+        cw = self.class_weight
+        local = cw[y_step].sum().item() if cw is not None else len(y_step)
+        denom, count = sum_across(torch.tensor([local, len(y_step)])).tolist()
+        sums = torch.zeros(3, dtype=torch.float64)
+        opt.zero_grad(set_to_none=True)
+        for j, batch in enumerate(step):
+            x, y = _collate(self.data, [order[i] for i in batch])
+            x, y = self.norm(x.to(self.device)), y.to(self.device)
+            last = j == len(step) - 1
+            # Gradients are exchanged once per step, after the last micro-batch.
+            sync = (
+                contextlib.nullcontext() if last or self.net is self.model else self.net.no_sync()
+            )
+            with sync:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                    logits = self.net(x)
+                losses = F.cross_entropy(
+                    logits.float(),
+                    y,
+                    weight=self.weight,
+                    label_smoothing=self.label_smoothing,
+                    reduction="none",
+                )
+                # DDP averages gradients over processes: x world makes that a sum.
+                (losses.sum() * self.world / denom).backward()
+            correct = (logits.argmax(1) == y).sum().item()
+            sums += torch.tensor([losses.sum().item() * count / denom, correct, len(y)])
+        opt.step()
+        return sums
+
+    def validate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """Valid loss and accuracy, each process scoring its shard."""
+        shard = shard_range(len(labels))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            # In micro-batches too: at predict_logits' default of 64 pictures the two
+            # backbones' activations added ~0.37 GB to the stage's peak RSS, and glibc
+            # (config.tune_malloc) keeps what it once held.
+            logits = predict_logits(
+                self.model,
+                images[shard.start : shard.stop],
+                self.norm,
+                self.micro,
+                device=self.device,
+            )
+        return _evaluate_logits(gather_rows(logits, len(labels)), labels)
+
+
 def fine_tune(
     model: nn.Module,
     norm: Normalize,
@@ -221,110 +432,20 @@ def fine_tune(
     that finds one there continues from it: an interrupted `dvc repro` resumes instead of
     restarting.
     """
-    world, device = world_size(), torch.device(device)
-    if batch_size % world:
-        raise ValueError(
-            f"fine-tune batch_size {batch_size} is not a multiple of {world} processes"
-        )
-    model.to(device)
-    norm = copy.deepcopy(norm).to(device)
-    weight = class_weight.to(device) if class_weight is not None else None
-    use_amp = amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    head_params = list(model.get_classifier().parameters())
-    head_ids = {id(p) for p in head_params}
-    body_params = [p for p in model.parameters() if id(p) not in head_ids]
-    for p in model.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(
-        [{"params": body_params, "lr": lr * backbone_lr_scale}, {"params": head_params, "lr": lr}],
-        weight_decay=weight_decay,
-    )
-    data = TensorImages(train_images, train_y, augment)
-    # Rank r takes every N-th sample of one shared permutation, so step k's global batch is
-    # the same set of samples for any N (with N=1 it is the whole permutation).
-    sampler = DistributedSampler(data, num_replicas=world, rank=rank(), shuffle=True, seed=seed)
-    share = batch_size // world
-    micro = min(micro_batch_size or share, share)
-    steps = _step_batches(list(range(sampler.num_samples)), share, micro, len(train_y) > batch_size)
-    sched = _schedule(opt, schedule, epochs * len(steps), warmup)
-    stopper, history, start = EarlyStopping(patience), [], 1
-    state = None
-    if checkpoint is not None and is_main_process() and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state = broadcast_object(state)  # machines other than rank 0's may not see the file
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history, start = state["history"], state["epoch"] + 1
-        stopper.best_loss, stopper.best_epoch = state["best_loss"], state["best_epoch"]
-        stopper.best_state, stopper.bad_epochs = state["best_state"], state["bad_epochs"]
-        if is_main_process():
-            print(f"resuming fine-tune from {checkpoint} after epoch {state['epoch']}")
-    net = model
-    if world > 1:
-        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    run = _Epochs.create(
+        model, norm, train_images, train_y, augment, device, epochs=epochs, lr=lr,
+        backbone_lr_scale=backbone_lr_scale, weight_decay=weight_decay, batch_size=batch_size,
+        micro_batch_size=micro_batch_size, schedule=schedule, warmup=warmup,
+        label_smoothing=label_smoothing, class_weight=class_weight, seed=seed, amp=amp,
+    )  # fmt: skip
+    stopper, saved = EarlyStopping(patience), Checkpoint(checkpoint)
+    history, start = saved.restore(model, run.opt, run.sched, stopper)
     for epoch in range(start, epochs + 1):
         if stopper.patience > 0 and stopper.bad_epochs >= stopper.patience:
             break  # the checkpoint was written by an epoch that already decided to stop
         t0 = time.perf_counter()
-        # Augmentation and dropout draw from a stream fixed by (seed, epoch, rank): a resumed
-        # run repeats it exactly, and no two processes augment alike.
-        torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank()]).generate_state(1)[0]))
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        net.train()
-        if freeze_bn:
-            # Small batches give noisy batch statistics; ImageNet's running ones are
-            # a better estimate for the first epochs of a small data set.
-            _set_bn_eval(model)
-        sums = torch.zeros(3, dtype=torch.float64)  # loss x samples, correct, samples
-        for step in tqdm(
-            steps,
-            desc=f"fine-tune {epoch}/{epochs}",
-            unit="step",
-            disable=not is_main_process(),
-        ):
-            refresh_threads()  # under torchrun OMP_NUM_THREADS is set: a no-op
-            step_idx = [order[i] for batch in step for i in batch]
-            # The step's loss is a mean over the global batch: its denominator (the samples'
-            # class weights, or their count) is summed over every process.
-            y_step = train_y[step_idx]
-            local = class_weight[y_step].sum().item() if class_weight is not None else len(y_step)
-            denom, count = sum_across(torch.tensor([local, len(y_step)])).tolist()
-            opt.zero_grad(set_to_none=True)
-            for j, batch in enumerate(step):
-                x, y = _collate(data, [order[i] for i in batch])
-                x, y = norm(x.to(device)), y.to(device)
-                last = j == len(step) - 1
-                # Gradients are exchanged once per step, after the last micro-batch.
-                with contextlib.nullcontext() if last or net is model else net.no_sync():
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        logits = net(x)
-                    losses = F.cross_entropy(
-                        logits.float(),
-                        y,
-                        weight=weight,
-                        label_smoothing=label_smoothing,
-                        reduction="none",
-                    )
-                    # DDP averages gradients over processes: x world makes that a sum.
-                    (losses.sum() * world / denom).backward()
-                correct = (logits.argmax(1) == y).sum().item()
-                sums += torch.tensor([losses.sum().item() * count / denom, correct, len(y)])
-            opt.step()
-            sched.step()
-        total, correct, seen = sum_across(sums).tolist()
-        shard = shard_range(len(valid_y))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            # In micro-batches too: at predict_logits' default of 64 pictures the two
-            # backbones' activations added ~0.37 GB to the stage's peak RSS, and glibc
-            # (config.tune_malloc) keeps what it once held.
-            logits = predict_logits(
-                model, valid_images[shard.start : shard.stop], norm, micro, device=device
-            )
-        logits = gather_rows(logits, len(valid_y))
-        valid_loss, valid_acc = _evaluate_logits(logits, valid_y)
+        total, correct, seen = run.epoch(epoch, epochs, seed, freeze_bn).tolist()
+        valid_loss, valid_acc = run.validate(valid_images, valid_y)
         history.append(
             {
                 "phase": "finetune",
@@ -337,21 +458,7 @@ def fine_tune(
             }
         )
         stop = stopper.step(epoch, valid_loss, model)
-        if checkpoint is not None and is_main_process():
-            _save_checkpoint(
-                checkpoint,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "history": history,
-                    "epoch": epoch,
-                    "best_loss": stopper.best_loss,
-                    "best_epoch": stopper.best_epoch,
-                    "best_state": stopper.best_state,
-                    "bad_epochs": stopper.bad_epochs,
-                },
-            )
+        saved.save(model, run.opt, run.sched, stopper, history, epoch)
         if stop:
             break
     if stopper.best_state is not None:
@@ -384,23 +491,42 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-# params.yaml `train.head` keys that fit_head takes (flip_views shapes its inputs instead).
-HEAD_KEYS = ("epochs", "lr", "weight_decay", "dropout", "label_smoothing", "patience")
+def head_settings(head: HeadParams) -> dict:
+    """fit_head's keyword arguments from params.yaml's `train.head` (flip_views and
+    degraded_views shape its inputs instead)."""
+    return head.model_dump(exclude={"flip_views", "degraded_views"})
 
 
-def head_settings(head: dict) -> dict:
-    """fit_head's keyword arguments from params.yaml's `train.head`."""
-    return {k: head[k] for k in HEAD_KEYS}
+def head_features(
+    sources: list, train: Split, valid: Split, tp: TrainParams, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The head's training features (original, flipped and degraded views, as `tp.head`
+    asks), their labels, and the valid features; each view is cached."""
+    bs, bf16 = tp.batch_size, use_bf16(tp.bf16_features)
+    # The backbone is frozen in phase 1, so its features are a pure function of
+    # (weights, size, normalisation, image): computed once, reused by every later run.
+    f_train = frozen_features(sources, train, bs, bf16=bf16)
+    y_head = train.labels
+    if tp.head.flip_views:
+        f_train = torch.cat([f_train, frozen_features(sources, train, bs, True, bf16)])
+        y_head = torch.cat([y_head, y_head])
+    for k in range(tp.head.degraded_views):
+        # Small, blurred, compressed, dark copies: the head learns from faces as cameras
+        # at entrances deliver them, and the backbone runs on each copy once (cached).
+        view = named_degraded_view(k, seed, tp.degrade)
+        f_train = torch.cat([f_train, frozen_features(sources, train, bs, bf16=bf16, view=view)])
+        y_head = torch.cat([y_head, train.labels])
+    return f_train, y_head, frozen_features(sources, valid, bs, bf16=bf16)
 
 
 def transfer_learn(
     model: nn.Module,
     train: Split,
     valid: Split,
-    tp: dict,
+    tp: TrainParams,
     n_classes: int,
     feature_root: Path,
-    seed: int = 0,
+    seed: int,
     checkpoint: Path | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[list[dict], dict[str, float]]:
@@ -412,27 +538,10 @@ def transfer_learn(
     The backbone runs on `device`; the model comes back on the CPU.
     Returns the per-epoch history and the seconds spent per phase.
     """
-    cfg = model.pretrained_cfg
-    norm = Normalize(cfg["mean"], cfg["std"])
-    h, ft, bs = tp["head"], tp["finetune"], tp["batch_size"]
-    bf16 = use_bf16(tp)
     t0 = time.perf_counter()
-    # The backbone is frozen in phase 1, so its features are a pure function of
-    # (weights, size, normalisation, image): computed once, reused by every later run.
     sources = feature_sources(feature_root, model.to(device), train.images.shape[-1])
-    f_train = frozen_features(sources, train, bs, bf16=bf16)
-    y_head = train.labels
-    if h["flip_views"]:
-        f_train = torch.cat([f_train, frozen_features(sources, train, bs, True, bf16)])
-        y_head = torch.cat([y_head, y_head])
-    for k in range(h.get("degraded_views", 0)):
-        # Small, blurred, compressed, dark copies: the head learns from faces as cameras
-        # at entrances deliver them, and the backbone runs on each copy once (cached).
-        view = named_degraded_view(k, seed, tp.get("degrade"))
-        f_train = torch.cat([f_train, frozen_features(sources, train, bs, bf16=bf16, view=view)])
-        y_head = torch.cat([y_head, train.labels])
-    f_valid = frozen_features(sources, valid, bs, bf16=bf16)
-    weight = class_weights(train.labels, n_classes, tp.get("class_weights"))
+    f_train, y_head, f_valid = head_features(sources, train, valid, tp, seed)
+    weight = class_weights(train.labels, n_classes, tp.class_weights)
     model.cpu()  # the head trains on the CPU, next to its features
     t1 = time.perf_counter()
     history = fit_head(
@@ -442,39 +551,29 @@ def transfer_learn(
         f_valid,
         valid.labels,
         class_weight=weight,
-        **head_settings(h),
+        **head_settings(tp.head),
     )
     t2 = time.perf_counter()
     # The head's features (~0.15 GB for the default) are not needed by the fine-tune:
     # freed, the fine-tune's activations reuse their memory instead of adding to the peak.
     del f_train, f_valid, y_head
-    if ft["epochs"] > 0:
-        keys = (
-            "lr",
-            "backbone_lr_scale",
-            "weight_decay",
-            "batch_size",
-            "schedule",
-            "warmup",
-            "label_smoothing",
-            "patience",
-            "freeze_bn",
-        )
+    ft = tp.finetune
+    if ft.epochs > 0:
+        cfg = model.pretrained_cfg
+        augment = ft.augment.model_dump()
         history += fine_tune(
             model,
-            norm,
+            Normalize(cfg["mean"], cfg["std"]),
             train.images,
             train.labels,
             valid.images,
             valid.labels,
-            create_augment(train.images.shape[-1], **ft["augment"], degrade_cfg=tp.get("degrade")),
-            epochs=ft["epochs"],
+            create_augment(train.images.shape[-1], **augment, degrade_cfg=tp.degrade),
             checkpoint=checkpoint,
             seed=seed,
             class_weight=weight,
             device=device,
-            micro_batch_size=ft.get("micro_batch_size"),
-            **{k: ft[k] for k in keys},
+            **ft.model_dump(exclude={"augment"}),
         )
     model.cpu()
     t3 = time.perf_counter()

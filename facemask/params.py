@@ -1,0 +1,382 @@
+"""params.yaml as typed, validated sections: one pydantic model per section.
+
+Every stage builds its sections once, at its entry (`stage_params`); the library takes these
+objects, never the raw dict. params.yaml is the one place values are set: the models
+declare types and allowed ranges but no defaults, so a missing key is an error, not a quiet
+fallback. Unknown keys (a misspelling), wrong types and out-of-range values stop the stage
+with one line that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Unit = Annotated[float, Field(ge=0, le=1)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Layers = str | list[str] | None  # a module name, one per backbone, or null = the default
+CamMethod = Literal[
+    "gradcam", "gradcam++", "xgradcam", "eigencam", "layercam", "scorecam", "hirescam"
+]  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A params file that does not fit the schema; the message is one line."""
+
+
+class Section(BaseModel):
+    """Strict: no coercion of "1e-3" into a float, no extra keys, no mutation after parsing."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+class Source(Section):
+    """One downloadable data set (data.sources, evaluate.external, scene_sources)."""
+
+    name: str | None = None  # scene_sources are named by their key
+    url: str
+    file: str | None = None  # archive name looked up in $FACEMASK_MIRROR folders
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    subdir: str | None = None
+    mirror_subdir: str | None = None
+    classes: dict[str, str] | None = None  # folder or box name -> class
+    format: Literal["voc", "yolo", "coco", "csv"] | None = None  # None: class folders
+    images: str | None = None
+    annotations: str | None = None
+    split: str | None = None
+    attributes: str | None = None
+    attributes_csv: str | None = None
+    folder_attributes: dict[str, dict[str, str]] | None = None
+
+    def spec(self) -> dict[str, Any]:
+        """The keys set in params.yaml, as the data layer's source specs take them."""
+        return self.model_dump(exclude_none=True)
+
+
+class DataParams(Section):
+    sources: list[Source] = Field(min_length=1)
+
+
+class DownloadParams(Section):
+    retries: Count
+    timeout: PositiveFloat
+    max_unpacked_bytes: Positive
+
+
+class PrepareParams(Section):
+    min_side: Positive
+    max_pixels: Positive
+    hash_size: Annotated[int, Field(ge=2)]
+    near_duplicate_distance: Annotated[int, Field(ge=-1)]  # -1 = off
+    workers: Count  # 0 = one per core
+    crop_margin: Annotated[float, Field(ge=0)]
+    min_box: Positive
+    group_by: list[str]
+
+
+class SplitParams(Section):
+    valid: Fraction
+    test: Fraction
+    unique_eval: bool
+    label_reviews: dict[str, str]
+
+    @model_validator(mode="after")
+    def _room_for_train(self) -> SplitParams:
+        if self.valid + self.test >= 1:
+            raise ValueError(f"valid + test must be < 1 (got {self.valid} + {self.test})")
+        return self
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+class HeadParams(Section):
+    epochs: Count
+    lr: PositiveFloat
+    weight_decay: Annotated[float, Field(ge=0)]
+    dropout: Fraction
+    label_smoothing: Fraction
+    patience: Count
+    flip_views: bool
+    degraded_views: Count
+
+
+class AugmentParams(Section):
+    rotation: Annotated[float, Field(ge=0, le=180)]
+    hflip: bool
+    color_jitter: Annotated[float, Field(ge=0)]
+    scale: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)]
+    degrade: Unit  # probability of one degradation per picture
+
+
+class FinetuneParams(Section):
+    epochs: Count  # 0 = off
+    lr: PositiveFloat
+    backbone_lr_scale: Annotated[float, Field(ge=0)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    batch_size: Positive
+    micro_batch_size: Positive | None
+    schedule: Literal["cosine", "onecycle"]
+    warmup: Fraction
+    label_smoothing: Fraction
+    patience: Count
+    freeze_bn: bool
+    augment: AugmentParams
+
+
+class TrainParams(Section):
+    image_size: Annotated[int, Field(ge=16)]
+    pretrained: bool
+    weights_path: str | list[str] | None
+    require_pretrained: bool
+    batch_size: Positive
+    class_weights: Literal["none", "balanced"]
+    bf16_features: Literal["auto"] | bool
+    distributed: Literal["auto", "off"]
+    head: HeadParams
+    # Overrides of training/augment.py's DEGRADE_DEFAULTS; that module checks the names.
+    degrade: dict[str, Any]
+    calibration_views: Count
+    finetune: FinetuneParams
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+
+class EvaluateParams(Section):
+    batch_size: Positive
+    abstain: Unit
+    tta: list[Literal["flip"]]
+    external: list[Source]
+
+
+class SlicesParams(Section):
+    min_count: Positive
+    bootstrap: Count
+    intersections: list[Annotated[list[str], Field(min_length=2, max_length=2)]]
+
+
+class RobustnessParams(Section):
+    sample: Positive
+    corruptions: list[str] = Field(min_length=1)  # names checked by evaluation/robustness.py
+
+
+class PlotsParams(Section):
+    cam_method: CamMethod
+    target_layer: Layers
+    per_cell: Positive
+
+
+class OcclusionParams(Section):
+    images: Count
+    wrong: Count
+    patch: Annotated[float, Field(gt=0, le=1)]
+    stride: Annotated[float, Field(gt=0, le=1)]
+
+
+class FeatureMapParams(Section):
+    layers: list[str] | None
+    images: Count
+    channels: Positive
+
+
+class MaximizeParams(Section):
+    layer: str | None
+    filters: Positive
+    size: Annotated[int, Field(ge=8)]
+    steps: Positive
+    lr: PositiveFloat
+
+
+class ExplainParams(Section):
+    cam_methods: list[CamMethod] = Field(min_length=1)
+    target_layer: Layers
+    images: Positive
+    per_cell: Positive
+    road_images: Count
+    road_percentiles: list[Annotated[int, Field(gt=0, lt=100)]]
+    low_confidence: Unit
+    gallery_max: Count
+    occlusion: OcclusionParams
+    features: FeatureMapParams
+    maximize: MaximizeParams
+    weight_bins: Positive
+
+
+class AuditParams(Section):
+    folds: Count  # 0 = off
+    flip_views: bool
+    gallery: Count
+
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, folds: int) -> int:
+        if folds == 1:
+            raise ValueError("must be 0 (off) or at least 2")
+        return folds
+
+
+class CvParams(Section):
+    folds: Annotated[int, Field(ge=2)]
+
+
+class CompareParams(Section):
+    models: list[str] = Field(min_length=1)
+    weights: list[Literal["pretrained", "scratch"]] = Field(min_length=1)
+    modes: list[Literal["frozen", "finetune"]] = Field(min_length=1)
+    image_size: Annotated[int, Field(ge=16)]
+    finetune_epochs: Count
+    repeats: Positive
+
+
+# -- serving ----------------------------------------------------------------------------------
+
+
+class ScenesParams(Section):
+    detector: str
+    threshold: Unit
+    upscale: Annotated[float, Field(ge=1)]
+    iou: Annotated[float, Field(gt=0, le=1)]
+    min_face: Count
+    size_bins: list[Positive] = Field(min_length=1)
+    classes: dict[str, str]
+    batch_size: Positive
+    gallery: Count
+    sample: Positive | None
+
+    @model_validator(mode="after")
+    def _increasing(self) -> ScenesParams:
+        if list(self.size_bins) != sorted(set(self.size_bins)):
+            raise ValueError(f"size_bins must increase (got {self.size_bins})")
+        return self
+
+
+class ExportParams(Section):
+    tolerance: PositiveFloat
+    batch_size: Positive
+    threads: Count  # 0 = one per physical core
+    batch_sizes: list[Positive] = Field(min_length=1)
+    repeats: Positive
+    warmup: Count
+
+
+class Params(Section):
+    """The whole file; a stage fills in only the sections it reads (the rest stay None)."""
+
+    seed: Count | None = None
+    model: Annotated[str, Field(min_length=1)] | None = None
+    classes: Annotated[list[str], Field(min_length=2)] | None = None
+    data: DataParams | None = None
+    download: DownloadParams | None = None
+    prepare: PrepareParams | None = None
+    split: SplitParams | None = None
+    train: TrainParams | None = None
+    evaluate: EvaluateParams | None = None
+    slices: SlicesParams | None = None
+    robustness: RobustnessParams | None = None
+    plots: PlotsParams | None = None
+    explain: ExplainParams | None = None
+    audit: AuditParams | None = None
+    cv: CvParams | None = None
+    compare: CompareParams | None = None
+    compare_joined: CompareParams | None = None
+    scenes: ScenesParams | None = None
+    scene_sources: dict[str, Source] | None = None
+    export: ExportParams | None = None
+
+    @model_validator(mode="after")
+    def _distinct_classes(self) -> Params:
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be distinct (got {self.classes})")
+        return self
+
+
+SECTIONS = tuple(Params.model_fields)
+
+
+def _describe(err: dict) -> str:
+    """One pydantic error as `key.path: problem`, with what is allowed where that helps."""
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(f"[{p}]" if p.isdigit() else p for p in loc).replace(".[", "[") or "(top)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model: type[BaseModel] | None = Params
+        for part in loc[:-1]:  # walk down to the model that refused the key
+            field = model.model_fields.get(part) if model is not None else None
+            if field is not None:  # list items and mapping keys stay in the same model
+                model = _model_of(field.annotation)
+        allowed = ", ".join(model.model_fields) if model is not None else "?"
+        return f"{key}: unknown key (allowed here: {allowed})"
+    if kind == "missing":
+        return f"{key}: missing (params.yaml sets every key; see the repository's params.yaml)"
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    got = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+    return f"{key}: {msg}{got}"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `TrainParams | None`."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def stage_params(raw: Mapping | Params, sections: Sequence[str], source: str = "params") -> Params:
+    """The typed sections a stage reads, validated; `source` names the file in errors.
+
+    A `Params` passes through (already validated); a mapping (params.yaml as read, or a
+    test's dict) is validated for `sections` only, so a stage never fails on a section it
+    does not read. Section names are top-level keys (`train`, `seed`).
+    """
+    if isinstance(raw, Params):
+        missing = [s for s in sections if getattr(raw, s) is None]
+        if missing:
+            raise ConfigError(f"{source}: missing section(s) {', '.join(missing)}")
+        return raw
+    unknown = [k for k in raw if k not in SECTIONS and k != "hydra"]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown section {unknown[0]!r} (sections: {', '.join(SECTIONS)})"
+        )
+    missing = [s for s in sections if s not in raw]
+    if missing:
+        raise ConfigError(f"{source}: missing section(s) {', '.join(missing)}")
+    picked = {s: raw[s] for s in sections}
+    try:
+        return Params.model_validate(picked)
+    except ValidationError as err:
+        first = err.errors()[0]
+        more = len(err.errors()) - 1
+        extra = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+        raise ConfigError(f"{source}: {_describe(first)}{extra}") from None
+
+
+def load_stage_params(path: str | os.PathLike, sections: Sequence[str]) -> Params:
+    """Read params.yaml and validate the sections a stage reads."""
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: not a mapping of sections")
+    return stage_params(raw, sections, str(path))
+
+
+def validate_all(raw: Mapping, source: str = "params") -> Params:
+    """Every section present in `raw`, validated (`facemask check-params`, the tests)."""
+    return stage_params(raw, [k for k in raw if k != "hydra"], source)
