@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    from facemask.presets import merge
+    from facemask.params import compose
     from stages import evaluate, slices, train
     from tests.conftest import run_data_stages
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    merge(params, yaml.safe_load((ROOT / "presets" / "bias.yaml").read_text()))
     with tempfile.TemporaryDirectory(prefix="bias-") as tmp:
+        compose(["task=bias"], Path(tmp) / "params.yaml", ROOT / "conf")
+        params = yaml.safe_load((Path(tmp) / "params.yaml").read_text())
         os.chdir(tmp)
         run_data_stages(params)
         model = Path("models/model.safetensors")

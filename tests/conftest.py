@@ -100,6 +100,17 @@ def tiny_params(zip_path: Path, model: str = "facemask_cnn") -> dict:
     return params
 
 
+def params_with(**sections) -> dict:
+    """params.yaml with the named sections' keys replaced (mappings update, values replace)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(params.get(name), dict):
+            params[name].update(value)
+        else:
+            params[name] = value
+    return params
+
+
 def train_params(**overrides):
     """params.yaml's `train` section, typed, with top-level keys replaced."""
     from facemask.params import TrainParams

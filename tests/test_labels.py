@@ -25,6 +25,7 @@ from facemask.training.audit import (
     out_of_fold_probs,
     summarize_audit,
 )
+from tests.conftest import params_with
 from tests.test_split import index_frame
 
 CLASSES = ["a", "b"]
@@ -135,12 +136,12 @@ def test_split_stage_applies_reviews_after_drawing_the_split(tmp_path):
 
     df = index_frame(120).assign(source="s")
     df.to_csv(tmp_path / "index.csv", index=False)
-    params = {
-        "seed": 0,
-        "classes": CLASSES,
-        "split": {"valid": 0.2, "test": 0.2, "unique_eval": True},
-        "prepare": {"near_duplicate_distance": -1},
-    }
+    params = params_with(
+        seed=0,
+        classes=CLASSES,
+        split={"valid": 0.2, "test": 0.2, "unique_eval": True, "label_reviews": {}},
+        prepare={"near_duplicate_distance": -1},
+    )
 
     def run(name: str) -> dict[str, pd.DataFrame]:
         split_stage.main(params, tmp_path / "index.csv", tmp_path / name, tmp_path / "r.json")

@@ -132,3 +132,24 @@ def test_every_third_party_import_is_declared():
                 if not dists & names:
                     missing.setdefault(top, str(path.relative_to(ROOT)))
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def function_lengths(root: Path) -> dict[str, int]:
+    """Lines of every function and method under root (decorators not counted)."""
+    import ast
+
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = f"{path.relative_to(root.parent)}:{node.name}"
+                found[name] = node.end_lineno - node.lineno + 1
+    return found
+
+
+def test_no_function_in_the_package_is_longer_than_a_screen():
+    lengths = function_lengths(ROOT / "facemask")
+    assert len(lengths) > 300  # the walk found the package's functions
+    assert lengths["facemask/training/train.py:fine_tune"] > 20
+    too_long = {name: n for name, n in lengths.items() if n > 80}
+    assert not too_long, f"functions over 80 lines: {too_long}"

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from facemask.data.split import cross_split_leaks, group_folds, split_index
+from tests.conftest import params_with
 
 
 def index_frame(n_groups: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -78,12 +79,12 @@ def test_split_stage_keeps_one_copy_per_group_in_eval(tmp_path):
 
     df = index_frame(120)
     df.to_csv(tmp_path / "index.csv", index=False)
-    params = {
-        "seed": 0,
-        "classes": ["a", "b"],
-        "split": {"valid": 0.2, "test": 0.2, "unique_eval": True},
-        "prepare": {"near_duplicate_distance": -1},
-    }
+    params = params_with(
+        seed=0,
+        classes=["a", "b"],
+        split={"valid": 0.2, "test": 0.2, "unique_eval": True, "label_reviews": {}},
+        prepare={"near_duplicate_distance": -1},
+    )
     report = split_stage.main(params, tmp_path / "index.csv", tmp_path / "s", tmp_path / "r.json")
     parts = {s: pd.read_csv(tmp_path / "s" / f"{s}.csv") for s in ("train", "valid", "test")}
     for name in ("valid", "test"):

@@ -7,7 +7,7 @@ import torch
 
 from facemask.data.cache import Normalize
 from facemask.models.factory import create_model
-from facemask.training.train import fine_tune, fit_head
+from facemask.training.train import class_weights, fine_tune, fit_head
 
 
 def separable(n: int, dim: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,3 +192,12 @@ def test_fine_tune_validates_in_micro_batches(monkeypatch):
     fine_tune(model, norm, images[:24], labels[:24], images[24:], labels[24:], None, 2,
               batch_size=8, micro_batch_size=2, patience=0)  # fmt: skip
     assert sizes == [2, 2]  # once per epoch, at the micro-batch size
+
+
+def test_balanced_class_weights():
+    y = torch.tensor([0] * 8 + [1] * 2)
+    w = class_weights(y, 3, "balanced")
+    assert w.tolist() == pytest.approx([10 / 24, 10 / 6, 10 / 3])  # absent class: count 1
+    assert class_weights(y, 2, "none") is None
+    with pytest.raises(ValueError, match="balanced"):
+        class_weights(y, 2, "inverse")

@@ -280,6 +280,138 @@ def _attribute(index: pd.DataFrame, name: str) -> pd.Series:
     return index[col]
 
 
+def gather_candidates(
+    sources: Sequence[Source],
+    crops_dir: Path,
+    crop_margin: float,
+    min_box: int,
+    max_pixels: int,
+    workers: int,
+) -> tuple[list[Candidate], pd.DataFrame, list[dict], dict[str, list[str]]]:
+    """Every source's candidates sorted by path, their attributes row for row, the boxes
+    rejected while cutting crops, and the unmapped folders per source."""
+    cands, rejected, unmapped, attrs = [], [], {}, []
+    for src in sources:
+        found, bad, skipped = list_candidates(
+            src, crops_dir, crop_margin, min_box, max_pixels, workers
+        )
+        cands += found
+        rejected += bad
+        attrs.append(read_attributes(src, found))
+        if skipped:
+            unmapped[src.name] = skipped
+    if not cands:
+        raise ValueError(
+            "no files found under any mapped class folder; folders seen but not mapped: "
+            f"{unmapped or 'none'} (check data.sources[].classes and subdir)"
+        )
+    attributes = pd.concat(attrs, ignore_index=True)
+    # Sorted by path so that the same inputs give byte-identical files.
+    order = sorted(range(len(cands)), key=lambda i: cands[i].path.as_posix())
+    cands = [cands[i] for i in order]
+    attributes = attributes.iloc[order].reset_index(drop=True)
+    return cands, attributes, rejected, unmapped
+
+
+def inspect_candidates(
+    cands: Sequence[Candidate],
+    attributes: pd.DataFrame,
+    fixed: Mapping[str, str],
+    min_side: int,
+    max_pixels: int,
+    hash_size: int,
+    workers: int,
+) -> tuple[pd.DataFrame, list[dict], int]:
+    """Decode and validate every candidate: (index of the usable ones, without `group` and
+    `copies`; rejected rows of the others; how many have a suffix that lies).
+
+    `fixed` maps a source name to the split its pictures are pinned to ("" for none).
+    """
+    results = inspect_files([c.path for c in cands], min_side, max_pixels, hash_size, workers)
+    rows, rejected, keep, mismatched = [], [], [], 0
+    for i, (c, res) in enumerate(zip(cands, results, strict=True)):
+        meta = {"path": c.path.as_posix(), "label": c.label, "source": c.source}
+        if res.row is None:
+            rejected.append({**meta, "reason": res.reason})
+            continue
+        rows.append({**meta, "scene": c.scene, "fixed_split": fixed[c.source], **res.row})
+        keep.append(i)
+        mismatched += "suffix_mismatch" in res.notes
+    index = pd.DataFrame(rows, columns=[c for c in INDEX_COLUMNS if c not in ("group", "copies")])
+    index = index.join(attributes.iloc[keep].reset_index(drop=True).dropna(axis=1, how="all"))
+    return index, rejected, mismatched
+
+
+def drop_conflicts(
+    index: pd.DataFrame, near_duplicate_distance: int
+) -> tuple[pd.DataFrame, np.ndarray, list[dict], int]:
+    """Drop every copy of a picture that its copies label differently: (the index kept,
+    the copy group of each row kept, rejected rows saying why, groups dropped)."""
+    # Conflicts are judged on copies of one picture only: crops of one crowd photo
+    # rightly carry different labels.
+    copies = duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance)
+    conflicts = conflicting_groups(index.assign(group=copies))
+    rejected = []
+    for _, r in index[np.isin(copies, conflicts)].iterrows():
+        same = index.loc[copies == copies[r.name], "label"]
+        others = ", ".join(sorted(set(same) - {r["label"]}))
+        rejected.append(
+            {
+                "path": r["path"],
+                "source": r["source"],
+                "label": r["label"],
+                "reason": f"conflicting labels: a copy of this picture is {others}",
+            }
+        )
+    keep = ~np.isin(copies, conflicts)
+    return index[keep].reset_index(drop=True), copies[keep], rejected, len(conflicts)
+
+
+def add_groups(index: pd.DataFrame, copies: np.ndarray, group_by: Sequence[str]) -> pd.DataFrame:
+    """Index with its `copies` and `group` columns (in place, and returned)."""
+    # Two groupings: `copies` (one picture, however resized) is the unit of counting in
+    # evaluation; `group` (copies plus crops of one scene, plus `group_by`) is the unit of
+    # splitting. Dropping whole copy groups leaves the others as they were, so both build
+    # on `copies` instead of comparing every pair of hashes again (quadratic in files).
+    index.insert(3, "copies", pd.factorize(copies)[0])
+    index.insert(
+        3,
+        "group",
+        duplicate_groups(
+            index["copies"], same=[index["scene"], *(_attribute(index, a) for a in group_by)]
+        ),
+    )
+    return index
+
+
+def index_report(
+    index: pd.DataFrame,
+    rejected: pd.DataFrame,
+    *,
+    files_seen: int,
+    suffix_mismatch: int,
+    conflicts_dropped: int,
+    unmapped: Mapping[str, list[str]],
+    folder_copies_merged: int,
+) -> dict:
+    """The prepare report: counts of what was indexed, rejected, grouped and merged."""
+    return {
+        "files_seen": files_seen,
+        "images_indexed": len(index),
+        "files_rejected": len(rejected),
+        "per_class": index["label"].value_counts().sort_index().to_dict(),
+        "per_source": index["source"].value_counts().sort_index().to_dict(),
+        "rejected_by_reason": _reason_counts(rejected["reason"]),
+        "suffix_mismatch": suffix_mismatch,
+        "scenes": int(index.loc[index["scene"] != "", "scene"].nunique()),
+        **summarize_groups(index.assign(group=index["copies"])),
+        "split_groups": int(index["group"].nunique()),
+        "conflicting_label_groups_dropped": conflicts_dropped,
+        "unmapped_folders": unmapped,
+        "folder_copies_merged": folder_copies_merged,
+    }
+
+
 def build_index(
     sources: Iterable[Source],
     crops_dir: Path | None = None,
@@ -298,89 +430,31 @@ def build_index(
     `group_by` names attributes (e.g. a person id) whose equal values must share a split.
     """
     sources = list(sources)
-    cands, rejected, unmapped, attrs = [], [], {}, []
-    for src in sources:
-        found, bad, skipped = list_candidates(
-            src, crops_dir or Path("data/crops"), crop_margin, min_box, max_pixels, workers
-        )
-        cands += found
-        rejected += bad
-        attrs.append(read_attributes(src, found))
-        if skipped:
-            unmapped[src.name] = skipped
-    if not cands:
-        raise ValueError(
-            "no files found under any mapped class folder; folders seen but not mapped: "
-            f"{unmapped or 'none'} (check data.sources[].classes and subdir)"
-        )
-    attributes = pd.concat(attrs, ignore_index=True)
-    order = sorted(range(len(cands)), key=lambda i: cands[i].path.as_posix())
-    cands = [cands[i] for i in order]
-    attributes = attributes.iloc[order].reset_index(drop=True)
-    results = inspect_files([c.path for c in cands], min_side, max_pixels, hash_size, workers)
-
+    cands, attributes, rejected, unmapped = gather_candidates(
+        sources, crops_dir or Path("data/crops"), crop_margin, min_box, max_pixels, workers
+    )
     fixed = {s.name: s.split or "" for s in sources}
-    rows, keep, mismatched = [], [], 0
-    for i, (c, res) in enumerate(zip(cands, results, strict=True)):
-        meta = {"path": c.path.as_posix(), "label": c.label, "source": c.source}
-        if res.row is None:
-            rejected.append({**meta, "reason": res.reason})
-            continue
-        rows.append({**meta, "scene": c.scene, "fixed_split": fixed[c.source], **res.row})
-        keep.append(i)
-        mismatched += "suffix_mismatch" in res.notes
-    index = pd.DataFrame(rows, columns=[c for c in INDEX_COLUMNS if c not in ("group", "copies")])
-    index = index.join(attributes.iloc[keep].reset_index(drop=True).dropna(axis=1, how="all"))
+    index, bad, mismatched = inspect_candidates(
+        cands, attributes, fixed, min_side, max_pixels, hash_size, workers
+    )
+    rejected += bad
     merged_copies = len(index)
     index = merge_folder_copies(index, [s.name for s in sources if s.folder_attributes])
     merged_copies -= len(index)
-
-    # Conflicts are judged on copies of one picture only: crops of one crowd photo
-    # rightly carry different labels.
-    copies = duplicate_groups(index["sha256"], index["phash"], near_duplicate_distance)
-    conflicts = conflicting_groups(index.assign(group=copies))
-    for _, r in index[np.isin(copies, conflicts)].iterrows():
-        same = index.loc[copies == copies[r.name], "label"]
-        others = ", ".join(sorted(set(same) - {r["label"]}))
-        rejected.append(
-            {
-                "path": r["path"],
-                "source": r["source"],
-                "label": r["label"],
-                "reason": f"conflicting labels: a copy of this picture is {others}",
-            }
-        )
-    keep = ~np.isin(copies, conflicts)
-    index = index[keep].reset_index(drop=True)
-    # Two groupings: `copies` (one picture, however resized) is the unit of counting in
-    # evaluation; `group` (copies plus crops of one scene, plus `group_by`) is the unit of
-    # splitting. Dropping whole copy groups leaves the others as they were, so both build
-    # on `copies` instead of comparing every pair of hashes again (quadratic in files).
-    index.insert(3, "copies", pd.factorize(copies[keep])[0])
-    index.insert(
-        3,
-        "group",
-        duplicate_groups(
-            index["copies"], same=[index["scene"], *(_attribute(index, a) for a in group_by)]
-        ),
-    )
+    index, copies, bad, n_conflicts = drop_conflicts(index, near_duplicate_distance)
+    rejected += bad
+    index = add_groups(index, copies, group_by)
     rejected_df = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values("path")
-
-    report = {
-        "files_seen": len(cands) + sum(1 for r in rejected if "#" in r["path"]),
-        "images_indexed": len(index),
-        "files_rejected": len(rejected_df),
-        "per_class": index["label"].value_counts().sort_index().to_dict(),
-        "per_source": index["source"].value_counts().sort_index().to_dict(),
-        "rejected_by_reason": _reason_counts(rejected_df["reason"]),
-        "suffix_mismatch": mismatched,
-        "scenes": int(index.loc[index["scene"] != "", "scene"].nunique()),
-        **summarize_groups(index.assign(group=index["copies"])),
-        "split_groups": int(index["group"].nunique()),
-        "conflicting_label_groups_dropped": len(conflicts),
-        "unmapped_folders": unmapped,
-        "folder_copies_merged": merged_copies,
-    }
+    report = index_report(
+        index,
+        rejected_df,
+        # Boxes rejected while cutting crops (`annotation#k`) were seen but never became files.
+        files_seen=len(cands) + sum(1 for r in rejected if "#" in r["path"]),
+        suffix_mismatch=mismatched,
+        conflicts_dropped=n_conflicts,
+        unmapped=unmapped,
+        folder_copies_merged=merged_copies,
+    )
     return index, rejected_df.reset_index(drop=True), report
 
 

@@ -361,13 +361,9 @@ class Explanation:
 
 
 def explain_model(
-    model: torch.nn.Module,
-    card: ModelCard,
-    pred: pd.DataFrame,
-    p: ExplainParams,
-    seed: int,
+    model: torch.nn.Module, card: ModelCard, pred: pd.DataFrame, p: ExplainParams, seed: int,
     folder: Path,
-) -> Explanation:
+) -> Explanation:  # fmt: skip
     """Every explain section on the test predictions (`join_split` output); PNGs in `folder`.
 
     `p` is params.yaml's `explain` section.

@@ -142,7 +142,7 @@ class ConcatBackbones(_LinearHeadNet):
     Named `a+b` in params.yaml. Its input is normalised as the first backbone expects (the
     card's mean and std, so 0 is still the data mean: occlusion patches stay grey); the others
     are re-normalised from it: MobileNetV2 and EfficientNet-Lite expect different inputs. Two
-    ImageNet nets make partly different errors; joined, fewer remain (README: 3 x 5-fold CV).
+    ImageNet nets make partly different errors; joined, fewer remain (docs/recipe.md: 5-fold CV).
     Grad-CAM gets one target layer per branch.
     """
 
