@@ -131,6 +131,7 @@ class FinetuneParams(Section):
     label_smoothing: Fraction
     patience: Count
     freeze_bn: bool
+    freeze: Fraction  # share of each backbone's early layer groups kept fixed
     augment: AugmentParams
 
 

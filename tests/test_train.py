@@ -201,3 +201,30 @@ def test_balanced_class_weights():
     assert class_weights(y, 2, "none") is None
     with pytest.raises(ValueError, match="balanced"):
         class_weights(y, 2, "inverse")
+
+
+def test_fine_tune_keeps_the_frozen_early_layers_and_trains_the_rest():
+    from facemask.training.train import early_layers
+
+    torch.manual_seed(0)
+    model, _ = create_model("mobilenetv2_100", 2, pretrained=False)
+    assert early_layers(model, 0.0) == []
+    frozen = early_layers(model, 0.5)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert names[id(frozen[0])].startswith("conv_stem")  # the stem first, then blocks
+    assert not any(names[id(p)].startswith(("conv_head", "classifier")) for p in frozen)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(16) % 2
+    norm = Normalize((0.5,) * 3, (0.25,) * 3)
+    fine_tune(model, norm, images, labels, images[:4], labels[:4], None, 1, lr=0.01,
+              batch_size=8, patience=0, freeze=0.5, freeze_bn=False)  # fmt: skip
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    frozen_names = {names[id(p)] for p in frozen}
+    assert not moved & frozen_names  # nothing frozen changed
+    assert "classifier.weight" in moved and "conv_head.weight" in moved  # the rest learned
+    # joined backbones freeze the same share of each branch
+    joined, _ = create_model("mobilenetv2_100+tf_efficientnet_lite0", 2, pretrained=False)
+    per_branch = {n.split(".")[1] for n, p in joined.named_parameters()
+                  if any(p is q for q in early_layers(joined, 0.5))}  # fmt: skip
+    assert per_branch == {"0", "1"}
