@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 repro: install  ## run the pipeline (download -> plots) on the default data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-compare: install  ## k-fold leaderboard of backbones x weights x modes (about an hour)
+compare: install  ## k-fold leaderboards of the backbones in params compare* and leave-one-source-out
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro compare/dvc.yaml
 
 serving: install  ## scenes (detector + classifier on crowd photos) and export (about 10 minutes)

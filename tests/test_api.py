@@ -56,6 +56,10 @@ def test_bad_pictures_are_clear_errors(tmp_path):
     card = ModelCard("facemask_cnn", ["a", "b"], 32, (0.5,) * 3, (0.25,) * 3)
     save_model(torch_model, card, tmp_path / "m.safetensors")
     model = facemask.load(tmp_path / "m.safetensors", detector=None)
+    assert model.margin == 0.2  # a card without a crop margin: the params default
+    card.crop_margin = 0.35
+    save_model(torch_model, card, tmp_path / "m2.safetensors")
+    assert facemask.load(tmp_path / "m2.safetensors", detector=None).margin == 0.35
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         model.predict([np.zeros((8, 8), np.uint8)])
     (tmp_path / "bad.jpg").write_bytes(b"not a picture")
