@@ -23,7 +23,7 @@ from facemask.config import seed_everything, tune_malloc
 from facemask.data.cache import ArrayStore, Normalize, Split, load_images, to_tensor
 from facemask.models.factory import create_model
 from facemask.params import Params, load_stage_params
-from facemask.training.features import bf16_supported, compute_features
+from facemask.training.features import compute_features, use_bf16
 from facemask.training.train import fit_head, transfer_learn
 
 
@@ -48,7 +48,7 @@ def plain_epochs(params: Params, size: int, epochs: int) -> list[float]:
         t = time.perf_counter()
         train, valid = (load(s, classes, size, None) for s in ("train", "valid"))
         # Same precision as the cached path, so the ratio measures caching alone.
-        bf16 = bf16_supported() if tp.bf16_features == "auto" else tp.bf16_features
+        bf16 = use_bf16(tp.bf16_features)
         f_train = compute_features(model, train.images, norm, tp.batch_size, bf16=bf16)
         f_valid = compute_features(model, valid.images, norm, tp.batch_size, bf16=bf16)
         fit_head(head, f_train, train.labels, f_valid, valid.labels, epochs=1, patience=0)

