@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FACEMASK_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export FACEMASK_MIRROR
 
-.PHONY: install repro compare serving test test-fast lint format results clean
+.PHONY: install repro compare serving detect test test-fast lint format results clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ compare: install  ## k-fold leaderboards of the backbones in params compare* and
 
 serving: install  ## scenes (detector + classifier on crowd photos) and export (about 10 minutes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro serving/dvc.yaml
+
+detect: install  ## the no-face re-scorer: mined from the training scenes, scored on every scene set (about 4 minutes)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro detect/dvc.yaml
 
 test: install  ## the whole test suite: synthetic data, no network
 	$(BIN)/python -m pytest -q

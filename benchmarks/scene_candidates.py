@@ -1,15 +1,19 @@
 """Detection candidates side by side on every scene source, in one run: the serving chain
-(detector -> crop -> classifier) at each detector threshold, scored with the scenes metrics
-(found and right at IoU 0.3 / 0.5, faces >= 16 px, recall, false boxes per scene, mAP@0.5),
-per source and averaged over sources (the figure to choose by, never one set).
+(detector -> crop -> classifier) at each detector threshold, and with `--no-face` the
+no-face re-scorer (detect/dvc.yaml) at several face-probability thresholds, scored with the
+scenes metrics (found and right at IoU 0.3 / 0.5, faces >= 16 px, recall, false boxes per
+scene, mAP@0.5), per source and averaged over sources (the figure to choose by, never one
+set).
 
-The chain runs once per source at the lowest threshold; a higher threshold keeps the boxes
-scoring at or above it (greedy NMS only ever suppresses a box for a higher-scoring one, so
-this is what the detector gives at that threshold).
+The chain runs once per source at the detector's floor (0.2); a higher threshold keeps the
+boxes scoring at or above it (greedy NMS only ever suppresses a box for a higher-scoring
+one, so this is what the detector gives at that threshold). A confidence re-scorer reads
+only what the chain already answered, so its rows come from the same run.
 
     python benchmarks/scene_candidates.py models/model.safetensors \\
         andrewmvd=data/raw/andrewmvd dataroots=data/scenes/dataroots \\
-        --exclude data/splits/train.csv data/splits/valid.csv
+        --exclude data/splits/train.csv data/splits/valid.csv \\
+        --no-face models/noface.safetensors
 
 Prints a markdown table; --out also writes it (benchmarks/results/scene_candidates.md).
 """
@@ -26,11 +30,13 @@ import pandas as pd
 
 from facemask.config import load_params, tune_malloc
 from facemask.data.scenes import list_scenes
+from facemask.detection.noface import NoFaceScorer, rescored
 from facemask.serving.detect import create_detector
 from facemask.serving.engines import load_engine
 from facemask.serving.scenes_eval import SceneResult, read_scene_ids, run_scenes, scene_metrics
 
-THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
+THRESHOLDS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+FACE_THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
 
 
 def above(results: list[SceneResult], threshold: float) -> list[SceneResult]:
@@ -44,10 +50,11 @@ def above(results: list[SceneResult], threshold: float) -> list[SceneResult]:
     return out
 
 
-def row(source: str, threshold: float, m: dict) -> dict:
+def row(source: str, candidate: str, threshold: float, m: dict) -> dict:
     loose, strict = m["found_and_right"]["iou_0.3"], m["found_and_right"]["iou_0.5"]
     return {
         "source": source,
+        "candidate": candidate,
         "threshold": threshold,
         "faces": loose["faces"],
         "found_right_iou0.3": loose["found_and_right"],
@@ -65,6 +72,7 @@ def main() -> None:
     parser.add_argument("sources", nargs="+", help="NAME=FOLDER scene sets (any layout)")
     parser.add_argument("--exclude", type=Path, nargs="*", default=[], help="split CSVs")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--no-face", type=Path, help="a no-face re-scorer (confidence inputs)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     tune_malloc()
@@ -74,6 +82,12 @@ def main() -> None:
     detector = create_detector(
         sp["detector"], threshold=min(THRESHOLDS), upscale=sp["upscale"], threads=1
     )
+    rescorer = None
+    if args.no_face is not None:
+        rescorer = NoFaceScorer.load(args.no_face)
+        rescorer.check_model(args.model, str(args.no_face))
+        if rescorer.needs_features or rescorer.detector.get("upscale") != sp["upscale"]:
+            raise SystemExit(f"{args.no_face}: needs confidence inputs at upscale {sp['upscale']}")
     seen = set().union(*(read_scene_ids(p) for p in args.exclude))
     rows, timing = [], []
     for spec in args.sources:
@@ -91,9 +105,16 @@ def main() -> None:
         for t in THRESHOLDS:
             m = scene_metrics(above(results, t), sp["classes"], engine.card.classes, sp["iou"],
                               sp["min_face"], sp["size_bins"])  # fmt: skip
-            rows.append(row(name, t, m))
+            rows.append(row(name, "detector", t, m))
+        if rescorer is not None:
+            probs = [rescorer.face_probs(r.scores, r.boxes, r.probs) for r in results]
+            for t in sorted({*FACE_THRESHOLDS, rescorer.threshold}):
+                m = scene_metrics(rescored(results, probs, t), sp["classes"],
+                                  engine.card.classes, sp["iou"], sp["min_face"],
+                                  sp["size_bins"])  # fmt: skip
+                rows.append(row(name, "no-face re-scorer", t, m))
     table = pd.DataFrame(rows)
-    mean = table.groupby("threshold").mean(numeric_only=True).reset_index()
+    mean = table.groupby(["candidate", "threshold"]).mean(numeric_only=True).reset_index()
     mean.insert(0, "source", "mean over sources")
     table = pd.concat([table, mean], ignore_index=True).round(4)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -113,7 +134,7 @@ def main() -> None:
     if args.out:
         args.out.write_text(text + "\n")
     best = mean.loc[np.argmax(mean["found_right_iou0.3"])]
-    print(f"best mean found-and-right (IoU 0.3): threshold {best['threshold']:g}")
+    print(f"best mean found-and-right (IoU 0.3): {best['candidate']} at {best['threshold']:g}")
 
 
 if __name__ == "__main__":

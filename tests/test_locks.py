@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import ROOT
 
-PIPELINES = ["dvc.yaml", "serving/dvc.yaml", "compare/dvc.yaml"]
+PIPELINES = ["dvc.yaml", "serving/dvc.yaml", "compare/dvc.yaml", "detect/dvc.yaml"]
 
 
 def tracked() -> set[str]:

@@ -45,6 +45,25 @@ class TorchEngine:
 
         return predict_probs(self.model, self.card, images, self.batch_size)
 
+    def embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and the pooled features the head reads, from one forward pass."""
+        import torch
+
+        from facemask.data.cache import Normalize, to_tensor
+        from facemask.models.predict import fast_forward
+        from facemask.runtime import refresh_threads
+
+        norm, head = Normalize(self.card.mean, self.card.std), self.model.get_classifier()
+        pixels, probs, feats = to_tensor(images), [], []
+        with torch.no_grad():
+            for i in range(0, len(images), self.batch_size):
+                refresh_threads()
+                x = norm(pixels[i : i + self.batch_size])
+                f = fast_forward(self.model, x, pooled=True)(x).float()
+                probs.append((head(f) / self.card.temperature).softmax(1))
+                feats.append(f)
+        return torch.cat(probs).numpy(), torch.cat(feats).numpy()
+
 
 class OnnxEngine:
     """An exported model (facemask.serving.export) under ONNX Runtime on the CPU."""

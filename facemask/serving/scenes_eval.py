@@ -29,7 +29,7 @@ from facemask.serving.annotate import draw_faces, tile_images
 from facemask.serving.detect import FaceDetector
 from facemask.serving.engines import Engine
 from facemask.serving.inputs import Frame
-from facemask.serving.stream import answer_frames
+from facemask.serving.stream import Rescorer, answer_frames
 
 
 @dataclass
@@ -44,6 +44,7 @@ class SceneResult:
     probs: np.ndarray  # (D, classes)
     labels: list[str]  # answer per detection (a class or `uncertain`)
     brightness: np.ndarray | None = None  # (G,) mean luma 0-255 of each labelled face's box
+    features: np.ndarray | None = None  # (D, features) the classifier's pooled features
 
 
 # --------------------------------------------------------------------------- scenes
@@ -93,16 +94,21 @@ def run_scenes(
     batch_size: int = 64,
     abstain: float = 0.0,
     bad: list[str] | None = None,
+    rescorer: Rescorer | None = None,
+    keep_features: bool = False,
 ) -> list[SceneResult]:
-    """The serving chain on every scene, as `facemask predict` runs it."""
+    """The serving chain on every scene, as `facemask predict` runs it (with `rescorer`,
+    boxes it calls no face are dropped and the rest scored by its face probability;
+    `keep_features` keeps each box's pooled classifier features)."""
     bad = [] if bad is None else bad
     by_id = {s.image.stem: s for s in scenes}
     light: dict[str, np.ndarray] = {}
     frames = scene_frames(scenes, bad, light)
     out = []
-    for answer in answer_frames(
-        frames, engine, detector, margin, batch_size, abstain, keep_images=False
-    ):
+    answers = answer_frames(
+        frames, engine, detector, margin, batch_size, abstain, False, rescorer, keep_features
+    )
+    for answer in answers:
         scene = by_id[answer.frame.source]
         faces = answer.faces
         k = len(engine.card.classes)
@@ -112,10 +118,11 @@ def run_scenes(
                 np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in scene.boxes]).reshape(-1, 4),
                 [b.name for b in scene.boxes],
                 np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4),
-                np.array([f.score for f in faces], dtype=np.float64),
+                np.array([f.rank_score for f in faces], dtype=np.float64),
                 np.array([f.probs for f in faces], dtype=np.float64).reshape(-1, k),
                 [f.label for f in faces],
                 light.get(answer.frame.source),
+                np.array([f.features for f in faces]) if keep_features else None,
             )
         )
     return out
@@ -134,14 +141,16 @@ def evaluate_scenes(
     size_edges: Sequence[float] = (16, 32, 64),
     bad: list[str] | None = None,
     curves: dict[str, pd.DataFrame] | None = None,
+    rescorer: Rescorer | None = None,
 ) -> tuple[list[SceneResult], dict]:
     """The chain on `scenes` and every metric of metrics/scenes.json (the scenes stage and
-    `facemask evaluate-scenes` share it); `bad` lists what could not be read."""
+    `facemask evaluate-scenes` share it); `bad` lists what could not be read; `rescorer`:
+    the no-face re-scorer's second look at every box."""
     import time
 
     bad = [] if bad is None else bad
     t0 = time.perf_counter()
-    results = run_scenes(scenes, engine, detector, margin, batch_size, abstain, bad)
+    results = run_scenes(scenes, engine, detector, margin, batch_size, abstain, bad, rescorer)
     seconds = time.perf_counter() - t0
     classes = engine.card.classes
     metrics = {

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import numpy as np
 from PIL import Image
@@ -27,18 +27,45 @@ from facemask.serving.inputs import Frame, output_name
 from facemask.serving.video import VideoWriter, is_video
 
 
+class Rescorer(Protocol):
+    """A second look at detector boxes (facemask.detection.noface.NoFaceScorer): P(face)
+    per box from its detector score, box, class probabilities and (if it needs them) the
+    classifier's pooled features; boxes below `threshold` are dropped as no face."""
+
+    threshold: float
+
+    @property
+    def needs_features(self) -> bool: ...
+
+    def face_probs(
+        self,
+        scores: np.ndarray,
+        boxes: np.ndarray,
+        probs: np.ndarray,
+        features: np.ndarray | None = None,
+    ) -> np.ndarray: ...
+
+
 @dataclass
 class Face:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 px in the frame
     score: float  # detector score 0-1 (1 for a pre-cropped face)
     probs: np.ndarray  # one per class, the card's order
     label: str  # the top class, or `uncertain` below the abstain threshold
+    face_score: float | None = None  # the no-face re-scorer's P(face), when one ran
+    features: np.ndarray | None = None  # the classifier's pooled features of the crop
+
+    @property
+    def rank_score(self) -> float:
+        """How sure the chain is that this is a face: the re-scorer's, else the detector's."""
+        return self.score if self.face_score is None else self.face_score
 
 
 @dataclass
 class Answer:
     frame: Frame
     faces: list[Face]
+    no_face: int = 0  # detector boxes the re-scorer dropped as not a face
 
 
 def label_faces(probs: np.ndarray, classes: Sequence[str], abstain: float) -> list[str]:
@@ -55,12 +82,17 @@ def answer_frames(
     batch_size: int = 64,
     abstain: float = 0.0,
     keep_images: bool = True,
+    rescorer: Rescorer | None = None,
+    keep_features: bool = False,
 ) -> Iterator[Answer]:
     """Detect, crop and classify every frame, in input order.
 
     Without a detector each frame is one pre-cropped face, squashed whole as training
     pictures were. Crops of several frames share a classifier batch; `keep_images=False`
-    drops each frame's pixels once its crops are cut (nothing to annotate).
+    drops each frame's pixels once its crops are cut (nothing to annotate). A `rescorer`
+    takes a second look at every detector box from the
+    classifier's features of its crop and drops those it calls no face; `keep_features`
+    keeps those features on each face (mining the re-scorer's training rows).
     """
     size = engine.card.image_size
     pending: list[tuple[Frame, list[Detection], np.ndarray]] = []
@@ -78,27 +110,57 @@ def answer_frames(
         pending.append((frame, found, crops))
         waiting += len(found)
         if waiting >= batch_size or len(pending) >= batch_size:
-            yield from _classify(pending, engine, abstain)
+            yield from _classify(pending, engine, abstain, rescorer, keep_features)
             pending, waiting = [], 0
-    yield from _classify(pending, engine, abstain)
+    yield from _classify(pending, engine, abstain, rescorer, keep_features)
 
 
 def _classify(
-    pending: list[tuple[Frame, list[Detection], np.ndarray]], engine: Engine, abstain: float
+    pending: list[tuple[Frame, list[Detection], np.ndarray]],
+    engine: Engine,
+    abstain: float,
+    rescorer: Rescorer | None = None,
+    keep_features: bool = False,
 ) -> Iterator[Answer]:
     if not pending:
         return
     crops = np.concatenate([c for _, _, c in pending])
     classes = engine.card.classes
-    probs = engine(crops) if len(crops) else np.zeros((0, len(classes)), np.float32)
+    feats = face_p = None
+    if not len(crops):
+        probs = np.zeros((0, len(classes)), np.float32)
+    elif keep_features or (rescorer is not None and rescorer.needs_features):
+        if not hasattr(engine, "embed"):
+            raise ValueError(
+                "this no-face re-scorer reads the classifier's features: --engine torch"
+            )
+        probs, feats = engine.embed(crops)
+    else:
+        probs = engine(crops)
+    if rescorer is not None and len(crops):
+        found_all = [d for _, found, _ in pending for d in found]
+        boxes = np.array([box for box, _ in found_all], np.float64)
+        face_p = rescorer.face_probs(np.array([s for _, s in found_all]), boxes, probs, feats)
     labels = label_faces(probs, classes, abstain)
     k = 0
     for frame, found, _ in pending:
-        faces = []
+        faces, dropped = [], 0
         for box, score in found:
-            faces.append(Face(tuple(map(float, box)), float(score), probs[k], labels[k]))
+            if face_p is not None and face_p[k] < rescorer.threshold:
+                dropped += 1
+            else:
+                faces.append(
+                    Face(
+                        tuple(map(float, box)),
+                        float(score),
+                        probs[k],
+                        labels[k],
+                        None if face_p is None else float(face_p[k]),
+                        feats[k] if keep_features else None,
+                    )
+                )
             k += 1
-        yield Answer(frame, faces)
+        yield Answer(frame, faces, dropped)
 
 
 # --------------------------------------------------------------------------- rows
@@ -208,6 +270,8 @@ def write_answers(
         frames += 1
         for face in answer.faces:
             counts[face.label] = counts.get(face.label, 0) + 1
+        if answer.no_face:  # boxes the re-scorer dropped: counted, never written as rows
+            counts["no_face"] = counts.get("no_face", 0) + answer.no_face
         rows.write(answer)
         if annotated is not None:
             annotated.write(answer)

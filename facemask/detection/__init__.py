@@ -1,0 +1,1 @@
+"""Detection the pipeline learns: the no-face re-scorer of detector boxes (detect/dvc.yaml)."""
