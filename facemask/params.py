@@ -79,6 +79,7 @@ class PrepareParams(Section):
     hash_size: Annotated[int, Field(ge=2)]
     near_duplicate_distance: Annotated[int, Field(ge=-1)]  # -1 = off
     workers: Count  # 0 = one per core
+    cluster: str  # a Dask scheduler address runs the per-file work there; "" = local processes
     crop_margin: Annotated[float, Field(ge=0)]
     min_box: Positive
     group_by: list[str]
@@ -133,6 +134,20 @@ class FinetuneParams(Section):
     freeze_bn: bool
     freeze: Fraction  # share of each backbone's early layer groups kept fixed
     augment: AugmentParams
+
+
+class LaunchParams(Section):
+    """How many processes train (torchrun under the stage when more than one)."""
+
+    processes: Positive  # per machine: one per GPU; 1 = plain python, no torchrun
+    nodes: Positive  # machines, each running the same stage
+    rendezvous: str  # host:port every machine reaches (c10d); "" = this machine alone
+
+    @model_validator(mode="after")
+    def _several_machines_meet_somewhere(self) -> LaunchParams:
+        if self.nodes > 1 and not self.rendezvous:
+            raise ValueError("launch.nodes > 1 needs launch.rendezvous (host:port)")
+        return self
 
 
 class TrainParams(Section):
@@ -282,6 +297,7 @@ class Params(Section):
     prepare: PrepareParams | None = None
     split: SplitParams | None = None
     train: TrainParams | None = None
+    launch: LaunchParams | None = None
     evaluate: EvaluateParams | None = None
     slices: SlicesParams | None = None
     robustness: RobustnessParams | None = None

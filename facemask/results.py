@@ -230,6 +230,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "scene-sets": scene_sets_table,
     "predict-scenes": lambda r: benchmark_table(r, "predict_scenes"),
     "scene-candidates": lambda r: benchmark_table(r, "scene_candidates"),
+    "dedup-scale": lambda r: benchmark_table(r, "dedup_scale"),
+    "prepare-workers": lambda r: benchmark_table(r, "prepare_workers"),
     "evaluation": evaluation_table,
     "slices-face-size": lambda r: slices_table(r, "face_size"),
     "leaderboard": lambda r: leaderboard_table(r, ""),

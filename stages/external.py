@@ -62,6 +62,9 @@ def main(
             f"{name}: accuracy {result['accuracy']:.4f} on {result['n']} pictures "
             f"({result['overlap_removed']} seen in train/valid removed)"
         )
+    if not ev.external:  # git keeps no empty folder: a teammate's pull would miss both outputs
+        for folder in (metrics, predictions):
+            (folder / ".gitkeep").write_text("")
     return out
 
 

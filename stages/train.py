@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import shlex
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,10 +20,10 @@ from facemask.models.factory import ModelCard, create_for_training, save_model
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.training.calibrate import valid_temperature
-from facemask.training.distributed import close_distributed, init_distributed
+from facemask.training.distributed import close_distributed, init_distributed, torchrun_command
 from facemask.training.train import transfer_learn
 
-SECTIONS = ("seed", "model", "classes", "train", "evaluate", "prepare")
+SECTIONS = ("seed", "model", "classes", "train", "launch", "evaluate", "prepare")
 
 
 def run_key(params: Params, *csvs: Path) -> str:
@@ -118,4 +121,11 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with exit_on_error("train"):
         params = load_stage_params(args.params, SECTIONS)
+    launch = params.launch
+    cmd = torchrun_command(launch.processes, launch.nodes, launch.rendezvous, "stages.train",
+                           sys.argv[1:])  # fmt: skip
+    if cmd:  # several processes: torchrun takes this process's place (signals reach it)
+        print(f"train: {launch.processes} x {launch.nodes} processes: {shlex.join(cmd)}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        os.execv(cmd[0], cmd)
     main(params, args.splits, args.model_out, args.history, args.metrics)

@@ -18,11 +18,12 @@ import yaml
 
 from facemask.data.cache import ArrayStore, Normalize
 from facemask.models.factory import create_model, load_model
+from facemask.params import stage_params
 from facemask.training import distributed
 from facemask.training.distributed import Context, init_distributed
 from facemask.training.features import cached_features
 from facemask.training.train import fine_tune
-from tests.conftest import ROOT, run_data_stages
+from tests.conftest import ROOT, params_with, run_data_stages
 
 NORM = Normalize((0.5,) * 3, (0.25,) * 3)
 WEIGHT = torch.tensor([1.0, 3.0])  # class weights: the loss's denominator spans processes
@@ -219,3 +220,25 @@ def test_train_stage_under_torchrun(params, tmp_path, monkeypatch):
     history = pd.read_csv("metrics/train_history.csv")
     assert history["phase"].tolist()[-1] == "finetune"
     assert load_model("models/model.safetensors")[1].classes == params["classes"]
+
+
+def test_the_launcher_command_by_hand(monkeypatch):
+    for var in distributed.TORCHRUN_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.torchrun_command(1, 1, "", "stages.train", ["data/splits"]) is None
+    one = distributed.torchrun_command(2, 1, "", "stages.train", ["data/splits", "--params", "p"])
+    assert one[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone",
+                       "-m", "stages.train", "data/splits", "--params", "p"]  # fmt: skip
+    assert one[0] == sys.executable  # the venv's python, whatever PATH says
+    two = distributed.torchrun_command(4, 2, "10.0.0.1:29400", "stages.train", [])
+    assert "--nnodes=2" in two and "--rdzv-endpoint=10.0.0.1:29400" in two
+    assert "--standalone" not in two and "--rdzv-backend=c10d" in two
+    for var in distributed.TORCHRUN_VARS:  # already one of torchrun's processes: no nesting
+        monkeypatch.setenv(var, "0")
+    assert distributed.torchrun_command(2, 1, "", "stages.train", []) is None
+
+
+def test_several_machines_need_a_rendezvous():
+    params = params_with(launch={"processes": 2, "nodes": 2, "rendezvous": ""})
+    with pytest.raises(ValueError, match=r"launch\.nodes > 1 needs launch\.rendezvous"):
+        stage_params(params, ("launch",))

@@ -26,6 +26,7 @@ BAD = [
     ("split.valid", 0.9, "valid + test must be < 1"),
     ("train.head.lr", "1e-3", "valid number"),
     ("train.finetune.schedule", "linear", "'cosine' or 'onecycle'"),
+    ("launch.processes", 0, "greater than or equal to 1"),
     ("evaluate.abstain", 1.5, "less than or equal to 1"),
     ("slices.min_count", 0, "greater than or equal to 1"),
     ("robustness.corruptions", [], "at least 1 item"),

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import ROOT, tiny_params
+from tests.test_remote import s3_remote, seaweedfs, write_local_config  # noqa: F401
 
 STAGES = [
     "download", "prepare", "split", "audit", "train", "evaluate", "external_data", "external",
@@ -118,3 +120,77 @@ def test_dvc_repro_param_changes_and_experiments(repo):
     diff = json.loads(run([*dvc, "metrics", "diff", "--all", "--json"], repo, stdout_only=True))
     change = diff["metrics/summary.json"]["corrupted"]  # the baseline commit against the exp
     assert (change["old"], change["new"]) == (before["corrupted"], after["corrupted"]), diff
+
+
+@pytest.mark.slow
+def test_exp_run_trains_under_torchrun_when_launch_asks(repo):
+    """`dvc exp run -S launch.processes=2`: the train stage restarts itself under
+    torchrun (two gloo processes) and writes the model one process writes."""
+    from safetensors.torch import load_file
+
+    dvc = [sys.executable, "-m", "dvc"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    # Augmentation and dropout draw from one stream per process (seed, epoch, rank), so with
+    # them on N processes train like another seed; off, the result must not depend on N.
+    # resnet18 (from scratch, 32 px) has no dropout layer; facemask_cnn has one.
+    params["model"] = "resnet18"
+    params["train"]["head"]["dropout"] = 0.0
+    params["train"]["finetune"]["augment"].update(
+        rotation=0, hflip=False, color_jitter=0, scale=[1.0, 1.0], degrade=0
+    )
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([*dvc, "repro", "train"], repo)
+    assert "processes: " not in out and ran(out)[-1] == "train"  # plain python
+    one = load_file(repo / "models/model.safetensors")
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "one process"], repo)
+
+    out = run([*dvc, "exp", "run", "train", "-S", "launch.processes=2", "-n", "two"], repo)
+    assert ran(out) == ["train"], out
+    assert "train: 2 x 1 processes:" in out and "torch.distributed.run" in out  # torchrun ran
+    two = load_file(repo / "models/model.safetensors")
+    assert one.keys() == two.keys()
+    for key, value in one.items():  # the tolerance of test_two_processes_train_and_extract
+        torch.testing.assert_close(two[key], value, atol=1e-5, rtol=1e-4)
+    history = (repo / "metrics/train_history.csv").read_text()
+    assert history.count("finetune") == params["train"]["finetune"]["epochs"]
+    assert '"two"' in run([*dvc, "exp", "show", "--json"], repo, stdout_only=True)
+
+
+@pytest.mark.slow
+def test_the_pipeline_through_the_remote_and_the_queue(repo, seaweedfs, tmp_path):  # noqa: F811
+    """This project's dvc.yaml on tiny data: pushed to a real S3 server on loopback, pulled
+    into a fresh clone that has nothing to rerun; two queued experiments run and show."""
+    dvc = [sys.executable, "-m", "dvc"]
+    run([*dvc, "repro"], repo)
+    remote = s3_remote(seaweedfs)
+    run([*dvc, "remote", "add", "-d", "storage", remote.url], repo)
+    run([*dvc, "remote", "modify", "storage", "endpointurl", remote.options["endpointurl"]], repo)
+    write_local_config(repo, remote.secrets)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "pipeline run"], repo)
+    run([*dvc, "push", "-q"], repo)
+
+    teammate = tmp_path / "teammate"
+    run(["git", "clone", "-q", str(repo), str(teammate)], tmp_path)
+    shutil.copy(repo / ".dvc" / "config.local", teammate / ".dvc" / "config.local")
+    run([*dvc, "pull", "-q"], teammate)
+    assert (teammate / "models/model.safetensors").read_bytes() == (
+        repo / "models/model.safetensors"
+    ).read_bytes()
+    assert "Data and pipelines are up to date." in run([*dvc, "status"], teammate)
+    assert ran(run([*dvc, "repro"], teammate)) == []
+
+    for n in (6, 8):
+        run([*dvc, "exp", "run", "--queue", "-S", f"robustness.sample={n}", "-n", f"s{n}"], repo)
+    run([*dvc, "exp", "run", "--run-all"], repo)
+    shown = json.loads(run([*dvc, "exp", "show", "--json"], repo, stdout_only=True))
+    names = json.dumps(shown)
+    assert '"s6"' in names and '"s8"' in names
+    samples = {find_key(e, "name"): find_key(e, "robustness") for e in _experiments(shown)}
+    assert {k: v["sample"] for k, v in samples.items() if k in ("s6", "s8")} == {"s6": 6, "s8": 8}
+
+
+def _experiments(shown: list) -> list[dict]:
+    """Every experiment record under the baseline rows of `dvc exp show --json`."""
+    return [e for row in shown for ex in row.get("experiments") or [] for e in ex["revs"]]

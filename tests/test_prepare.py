@@ -6,11 +6,12 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from facemask.data.prepare import Source, build_index
 from stages import prepare
-from tests.conftest import draw_face, make_dataset, tiny_params
+from tests.conftest import CLASSES, draw_face, make_dataset, tiny_params
 
 
 def dataset_with_problems(tmp_path):
@@ -132,3 +133,44 @@ def test_workspace_guard_sees_an_emptied_output_folder(tmp_path):
     after = workspace_snapshot(tmp_path)
     assert "data/crops/a.png" in before and "data/crops/a.png" not in after
     assert before != after
+
+
+@pytest.mark.slow
+def test_prepare_on_a_dask_cluster_gives_the_local_index(tmp_path):
+    """Two Dask worker processes started here (a LocalCluster on loopback) do the per-file
+    work; the index, rejections and report are the local run's."""
+    distributed = pytest.importorskip("distributed")
+    from tests.test_voc import CLASSES as VOC_CLASSES
+    from tests.test_voc import make_voc
+
+    sources = [
+        Source("s", dataset_with_problems(tmp_path / "f"), {c: c for c in CLASSES}),
+        Source("v", make_voc(tmp_path / "voc"), VOC_CLASSES, format="voc"),
+    ]
+    common = dict(min_side=16, hash_size=16, near_duplicate_distance=20, min_box=16)
+    local = build_index(sources, crops_dir=tmp_path / "crops_local", workers=1, **common)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:  # fmt: skip
+        on_cluster = build_index(
+            sources, crops_dir=tmp_path / "crops_dask", workers=cluster.scheduler_address,
+            **common,
+        )  # fmt: skip
+        done = cluster.scheduler.task_prefixes["apply"].state_counts  # _apply: ran there
+    assert done["memory"] >= 2, done  # tasks that finished on a worker
+    index_l, index_d = (i.assign(path=i["path"].str.replace(r"crops_\w+", "C", regex=True))
+                        for i in (local[0], on_cluster[0]))  # fmt: skip
+    assert len(index_l) > 30 and index_l["scene"].notna().any()  # both sources are in it
+    pd.testing.assert_frame_equal(index_l, index_d)
+    pd.testing.assert_frame_equal(local[1], on_cluster[1])
+    assert local[2] == on_cluster[2]
+
+
+def test_an_unreachable_cluster_is_named(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr("facemask.data.parallel.CONNECT_TIMEOUT", "1s")
+    root = make_dataset(tmp_path, per_class=2)
+    src = Source("s", root, {c: c for c in CLASSES})
+    with pytest.raises(RuntimeError, match=r"no Dask scheduler at 'tcp://127\.0\.0\.1:9'"):
+        build_index([src], min_side=16, workers="tcp://127.0.0.1:9")

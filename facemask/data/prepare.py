@@ -8,16 +8,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 import imagehash
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from facemask.data.dedup import conflicting_groups, duplicate_groups, summarize_groups
 from facemask.data.images import IMAGE_SUFFIXES, ImageError, open_image, suffix_matches
+from facemask.data.parallel import Workers, parallel_map
 from facemask.data.scenes import FORMATS as SCENE_FORMATS
 from facemask.data.scenes import list_scenes
 from facemask.data.voc import Crop, cut_crops, cut_scenes
@@ -182,16 +181,11 @@ def inspect_file(path: Path, min_side: int, max_pixels: int, hash_size: int) -> 
 
 
 def inspect_files(
-    paths: list[Path], min_side: int, max_pixels: int, hash_size: int, workers: int
+    paths: list[Path], min_side: int, max_pixels: int, hash_size: int, workers: Workers
 ) -> list[Inspection]:
     """inspect_file over many files, in parallel where it pays."""
     work = partial(inspect_file, min_side=min_side, max_pixels=max_pixels, hash_size=hash_size)
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(paths) < 64:
-        return [work(p) for p in tqdm(paths, desc="prepare", unit="img")]
-    with Pool(workers) as pool:
-        it = pool.imap(work, paths, chunksize=16)
-        return list(tqdm(it, total=len(paths), desc="prepare", unit="img"))
+    return parallel_map(work, paths, workers, "prepare", "img")
 
 
 def list_candidates(
@@ -200,7 +194,7 @@ def list_candidates(
     crop_margin: float,
     min_box: int,
     max_pixels: int,
-    workers: int,
+    workers: Workers,
 ) -> tuple[list[Candidate], list[dict], list[str]]:
     """Files (or freshly cut face crops) of one source, rejected boxes, unmapped folders."""
     if src.format == "folders":
@@ -286,7 +280,7 @@ def gather_candidates(
     crop_margin: float,
     min_box: int,
     max_pixels: int,
-    workers: int,
+    workers: Workers,
 ) -> tuple[list[Candidate], pd.DataFrame, list[dict], dict[str, list[str]]]:
     """Every source's candidates sorted by path, their attributes row for row, the boxes
     rejected while cutting crops, and the unmapped folders per source."""
@@ -320,7 +314,7 @@ def inspect_candidates(
     min_side: int,
     max_pixels: int,
     hash_size: int,
-    workers: int,
+    workers: Workers,
 ) -> tuple[pd.DataFrame, list[dict], int]:
     """Decode and validate every candidate: (index of the usable ones, without `group` and
     `copies`; rejected rows of the others; how many have a suffix that lies).
@@ -421,7 +415,7 @@ def build_index(
     near_duplicate_distance: int = -1,
     crop_margin: float = 0.2,
     min_box: int = 16,
-    workers: int = 0,
+    workers: Workers = 0,
     group_by: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Inspect every file of every source; return (index, rejected, report).
@@ -472,6 +466,8 @@ PREPARE_KEYS = (
 def build_index_with(
     sources: Iterable[Source], crops_dir: Path, p: PrepareParams, group_by: Sequence[str] = ()
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """build_index with params.yaml's `prepare` settings (the keys in PREPARE_KEYS)."""
+    """build_index with params.yaml's `prepare` settings (the keys in PREPARE_KEYS); the
+    per-file work runs on `prepare.cluster` when it names a Dask scheduler."""
     settings = p.model_dump(include=set(PREPARE_KEYS))
+    settings["workers"] = p.cluster or p.workers
     return build_index(sources, crops_dir=crops_dir, group_by=group_by, **settings)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 from defusedxml import ElementTree
-from tqdm import tqdm
 
 from facemask.data.images import IMAGE_SUFFIXES, ImageError, open_image
+from facemask.data.parallel import Workers, parallel_map
 
 
 @dataclass(frozen=True)
@@ -138,7 +136,7 @@ def cut_crops(
     margin: float,
     min_box: int,
     max_pixels: int | None = None,
-    workers: int = 0,
+    workers: Workers = 0,
 ) -> tuple[list[Crop], list[Crop]]:
     """Crops of every annotated scene in a VOC folder pair: (crops, rejected boxes/files)."""
     if not annotations.is_dir() or not images.is_dir():
@@ -162,7 +160,7 @@ def cut_scenes(
     margin: float,
     min_box: int,
     max_pixels: int | None = None,
-    workers: int = 0,
+    workers: Workers = 0,
     desc: str = "",
 ) -> tuple[list[Crop], list[Crop]]:
     """Crops of every box of `scenes` (any annotation format): (crops, rejected boxes)."""
@@ -175,18 +173,6 @@ def cut_scenes(
         min_box=min_box,
         max_pixels=max_pixels,
     )
-    workers = workers or os.cpu_count() or 1
-    if workers > 1 and len(scenes) >= 32:
-        with Pool(workers) as pool:
-            results = list(
-                tqdm(
-                    pool.imap(work, scenes, chunksize=8),
-                    total=len(scenes),
-                    desc=f"crops {desc}",
-                    unit="scene",
-                )
-            )
-    else:
-        results = [work(s) for s in tqdm(scenes, desc="crops", unit="scene")]
+    results = parallel_map(work, scenes, workers, f"crops {desc}", "scene", 8, min_items=32)
     crops = [c for r in results for c in r]
     return [c for c in crops if c.path], [c for c in crops if not c.path]

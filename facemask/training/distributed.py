@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,23 @@ class Context:
 def launched_by_torchrun() -> bool:
     """Was this process started by torchrun (or anything that sets the same variables)?"""
     return all(v in os.environ for v in TORCHRUN_VARS)
+
+
+def torchrun_command(
+    processes: int, nodes: int, rendezvous: str, module: str, argv: list[str]
+) -> list[str] | None:
+    """The torchrun command that starts `module argv` as `processes` x `nodes` processes
+    (params `launch`), or None for one process or when torchrun already started this one.
+    The stage runs it in place of itself, so `dvc repro` and `dvc exp run` need no wrapper."""
+    if processes * nodes == 1 or launched_by_torchrun():
+        return None
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
+    if nodes == 1 and not rendezvous:
+        cmd.append("--standalone")  # a local rendezvous on a free port
+    else:
+        cmd += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rendezvous}"]
+        cmd.append(f"--rdzv-id={module}")  # the same on every machine of the job
+    return [*cmd, "-m", module, *argv]
 
 
 def init_distributed(mode: str = "auto") -> Context:
