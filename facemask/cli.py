@@ -60,6 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     handle = open(args.rows, "w", newline="") if args.rows else sys.stdout  # noqa: SIM115
     annotated = AnnotationWriter(args.out, card.classes) if args.out else None
     rows = RowWriter(handle, card.classes, fmt)
+    answers, tracks = _with_tracks(answers, args.tracks, card.classes, abstain)
     t0 = time.perf_counter()
     bar = tqdm(total=len(inputs), unit="file", disable=args.no_progress or None, file=sys.stderr)
     try:
@@ -70,6 +71,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             annotated.close()
         if handle is not sys.stdout:
             handle.close()
+        if tracks is not None:
+            tracks.close()
     seconds = time.perf_counter() - t0
     no_face = counts.pop("no_face", 0)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
@@ -81,6 +84,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _with_tracks(answers, path: Path | None, classes, abstain: float):
+    """The answers, passed through the person tracker when --tracks asks (and its file)."""
+    if path is None:
+        return answers, None
+    from facemask.serving.track import TrackWriter, track_answers
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "w", newline="")  # noqa: SIM115  # closed by cmd_predict
+    writer = TrackWriter(handle, classes, abstain)
+    return track_answers(answers, writer.write), handle
 
 
 def _rescorer(args: argparse.Namespace, model: Path):
@@ -287,6 +302,13 @@ def _add_predict_outputs(p: argparse.ArgumentParser) -> None:
         " (default: CSV on standard output)",
     )
     p.add_argument(
+        "--tracks",
+        type=Path,
+        default=None,
+        help="videos: one CSV row per person to this file, a face linked across sampled"
+        " frames by box overlap, answered by the vote of its frames (mean probabilities)",
+    )
+    p.add_argument(
         "--fps",
         type=_non_negative,
         default=2.0,
@@ -367,6 +389,8 @@ outputs:
   rows        one per face: path, frame, time (s, videos), box x0 y0 x1 y1 (px),
               detector_score, predicted (a class or 'uncertain'), confidence, p_<class>
   --out DIR   annotated pictures (DIR/<name>) and videos (DIR/<name>.mp4)
+  --tracks F  videos: one row per person track (path, track, first_time, last_time,
+              frames, predicted, p_<class> means, mean_score)
 
 exit codes:
   0  every input was read
