@@ -106,8 +106,7 @@ def _rescorer(args: argparse.Namespace, model: Path):
 
     if getattr(args, "crops", False):
         raise ValueError("--no-face re-scores detector boxes: it does not go with --crops")
-    scorer = NoFaceScorer.load(args.no_face)
-    scorer.check_model(model, str(args.no_face))
+    scorer = NoFaceScorer.for_model(args.no_face, model)
     if args.face_threshold is not None:
         scorer.threshold = args.face_threshold
     return scorer

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 from facemask.config import exit_on_error, tune_malloc
-from facemask.data.scenes import list_scenes
 from facemask.detection.noface import NoFaceScorer
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
@@ -21,9 +17,10 @@ from facemask.serving.detect import create_detector
 from facemask.serving.engines import load_engine
 from facemask.serving.scenes_eval import (
     evaluate_scenes,
-    read_scene_ids,
     scene_gallery,
+    select_scenes,
     summary_line,
+    write_curves,
 )
 
 SECTIONS = ("seed", "prepare", "evaluate", "scenes")
@@ -52,66 +49,31 @@ def main(
     use_free_cores()
     sp = params.scenes
     engine = load_engine(model_path, "torch", batch_size=sp.batch_size)
-    ids = None if scenes == "all" else read_scene_ids(scenes)
-    listed, bad = list_scenes(voc_root, ids, fmt)
-    seen = set().union(*(read_scene_ids(p) for p in exclude))
-    listed = [s for s in listed if s.image.stem not in seen]
-    if sp.sample is not None and len(listed) > sp.sample:
-        # A fixed random subset (by seed): a quicker run whose figure is still unbiased.
-        pick = np.random.default_rng(params.seed).choice(len(listed), sp.sample, replace=False)
-        listed = [listed[i] for i in sorted(pick)]
-    if not listed:
-        raise ValueError(
-            f"{voc_root}: no annotated scene" + ("" if ids is None else f" in {scenes}")
-        )
+    listed, bad = select_scenes(voc_root, scenes, exclude, fmt, sp.sample, params.seed)
     settings = sp.model_dump(include={"detector", "threshold", "upscale"})
-    rescorer = None
-    if noface is not None:
-        rescorer = NoFaceScorer.load(noface)
-        rescorer.check_model(model_path, str(noface))
+    rescorer = None if noface is None else NoFaceScorer.for_model(noface, model_path)
+    if rescorer is not None:  # the detector settings it was trained on
         settings = {
             **rescorer.detector,
             "noface": str(noface),
             "face_threshold": rescorer.threshold,
         }
     detector = create_detector(
-        settings["detector"],
-        threshold=settings["threshold"],
-        upscale=settings["upscale"],
+        settings["detector"], threshold=settings["threshold"], upscale=settings["upscale"],
         threads=1,
-    )
-    classes = engine.card.classes
+    )  # fmt: skip
     curves: dict = {}
     results, metrics = evaluate_scenes(
-        listed,
-        engine,
-        detector,
-        sp.classes,
-        params.prepare.crop_margin,
-        sp.batch_size,
-        params.evaluate.abstain,
-        sp.iou,
-        sp.min_face,
-        sp.size_bins,
-        bad,
-        curves,
-        rescorer,
-    )
-    metrics = {
-        "model": metrics.pop("model"),
-        "detector": settings,
-        **metrics,
-    }
+        listed, engine, detector, sp.classes, params.prepare.crop_margin, sp.batch_size,
+        params.evaluate.abstain, sp.iou, sp.min_face, sp.size_bins, bad, curves, rescorer,
+    )  # fmt: skip
+    metrics = {"model": metrics.pop("model"), "detector": settings, **metrics}
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
     metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
     if curves_dir is not None:
-        if curves_dir.exists():
-            shutil.rmtree(curves_dir)  # a class without faces this time leaves no stale file
-        curves_dir.mkdir(parents=True)
-        for name, frame in curves.items():
-            frame.to_csv(curves_dir / f"{name}.csv", index=False)
+        write_curves(curves, curves_dir)
     gallery.parent.mkdir(parents=True, exist_ok=True)
-    scene_gallery(results, listed, classes, sp.gallery).save(gallery)
+    scene_gallery(results, listed, engine.card.classes, sp.gallery).save(gallery)
     print(summary_line(metrics))
     return metrics
 

@@ -125,6 +125,13 @@ class NoFaceScorer:
             raise ValueError(f"{path}: not a {FORMAT} file")
         return cls(**tensors, **meta)
 
+    @classmethod
+    def for_model(cls, path: str | os.PathLike, model_path: str | os.PathLike) -> NoFaceScorer:
+        """`load`, refusing a re-scorer fitted on another classifier than `model_path`'s."""
+        scorer = cls.load(path)
+        scorer.check_model(model_path, str(path))
+        return scorer
+
     def check_model(self, model_path: str | os.PathLike, source: str = "re-scorer") -> None:
         """Refuse a classifier other than the one whose features the re-scorer learned."""
         if self.model_sha256 and file_sha256(model_path) != self.model_sha256:

@@ -14,6 +14,7 @@ import contextlib
 import io
 import itertools
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from facemask.data.images import ImageError, open_image
+from facemask.data.scenes import list_scenes
 from facemask.data.voc import Scene
 from facemask.evaluation.slices import BRIGHT, DARK, LIGHT, LUMA
 from facemask.serving.annotate import draw_faces, tile_images
@@ -52,6 +54,40 @@ def read_scene_ids(path: str | os.PathLike) -> set[str]:
     """Scene ids from a CSV with a `scene` column (a split CSV: `source/stem`) -> stems."""
     frame = pd.read_csv(path, usecols=["scene"], dtype=str).dropna()
     return {s.rsplit("/", 1)[-1] for s in frame["scene"] if s}
+
+
+def select_scenes(
+    root: Path,
+    scenes: str,
+    exclude: Sequence[Path] = (),
+    fmt: str = "auto",
+    sample: int | None = None,
+    seed: int = 0,
+) -> tuple[list[Scene], list[str]]:
+    """The labelled scenes of `root` to score, and the unreadable ones: `scenes` is `all` or
+    a CSV whose `scene` column lists them; scenes the `exclude` CSVs list (the splits that
+    train) are left out; `sample` keeps a fixed random subset (by `seed`)."""
+    ids = None if scenes == "all" else read_scene_ids(scenes)
+    listed, bad = list_scenes(root, ids, fmt)
+    seen = set().union(*(read_scene_ids(p) for p in exclude))
+    listed = [s for s in listed if s.image.stem not in seen]
+    if sample is not None and len(listed) > sample:
+        # A quicker run whose figure is still unbiased.
+        pick = np.random.default_rng(seed).choice(len(listed), sample, replace=False)
+        listed = [listed[i] for i in sorted(pick)]
+    if not listed:
+        raise ValueError(f"{root}: no annotated scene" + ("" if ids is None else f" in {scenes}"))
+    return listed, bad
+
+
+def write_curves(curves: Mapping[str, pd.DataFrame], folder: Path) -> None:
+    """One precision-recall CSV per class into `folder` (a DVC plot), emptied first so that a
+    class without faces this time leaves no stale file."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for name, frame in curves.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
 
 
 def box_brightness(rgb: np.ndarray, boxes: Iterable) -> np.ndarray:
