@@ -277,6 +277,36 @@ class ScenesParams(Section):
         return self
 
 
+Placement = Literal["correct", "under_nose", "under_chin", "one_ear"]
+Template = Literal["surgical", "cloth", "ffp2", "black", "patterned", "real"]
+Occluder = Literal["hand", "sunglasses", "scarf", "phone", "microphone"]
+
+
+class SynthesizeParams(Section):
+    sources: list[str]  # data.sources names whose training bare faces are drawn on
+    bare_label: str  # the class of a bare face
+    max_faces: Positive | None  # the first N bare faces (by content hash); null = all
+    min_side: Positive  # px: smaller bare faces are left alone (their landmarks are guesses)
+    masks_per_face: Count  # 0 = no masks drawn
+    placements: dict[Placement, str | None]  # how a mask is worn -> its class; null = not drawn
+    templates: list[Template]  # mask looks, drawn at random
+    texture_label: str  # the class whose crops lend `real` masks their fabric
+    texture_min_side: Positive  # px: crops at least this wide lend it
+    occluders_per_face: Count  # 0 = no occluders drawn
+    occluders: list[Occluder]
+    occluder_label: str  # what a bare face with something in front of it is
+    gallery: Count  # tiles per kind in the gallery
+
+    @model_validator(mode="after")
+    def _drawable(self) -> SynthesizeParams:
+        drawn = [p for p, label in self.placements.items() if label is not None]
+        if self.masks_per_face and drawn and not self.templates:
+            raise ValueError("templates: empty, but masks_per_face asks for masks")
+        if self.occluders_per_face and not self.occluders:
+            raise ValueError("occluders: empty, but occluders_per_face asks for occluders")
+        return self
+
+
 class ExportParams(Section):
     tolerance: PositiveFloat
     batch_size: Positive
@@ -309,6 +339,7 @@ class Params(Section):
     compare_joined: CompareParams | None = None
     scenes: ScenesParams | None = None
     scene_sources: dict[str, Source] | None = None
+    synthesize: SynthesizeParams | None = None
     export: ExportParams | None = None
 
     @model_validator(mode="after")

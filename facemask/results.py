@@ -89,6 +89,29 @@ def evaluation_table(root: Path) -> str:
     return _markdown(rows)
 
 
+TASKS = {"binary (default)": "metrics", "three_class": "metrics/three_class"}
+
+
+def tasks_table(root: Path) -> str:
+    """One line per task pipeline (dvc.yaml, three_class/dvc.yaml): its own test split's
+    accuracy, macro F1 and per-class F1, and its scenes' per-class AP where it has them."""
+    rows = [("task", "test pictures", "accuracy", "macro F1", "F1 per class", "scenes AP@0.5")]
+    for task, folder in TASKS.items():
+        test = _read(root / folder / "test.json")
+        if test is None:
+            rows.append((task, "-", "-", "-", f"_no {folder}/test.json yet_", "-"))
+            continue
+        f1 = ", ".join(f"{c} {v['f1']:.3f}" for c, v in test["per_class"].items())
+        scenes = _read(root / folder / "scenes.json")
+        ap = "-"
+        if scenes:
+            ap = ", ".join(
+                f"{c} {v:.3f}" for c, v in scenes["map50"]["per_class"].items() if v is not None
+            )
+        rows.append((task, test["n"], _pct(test["accuracy"]), f"{test['macro']['f1']:.3f}", f1, ap))
+    return _markdown(rows)
+
+
 def serving_table(root: Path) -> str:
     """The scenes and export stages' figures (serving/dvc.yaml): detection, matched-face
     accuracy, mAP@0.5, export parity and ONNX Runtime speed."""
@@ -231,8 +254,12 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "predict-scenes": lambda r: benchmark_table(r, "predict_scenes"),
     "scene-candidates": lambda r: benchmark_table(r, "scene_candidates"),
     "dedup-scale": lambda r: benchmark_table(r, "dedup_scale"),
+    "landmarks": lambda r: benchmark_table(r, "landmarks"),
+    "synthesis-three-class": lambda r: benchmark_table(r, "synthesis_ablation_three-class"),
+    "synthesis-binary": lambda r: benchmark_table(r, "synthesis_ablation_binary"),
     "prepare-workers": lambda r: benchmark_table(r, "prepare_workers"),
     "evaluation": evaluation_table,
+    "tasks": tasks_table,
     "slices-face-size": lambda r: slices_table(r, "face_size"),
     "leaderboard": lambda r: leaderboard_table(r, ""),
     "leaderboard-joined": lambda r: leaderboard_table(r, "joined"),

@@ -43,8 +43,10 @@ def main(
     model_out: Path,
     history_csv: Path,
     metrics_json: Path,
+    synthetic: Path | None = None,
 ) -> dict:
-    """Train, save the model with its card, and write the per-epoch history and a summary."""
+    """Train, save the model with its card, and write the per-epoch history and a summary.
+    `synthetic`: an index of synthetic pictures (stage synthesize), added to train only."""
     params = stage_params(params, SECTIONS)
     tune_malloc()
     use_free_cores()
@@ -55,10 +57,11 @@ def main(
     size = tp.image_size
     model, weights = create_for_training(params.model, len(classes), tp)
     cfg = model.pretrained_cfg
-    train_df, train_x, train_y = load_split(splits / "train.csv", classes, size)
+    extra = [synthetic] if synthetic is not None else []
+    train_df, train_x, train_y = load_split(splits / "train.csv", classes, size, extra)
     valid_df, valid_x, valid_y = load_split(splits / "valid.csv", classes, size)
     t_decoded = time.perf_counter()
-    run = run_key(params, splits / "train.csv", splits / "valid.csv")
+    run = run_key(params, splits / "train.csv", splits / "valid.csv", *extra)
     checkpoint = cache_dir() / "checkpoints" / f"{run}.pt"
     valid = Split(valid_x, valid_y, valid_df["sha256"].tolist())
     history, seconds = transfer_learn(
@@ -98,6 +101,8 @@ def main(
         "best_valid_acc": round(float(best["valid_acc"]), 5),
         "epochs_head": int((hist["phase"] == "head").sum()),
         "epochs_finetune": int((hist["phase"] == "finetune").sum()),
+        "train_pictures": len(train_df),
+        "synthetic_pictures": len(train_df) - int(train_df["source"].ne("synthetic").sum()),
         "temperature": temperature,  # fitted on valid; predict and evaluate divide logits by it
         "seconds": {
             "decode": round(t_decoded - t_start, 1),
@@ -118,6 +123,7 @@ if __name__ == "__main__":
     parser.add_argument("--model-out", type=Path, default=Path("models/model.safetensors"))
     parser.add_argument("--history", type=Path, default=Path("metrics/train_history.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument("--synthetic", type=Path, default=None, help="stage synthesize's index.csv")
     args = parser.parse_args()
     with exit_on_error("train"):
         params = load_stage_params(args.params, SECTIONS)
@@ -128,4 +134,4 @@ if __name__ == "__main__":
         print(f"train: {launch.processes} x {launch.nodes} processes: {shlex.join(cmd)}",
               file=sys.stderr, flush=True)  # fmt: skip
         os.execv(cmd[0], cmd)
-    main(params, args.splits, args.model_out, args.history, args.metrics)
+    main(params, args.splits, args.model_out, args.history, args.metrics, args.synthetic)

@@ -183,3 +183,29 @@ def test_out_of_range_options_are_usage_errors(tmp_path, capsys, option, value, 
     err = capsys.readouterr().err
     assert stop.value.code == 2 and f"argument {option}" in err and says in err
     assert "Traceback" not in err
+
+
+def test_a_three_class_model_draws_and_writes_masks_worn_wrong(tmp_path, monkeypatch, capsys):
+    """predict with the three-class task's model: rows name the class, boxes are amber."""
+    import torch
+
+    monkeypatch.setitem(detect.DETECTORS, "two", TwoFaces)
+    classes = [*CLASSES, "mask_worn_incorrectly"]
+    model, _ = create_model("facemask_cnn", 3, pretrained=False)
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():  # every face: worn wrong, at ~100 %
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 0.0, 12.0]))
+    card = ModelCard("facemask_cnn", classes, 32, (0.5,) * 3, (0.25,) * 3)
+    save_model(model, card, tmp_path / "m3.safetensors")
+    (tmp_path / "in").mkdir()
+    scene(np.random.default_rng(5)).save(tmp_path / "in" / "x.png")
+    rows = tmp_path / "faces.jsonl"
+    argv = [tmp_path / "in", "--model", tmp_path / "m3.safetensors", "--detector", "two"]
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "out", "--rows", rows)
+    assert code == 0, err
+    lines = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [r["predicted"] for r in lines] == ["mask_worn_incorrectly"] * 2
+    assert set(lines[0]["probs"]) == set(classes)
+    drawn = np.asarray(Image.open(tmp_path / "out" / "in" / "x.png"))
+    assert tuple(drawn[40, 10]) == (250, 170, 20)  # the box edge: amber

@@ -24,6 +24,13 @@ def test_the_committed_params_file_is_the_default_composition(tmp_path):
     assert (tmp_path / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
 
 
+def test_the_three_class_pipeline_params_are_the_task_composition(tmp_path):
+    # three_class/dvc.yaml reads three_class/params.yaml: conf/ with task=three_class, so an
+    # edit to conf/task/three_class.yaml must be recomposed (make three-class does it).
+    compose(["task=three_class"], tmp_path / "p.yaml", ROOT / "conf")
+    assert (tmp_path / "p.yaml").read_text() == (ROOT / "three_class" / "params.yaml").read_text()
+
+
 def test_hydra_composition_is_enabled_for_dvc():
     config = (ROOT / ".dvc" / "config").read_text()
     assert "[hydra]" in config and "enabled = True" in config

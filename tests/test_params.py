@@ -39,6 +39,7 @@ BAD = [
     ("scenes.size_bins", [32, 16], "size_bins must increase"),
     ("scene_sources.dataroots.format", "xml", "'voc', 'yolo', 'coco' or 'csv'"),
     ("export.tolerance", -1e-4, "greater than 0"),
+    ("synthesize.masks_per_face", -1, "greater than or equal to 0"),
 ]
 
 

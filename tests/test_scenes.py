@@ -139,7 +139,9 @@ def test_scene_metrics_recall_precision_accuracy_by_hand():
     cls = m["classification"]
     # Matched and mapped: two masked faces right, one bare face called masked (60 %).
     assert cls["faces"] == 3 and cls["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
-    assert cls["per_class"]["without_mask"] == {"faces": 1, "accuracy": 0.0}
+    assert cls["per_class"]["without_mask"] == {"faces": 1, "accuracy": 0.0, "precision": None}
+    # Three faces called masked, two of them are: precision 2/3 (recall 1).
+    assert cls["per_class"]["with_mask"] == {"faces": 2, "accuracy": 1.0, "precision": 0.6667}
     assert cls["answered"] == pytest.approx(2 / 3, abs=1e-4)  # the 60 % one is uncertain
     assert cls["answered_accuracy"] == 1.0
 

@@ -104,13 +104,19 @@ class Split:
 
 
 def load_split(
-    csv: Path, classes: list[str], size: int
+    csv: Path, classes: list[str], size: int, extra: Sequence[Path] = ()
 ) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
-    """A split's rows, its images (uint8 NCHW, from the decode cache) and label indices."""
-    df = pd.read_csv(csv)
-    unknown = set(df["label"]) - set(classes)
-    if unknown:
-        raise ValueError(f"{csv}: labels {sorted(unknown)} are not in classes {classes}")
+    """A split's rows, its images (uint8 NCHW, from the decode cache) and label indices;
+    the rows of the `extra` CSVs (synthetic pictures) follow the split's own."""
+    frames = []
+    for path in (csv, *extra):
+        df = pd.read_csv(path)
+        unknown = set(df["label"]) - set(classes)
+        if unknown:
+            raise ValueError(f"{path}: labels {sorted(unknown)} are not in classes {classes}")
+        if not frames or len(df):  # an empty extra must not change the split's dtypes
+            frames.append(df)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     labels = torch.tensor([classes.index(c) for c in df["label"]])
     return df, to_tensor(decode_frame(df, size)), labels
 
