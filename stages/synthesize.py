@@ -51,6 +51,7 @@ def main(
         params.seed,
         params.prepare.crop_margin,
         out / "images",
+        hash_size=params.prepare.hash_size,
         workers=params.prepare.workers,
     )
     index.to_csv(out / "index.csv", index=False, lineterminator="\n")

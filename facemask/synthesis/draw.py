@@ -208,15 +208,19 @@ def warp_onto(
 # -- occluders --------------------------------------------------------------------------------
 
 
+def _patch(arr: np.ndarray, frame: FaceFrame, u: float, v: float, radius: float) -> np.ndarray:
+    """The square of side 2r around face point (u, v), r = `radius` eye distances (at least
+    1 px), moved inside the picture."""
+    x, y = frame.point(u, v)
+    r = max(1, int(frame.eye_distance * radius))
+    x, y = int(np.clip(x, r, arr.shape[1] - r - 1)), int(np.clip(y, r, arr.shape[0] - r - 1))
+    return arr[y - r : y + r, x - r : x + r]
+
+
 def skin_colour(img: Image.Image, frame: FaceFrame) -> tuple[int, int, int]:
     """The median colour of the cheeks (a patch beside each side of the nose)."""
     arr = np.asarray(img)
-    samples = []
-    for u in (-0.55, 0.55):
-        x, y = frame.point(u, 0.9)
-        r = max(1, int(frame.eye_distance * 0.15))
-        x, y = int(np.clip(x, r, arr.shape[1] - r - 1)), int(np.clip(y, r, arr.shape[0] - r - 1))
-        samples.append(arr[y - r : y + r, x - r : x + r].reshape(-1, 3))
+    samples = [_patch(arr, frame, u, 0.9, 0.15).reshape(-1, 3) for u in (-0.55, 0.55)]
     return tuple(int(c) for c in np.median(np.concatenate(samples), axis=0))  # type: ignore[return-value]
 
 
@@ -366,22 +370,20 @@ _OCCLUDER_DRAW: dict[str, Callable[..., str]] = {
 # -- matching and blending --------------------------------------------------------------------
 
 
-def _light(face: np.ndarray, frame: FaceFrame, size: tuple[int, int]) -> np.ndarray:
-    """A per-pixel brightness factor for what is drawn: the face's own brightness, and its
-    left-to-right fall-off (a face lit from one side gets a mask lit from the same side)."""
-    lum = face.astype(np.float32).mean(axis=2)
-    w, h = size
-    samples = []
-    for u in (-0.6, 0.6):
-        x, y = frame.point(u, 1.0)
-        r = max(1, int(frame.eye_distance * 0.2))
-        x, y = int(np.clip(x, r, w - r - 1)), int(np.clip(y, r, h - r - 1))
-        samples.append(float(lum[y - r : y + r, x - r : x + r].mean()))
+def _lit(layer: Image.Image, work: Image.Image, frame: FaceFrame) -> Image.Image:
+    """What is drawn, lit like the face: its brightness, and its left-to-right fall-off (a
+    face lit from one side gets a mask lit from the same side)."""
+    lum = np.asarray(work).astype(np.float32).mean(axis=2)
+    w, h = work.size
+    samples = [float(_patch(lum, frame, u, 1.0, 0.2).mean()) for u in (-0.6, 0.6)]
     left, right = (np.clip(s / 150.0, 0.3, 1.25) for s in samples)
     # Along the picture's x, from one cheek to the other (the roll of a face is small).
     x0, x1 = frame.point(-1, 1)[0], frame.point(1, 1)[0]
     t = np.clip((np.arange(w)[None, :] - x0) / max(x1 - x0, 1e-6), 0, 1)
-    return np.repeat(left + (right - left) * t, h, axis=0)
+    light = np.repeat(left + (right - left) * t, h, axis=0)
+    return Image.fromarray(
+        np.clip(np.asarray(layer, np.float32) * light[..., None], 0, 255).astype(np.uint8)
+    )
 
 
 def _sharpness(arr: np.ndarray, where: np.ndarray) -> float:
@@ -460,14 +462,11 @@ def draw_mask(
 ) -> Drawn:
     """A mask of look `kind` worn as `placement` on a face crop; `frame` is in crop pixels."""
     work, scale = working_copy(crop)
-    wframe = _scaled(frame, scale)
+    wframe = frame.scaled(scale)
     rgb, alpha, detail = template(kind, rng, texture)
     quad = placement_quad(wframe, placement, rng)
     layer_rgb, layer_a = warp_onto(work.size, rgb, alpha, quad)
-    light = _light(np.asarray(work), wframe, work.size)
-    lit = Image.fromarray(
-        np.clip(np.asarray(layer_rgb, np.float32) * light[..., None], 0, 255).astype(np.uint8)
-    )
+    lit = _lit(layer_rgb, work, wframe)
     # Ear loops: from the mask's side edges to the ear(s) it still hangs from.
     draw_rgb, draw_a = ImageDraw.Draw(lit), ImageDraw.Draw(layer_a)
     strap = tuple(int(c) for c in np.asarray(rgb).reshape(-1, 3).mean(axis=0))
@@ -496,24 +495,10 @@ def draw_occluder(
     if kind not in _OCCLUDER_DRAW:
         raise ValueError(f"unknown occluder {kind!r} (known: {', '.join(OCCLUDERS)})")
     work, scale = working_copy(crop)
-    wframe = _scaled(frame, scale)
+    wframe = frame.scaled(scale)
     layer = Image.new("RGBA", work.size, (0, 0, 0, 0))
     detail = _OCCLUDER_DRAW[kind](ImageDraw.Draw(layer), wframe, rng, skin_colour(work, wframe))
     rgb, alpha = layer.convert("RGB"), layer.getchannel("A")
-    light = _light(np.asarray(work), wframe, work.size)
-    lit = Image.fromarray(
-        np.clip(np.asarray(rgb, np.float32) * light[..., None], 0, 255).astype(np.uint8)
-    )
+    lit = _lit(rgb, work, wframe)
     out = _finish(work, lit, alpha, crop, rng, tint=0.05)
     return Drawn(out, _box(np.asarray(alpha), scale), detail)
-
-
-def _scaled(frame: FaceFrame, scale: float) -> FaceFrame:
-    from facemask.synthesis.landmarks import Landmarks
-
-    lm = Landmarks(
-        tuple(frame.point(-0.5, 0) * scale),  # type: ignore[arg-type]
-        tuple(frame.point(0.5, 0) * scale),  # type: ignore[arg-type]
-        tuple(frame.nose_point * scale),  # type: ignore[arg-type]
-    )
-    return FaceFrame(lm)

@@ -67,6 +67,16 @@ class FaceFrame:
             + np.outer(uv[:, 1] * self.height, self.ey)
         )
 
+    def scaled(self, scale: float) -> FaceFrame:
+        """The same face in a picture enlarged `scale` times."""
+        return FaceFrame(
+            Landmarks(
+                tuple(self.point(-0.5, 0) * scale),  # type: ignore[arg-type]
+                tuple(self.point(0.5, 0) * scale),  # type: ignore[arg-type]
+                tuple(self.nose_point * scale),  # type: ignore[arg-type]
+            )
+        )
+
     @property
     def angle(self) -> float:
         """Roll of the eye line, degrees (positive: clockwise on screen)."""

