@@ -29,7 +29,7 @@ compare: install  ## k-fold leaderboards of the backbones in params compare* and
 serving: install  ## scenes (detector + classifier on crowd photos) and export (about 10 minutes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro serving/dvc.yaml
 
-detect: install  ## the no-face re-scorer: mined from the training scenes, scored on every scene set (about 2.5 minutes)
+detect: install  ## the trained face detector and the no-face re-scorer, scored on every scene set (about 40 minutes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro detect/dvc.yaml
 
 three-class: install  ## the three-class task (three_class/dvc.yaml): params recomposed from conf/, then run

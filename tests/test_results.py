@@ -195,3 +195,13 @@ def test_scene_sets_table_has_a_row_per_scored_scene_set(tmp_path):
     assert (
         "| street (external) | 10 | 40 | 60.0 % / 30.0 % | 61.0 % | 70.0 % | 1.25 | 0.500 |" in out
     )
+    # The trained detector's rows follow, each under its own source, after the others.
+    scenes_json(tmp_path / "metrics" / "detect" / "trained" / "street.json", 0.9, 0.95)
+    scenes_json(tmp_path / "metrics" / "detect" / "trained" / "andrewmvd.json", 0.7, 0.75)
+    lines = render(readme, tmp_path).splitlines()
+    assert lines[-3:-1] == [
+        "| andrewmvd test scenes (held-in), trained detector | 10 | 40 | 70.0 % / 35.0 % | 71.0 %"
+        " | 75.0 % | 1.25 | 0.500 |",
+        "| street (external), trained detector | 10 | 40 | 90.0 % / 45.0 % | 91.0 % | 95.0 % |"
+        " 1.25 | 0.500 |",
+    ]

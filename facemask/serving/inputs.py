@@ -4,6 +4,7 @@ frames that holds one decoded picture at a time."""
 from __future__ import annotations
 
 import glob
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -11,13 +12,14 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from facemask.data.images import IMAGE_SUFFIXES, ImageError, open_image
-from facemask.serving.video import VideoError, is_video, read_video
+from facemask.serving.video import VideoError, is_live, is_video, read_video
 
 
 @dataclass(frozen=True)
 class Input:
     path: Path
     name: PurePath  # where its outputs go, relative to the output folder
+    live: str | None = None  # a stream URL or camera device, read as a video (path unused)
 
 
 @dataclass
@@ -41,7 +43,8 @@ def _is_media(path: Path) -> bool:
 
 def expand_inputs(args: Iterable[str], on_error: ErrorHandler) -> list[Input]:
     """Every file the arguments name: files as given, folders searched recursively for pictures
-    and videos, globs (`**` recursive) expanded. Names that match nothing go to `on_error`.
+    and videos, globs (`**` recursive) expanded, stream URLs and camera devices as live
+    videos. Names that match nothing go to `on_error`.
 
     Outputs are named after the file (a file or glob match) or the folder's name and the
     path below it (a folder's files). Only paths are listed (a few hundred bytes each):
@@ -50,7 +53,10 @@ def expand_inputs(args: Iterable[str], on_error: ErrorHandler) -> list[Input]:
     out: list[Input] = []
     for arg in args:
         path = Path(arg)
-        if path.is_dir():
+        if is_live(arg):  # outputs named after the URL, e.g. rtsp_cam.local_stream1.mp4
+            name = re.sub(r"[^\w.-]+", "_", arg.split("?")[0]).strip("_")
+            out.append(Input(path, PurePath(name + ".mp4"), live=arg))
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and _is_media(p))
             if not found:
                 on_error(arg, "folder holds no picture or video")
@@ -75,10 +81,10 @@ def read_frames(
     reason) and the stream goes on with the next. `draft_size`: decode JPEGs as training
     pictures were (pre-cropped faces going straight to the classifier)."""
     for item in inputs:
-        source = str(item.path)
-        if is_video(item.path):
+        source = item.live or str(item.path)
+        if item.live or is_video(item.path):
             try:
-                for index, t, rgb, rate in read_video(item.path, fps):
+                for index, t, rgb, rate in read_video(item.live or item.path, fps):
                     yield Frame(source, item.name, rgb, index=index, time=t, rate=rate)
             except VideoError as err:
                 on_error(source, str(err))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -17,8 +18,33 @@ class VideoError(ValueError):
     """A video file that cannot be decoded; the message says why."""
 
 
+# Live sources FFmpeg opens by URL (an IP camera's RTSP, a UDP or HTTP stream) or a camera
+# device (Video4Linux): read as a video that does not end.
+LIVE_URL = re.compile(r"^(rtsps?|rtmps?|https?|udp|rtp|tcp|srt)://", re.I)
+CAMERA = re.compile(r"^/dev/video\d+$")
+LIVE_TIMEOUT_S = 10.0  # a stream silent this long has ended (or was never there)
+
+
 def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_live(source: str) -> bool:
+    """An RTSP/UDP/HTTP/... URL or a camera device (/dev/videoN)."""
+    return bool(LIVE_URL.match(source) or CAMERA.match(source))
+
+
+def _open(source: str | os.PathLike):
+    """av.open, with what live sources need: the camera device's demuxer, RTSP over TCP (no
+    lost UDP packets behind NAT), and a timeout so a dead stream ends instead of hanging."""
+    import av
+
+    src = str(source)
+    if not is_live(src):
+        return av.open(src)
+    options = {"rtsp_transport": "tcp"} if src.lower().startswith("rtsp") else {}
+    fmt = "v4l2" if CAMERA.match(src) else None
+    return av.open(src, format=fmt, options=options, timeout=LIVE_TIMEOUT_S)
 
 
 def next_sample(t: float, fps: float) -> float:
@@ -34,11 +60,13 @@ def read_video(
 
     Frames are decoded one at a time: memory holds one frame, whatever the video's length.
     The output rate is the rate of the frames kept (the source's rate when fps keeps all).
+    A live source (`is_live`) runs until it stops sending; its times count from its first
+    frame.
     """
     import av
 
     try:
-        container = av.open(str(path))
+        container = _open(path)
     except (av.FFmpegError, OSError, ValueError) as err:
         raise VideoError(f"cannot open video: {err}") from err
     with container:
@@ -49,15 +77,19 @@ def read_video(
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         out_rate = min(fps, rate) if fps > 0 else rate
         step = 1 / rate
-        index, next_t = 0, 0.0
+        index, next_t, start = 0, 0.0, None
         try:
             for frame in container.decode(stream):
                 t = float(frame.time) if frame.time is not None else index * step
+                start = t if start is None else start
+                t -= start if is_live(str(path)) else 0.0
                 if fps <= 0 or t >= next_t - 1e-6:
                     next_t = next_sample(t, fps) if fps > 0 else 0.0
                     yield index, t, frame.to_ndarray(format="rgb24"), out_rate
                 index += 1
         except (av.FFmpegError, OSError, ValueError) as err:
+            if index and is_live(str(path)):
+                return  # a live stream that stopped sending (timeout) has ended
             raise VideoError(f"corrupt video data at frame {index}: {err}") from err
         if index == 0:
             raise VideoError("no decodable frame")
