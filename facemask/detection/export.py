@@ -23,16 +23,20 @@ INPUT = "pixels"  # (1, 3, H, W) float 0-255, H and W multiples of 32, padded wi
 OUTPUTS = ("cls_logits", "bbox_regression", "bbox_ctrness")
 
 
+def _raw_outputs(m: FaceFCOS, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the exported graph computes: body, pyramid and head on a padded canvas."""
+    feats = m.body((pixels - m.mean) / m.std)
+    levels = list(m.fpn(dict(zip(("0", "1", "2"), feats, strict=True))).values())
+    return m.fcos.head(levels)
+
+
 class _Graph(nn.Module):
     def __init__(self, model: FaceFCOS) -> None:
         super().__init__()
         self.model = model.eval()
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        m = self.model
-        feats = m.body((pixels - m.mean) / m.std)
-        levels = list(m.fpn(dict(zip(("0", "1", "2"), feats, strict=True))).values())
-        out = m.fcos.head(levels)
+        out = _raw_outputs(self.model, pixels)
         return tuple(out[k] for k in OUTPUTS)
 
 
@@ -72,10 +76,15 @@ class OnnxHead:
         return {k: torch.from_numpy(v) for k, v in zip(OUTPUTS, outs, strict=True)}
 
     def detect(self, canvas: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        return self.decode(self.raw(canvas), size)
+
+    def decode(
+        self, out: dict[str, torch.Tensor], size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """Boxes and scores after NMS from the graph's outputs on a canvas of `size`."""
         from torchvision.models.detection.image_list import ImageList
 
         m = self.model.fcos
-        out = self.raw(canvas)
         h, w = size
         shapes = [(h // s, w // s) for s in (8, 16, 32)]
         levels = [torch.empty((1, 0, a, b)) for a, b in shapes]
@@ -99,17 +108,15 @@ def detector_parity(
         h, w = rgb.shape[:2]
         canvas, size = to_canvas(rgb, view_scale(h, w, upscale, max_side), model.mean)
         with torch.no_grad():
-            feats = model.body_features(canvas)
-            levels = list(model.fpn(dict(zip(("0", "1", "2"), feats, strict=True))).values())
-            ref = model.fcos.head(levels)
-            want = model.detect_levels(feats, size)[0]
+            ref = _raw_outputs(model, canvas)
+            want = model.detect_levels(model.body_features(canvas), size)[0]
         got_raw = head.raw(canvas)
 
         def score(o):
             return torch.sqrt(torch.sigmoid(o["cls_logits"]) * torch.sigmoid(o["bbox_ctrness"]))
 
         score_diff = max(score_diff, float((score(ref) - score(got_raw)).abs().max()))
-        got = head.detect(canvas, size)
+        got = head.decode(got_raw, size)  # one ONNX Runtime run a picture
         a, b = want["scores"] >= threshold, got["scores"] >= threshold
         count_diff = max(count_diff, abs(int(a.sum()) - int(b.sum())))
         if a.any() and b.any():  # each PyTorch box to its nearest ONNX box (ties reorder)

@@ -22,7 +22,6 @@ class FusedDetector:
             raise ValueError("fusion needs two detectors or more")
         self.members, self.iou, self.threshold = list(members), iou, threshold
         self.weights = list(weights) if weights is not None else [1.0] * len(members)
-        self.upscale = max(getattr(m, "upscale", 1.0) for m in members)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         from ensemble_boxes import weighted_boxes_fusion
