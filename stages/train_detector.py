@@ -21,12 +21,11 @@ from facemask.detection.fcos import (
     FaceFCOS,
     TrainedFaceDetector,
     create_body,
-    detect_scenes,
     save_fcos,
     scene_views,
-    threshold_sweep,
     train_fcos,
 )
+from facemask.detection.operating import detect_scenes, threshold_sweep
 from facemask.detection.params import TrainedDetectorParams, load_detect_file
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
@@ -75,16 +74,14 @@ def main(
     t_train = time.perf_counter() - t0 - t_views
     del views
     meta = {"body": p.body, "weights": weights, "params": p.model_dump(), "threshold": 0.0}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_fcos(model, out, meta)
-
     valid = _pictures(picked["valid"])
-    detector = TrainedFaceDetector(out, threshold=0.0)
+    detector = TrainedFaceDetector.from_model(model, meta)
     t1 = time.perf_counter()
     found = detect_scenes(detector, (rgb for rgb, _ in valid))
     ms = 1000 * (time.perf_counter() - t1) / len(valid)
     table = threshold_sweep(found, [t for _, t in valid], p.operating_points)
     best = max(table, key=lambda row: row["f1"])
+    out.parent.mkdir(parents=True, exist_ok=True)
     save_fcos(model, out, {**meta, "threshold": best["threshold"]})
     results = [
         SceneResult(s.image.stem, t, [b.name for b in s.boxes], boxes, scores,

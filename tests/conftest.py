@@ -167,6 +167,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _no_trained_detector(tmp_path_factory, monkeypatch):
+    """`--detector auto` means YuNet in every test, whether or not this checkout has run the
+    detection pipeline (models/detector.safetensors); a test that wants the fused default
+    points TRAINED_FILE at its own file."""
+    from facemask.detection import detectors
+
+    monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path_factory.mktemp("d") / "none")
+
+
 @pytest.fixture
 def tiny_zip(tmp_path) -> Path:
     src = tmp_path / "src"

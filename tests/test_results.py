@@ -205,3 +205,8 @@ def test_scene_sets_table_has_a_row_per_scored_scene_set(tmp_path):
         "| street (external), trained detector | 10 | 40 | 90.0 % / 45.0 % | 91.0 % | 95.0 % |"
         " 1.25 | 0.500 |",
     ]
+    # ... and the fused pair's last.
+    scenes_json(tmp_path / "metrics" / "detect" / "fused" / "street.json", 0.96, 0.97)
+    lines = render(readme, tmp_path).splitlines()
+    assert lines[-2].startswith("| street (external), YuNet + trained detector fused | 10 | 40 |")
+    assert "96.0 % / 48.0 %" in lines[-2] and "trained detector |" in lines[-4]

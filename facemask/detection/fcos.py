@@ -321,12 +321,29 @@ class TrainedFaceDetector:
         threads: int = 0,
         **_: object,  # the YuNet-only options (recycle) mean nothing here
     ) -> None:
-        self.model, self.meta = load_fcos(path)
-        p = TrainedDetectorParams.model_validate(self.meta["params"])
-        self.threshold = self.meta["threshold"] if threshold is None else threshold
+        model, meta = load_fcos(path)
+        self._setup(model, meta, threshold, upscale, max_side)
+        self.path = str(path)
+
+    @classmethod
+    def from_model(
+        cls, model: FaceFCOS, meta: dict, threshold: float | None = None
+    ) -> TrainedFaceDetector:
+        """A detector over a model in memory (`meta` as save_fcos takes it), not a file."""
+        self = cls.__new__(cls)
+        self._setup(model.eval(), meta, threshold, None, None)
+        self.path = "(in memory)"
+        return self
+
+    def _setup(
+        self, model: FaceFCOS, meta: dict, threshold: float | None, upscale: float | None,
+        max_side: int | None,
+    ) -> None:  # fmt: skip
+        self.model, self.meta = model, meta
+        p = TrainedDetectorParams.model_validate(meta["params"])
+        self.threshold = meta["threshold"] if threshold is None else threshold
         self.upscale = p.upscale if upscale is None else upscale
         self.max_side = p.max_side if max_side is None else max_side
-        self.path = str(path)
 
     def detect(self, rgb: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
         h, w = rgb.shape[:2]
@@ -349,49 +366,3 @@ class TrainedFaceDetector:
 
     def close(self) -> None:
         """Nothing to stop (the interface YuNet's detector has)."""
-
-
-# --------------------------------------------------------------------------- operating point
-def detect_scenes(
-    detector: TrainedFaceDetector, pictures: Iterable[np.ndarray]
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(boxes (D, 4), scores (D,)) per picture at the detector's current threshold."""
-    out = []
-    for rgb in pictures:
-        found = detector.detect(rgb)
-        boxes = np.array([b for b, _ in found], dtype=np.float64).reshape(-1, 4)
-        out.append((boxes, np.array([s for _, s in found], dtype=np.float64)))
-    return out
-
-
-def threshold_sweep(
-    found: Sequence[tuple[np.ndarray, np.ndarray]],
-    truths: Sequence[np.ndarray],
-    thresholds: Sequence[float],
-    iou: float = 0.5,
-) -> list[dict]:
-    """Face recall, precision, F1 and false boxes per scene (one-to-one matches at `iou`)
-    at each detector-score threshold."""
-    from facemask.serving.scenes_eval import match_boxes
-
-    rows = []
-    faces = sum(len(t) for t in truths)
-    for t in thresholds:
-        hits = kept = 0
-        for (boxes, scores), truth in zip(found, truths, strict=True):
-            keep = scores >= t
-            hits += len(match_boxes(truth, boxes[keep], scores[keep], iou))
-            kept += int(keep.sum())
-        recall = hits / faces if faces else 0.0
-        precision = hits / kept if kept else 0.0
-        f1 = 2 * recall * precision / (recall + precision) if hits else 0.0
-        rows.append(
-            {
-                "threshold": t,
-                "recall": round(recall, 4),
-                "precision": round(precision, 4),
-                "f1": round(f1, 4),
-                "false_boxes_per_scene": round((kept - hits) / max(1, len(found)), 3),
-            }
-        )
-    return rows

