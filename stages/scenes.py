@@ -15,6 +15,7 @@ from facemask.detection.noface import NoFaceScorer
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.serving.engines import load_engine
+from facemask.serving.fusion import FusedDetector
 from facemask.serving.scenes_eval import (
     evaluate_scenes,
     scene_gallery,
@@ -37,17 +38,17 @@ def main(
     fmt: str = "auto",
     curves_dir: Path | None = None,
     noface: Path | None = None,
-    detector: str | None = None,
+    detector_name: str | None = None,
 ) -> dict:
     """Evaluate on the scenes of `voc_root` (`all`, or those listed in a CSV's `scene` column),
     leaving out any scene listed in the `exclude` CSVs (the splits that train). `fmt`: the
     scene layout (voc, yolo, coco, csv; auto = detected from the folder). `curves_dir`: one
     precision-recall CSV per class (a DVC plot). `noface`: a no-face re-scorer (stage noface);
     the detector then runs at the settings it was trained with and it drops what it calls
-    no face. `detector`: instead of the scenes params' one, a trained detector's file (stage
+    no face. `detector_name`: instead of the scenes params' one, a trained detector's file (stage
     train_detector) or detectors joined by `+` (fused), at their own defaults."""
     params = stage_params(params, SECTIONS)
-    if detector is not None and noface is not None:
+    if detector_name is not None and noface is not None:
         raise ValueError("--no-face was fitted on YuNet's boxes: not with --detector")
     tune_malloc()
     use_free_cores()
@@ -62,11 +63,12 @@ def main(
             "noface": str(noface),
             "face_threshold": rescorer.threshold,
         }
-    if detector is not None:
-        settings = {"detector": detector}
-        detector = create_detector(detector, threads=1)
-        settings["threshold"] = detector.threshold
-        if hasattr(detector, "iou"):  # fused
+    if detector_name == "auto":
+        raise ValueError("--detector auto hangs on which files exist: name the detector")
+    if detector_name is not None:
+        detector = create_detector(detector_name, threads=1)
+        settings = {"detector": detector_name, "threshold": detector.threshold}
+        if isinstance(detector, FusedDetector):
             settings["iou"] = detector.iou
         else:
             settings["upscale"] = detector.upscale

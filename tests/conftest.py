@@ -174,7 +174,7 @@ def _no_trained_detector(tmp_path_factory, monkeypatch):
     points TRAINED_FILE at its own file."""
     from facemask.detection import detectors
 
-    monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path_factory.mktemp("d") / "none")
+    monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path_factory.getbasetemp() / "none")
 
 
 @pytest.fixture

