@@ -124,12 +124,16 @@ if __name__ == "__main__":
     parser.add_argument("--history", type=Path, default=Path("metrics/train_history.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
     parser.add_argument("--synthetic", type=Path, default=None, help="stage synthesize's index.csv")
+    parser.add_argument(
+        "--node-rank", type=int, default=0,
+        help="this machine's place when launch.nodes > 1; 0 (the machine running DVC) writes",
+    )  # fmt: skip
     args = parser.parse_args()
     with exit_on_error("train"):
         params = load_stage_params(args.params, SECTIONS)
-    launch = params.launch
-    cmd = torchrun_command(launch.processes, launch.nodes, launch.rendezvous, "stages.train",
-                           sys.argv[1:])  # fmt: skip
+        launch = params.launch
+        cmd = torchrun_command(launch.processes, launch.nodes, launch.rendezvous, "stages.train",
+                               sys.argv[1:], args.node_rank)  # fmt: skip
     if cmd:  # several processes: torchrun takes this process's place (signals reach it)
         print(f"train: {launch.processes} x {launch.nodes} processes: {shlex.join(cmd)}",
               file=sys.stderr, flush=True)  # fmt: skip

@@ -230,9 +230,14 @@ def test_the_launcher_command_by_hand(monkeypatch):
     assert one[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone",
                        "-m", "stages.train", "data/splits", "--params", "p"]  # fmt: skip
     assert one[0] == sys.executable  # the venv's python, whatever PATH says
-    two = distributed.torchrun_command(4, 2, "10.0.0.1:29400", "stages.train", [])
-    assert "--nnodes=2" in two and "--rdzv-endpoint=10.0.0.1:29400" in two
-    assert "--standalone" not in two and "--rdzv-backend=c10d" in two
+    two = distributed.torchrun_command(4, 2, "10.0.0.1:29400", "stages.train", [], node_rank=1)
+    assert "--nnodes=2" in two and "--node-rank=1" in two and "--rdzv-backend=static" in two
+    assert "--master-addr=10.0.0.1" in two and "--master-port=29400" in two
+    assert "--standalone" not in two
+    with pytest.raises(ValueError, match="node rank 2 is not one of the 2 machines"):
+        distributed.torchrun_command(4, 2, "10.0.0.1:29400", "stages.train", [], node_rank=2)
+    with pytest.raises(ValueError, match=r"host:port, not '10\.0\.0\.1'"):
+        distributed.torchrun_command(4, 2, "10.0.0.1", "stages.train", [])
     for var in distributed.TORCHRUN_VARS:  # already one of torchrun's processes: no nesting
         monkeypatch.setenv(var, "0")
     assert distributed.torchrun_command(2, 1, "", "stages.train", []) is None

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from tests.conftest import ROOT, tiny_params
+from tests.servers import free_ports
 from tests.test_remote import s3_remote, seaweedfs, write_local_config  # noqa: F401
 
 STAGES = [
@@ -122,13 +123,11 @@ def test_dvc_repro_param_changes_and_experiments(repo):
     assert (change["old"], change["new"]) == (before["corrupted"], after["corrupted"]), diff
 
 
-@pytest.mark.slow
-def test_exp_run_trains_under_torchrun_when_launch_asks(repo):
-    """`dvc exp run -S launch.processes=2`: the train stage restarts itself under
-    torchrun (two gloo processes) and writes the model one process writes."""
+def one_process_model(repo: Path) -> tuple[dict, dict]:
+    """Params whose training does not depend on the process count, and the model one plain
+    `dvc repro train` writes with them (committed, so experiments can start from it)."""
     from safetensors.torch import load_file
 
-    dvc = [sys.executable, "-m", "dvc"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # Augmentation and dropout draw from one stream per process (seed, epoch, rank), so with
     # them on N processes train like another seed; off, the result must not depend on N.
@@ -139,22 +138,72 @@ def test_exp_run_trains_under_torchrun_when_launch_asks(repo):
         rotation=0, hflip=False, color_jitter=0, scale=[1.0, 1.0], degrade=0
     )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run([*dvc, "repro", "train"], repo)
+    out = run([sys.executable, "-m", "dvc", "repro", "train"], repo)
     assert "processes: " not in out and ran(out)[-1] == "train"  # plain python
-    one = load_file(repo / "models/model.safetensors")
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "one process"], repo)
+    return params, load_file(repo / "models/model.safetensors")
 
+
+def assert_same_model(repo: Path, one: dict) -> None:
+    """The model in `repo` is `one` within the tolerance of test_two_processes_train_and_extract."""
+    from safetensors.torch import load_file
+
+    two = load_file(repo / "models/model.safetensors")
+    assert one.keys() == two.keys()
+    for key, value in one.items():
+        torch.testing.assert_close(two[key], value, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_exp_run_trains_under_torchrun_when_launch_asks(repo):
+    """`dvc exp run -S launch.processes=2`: the train stage restarts itself under
+    torchrun (two gloo processes) and writes the model one process writes."""
+    dvc = [sys.executable, "-m", "dvc"]
+    params, one = one_process_model(repo)
     out = run([*dvc, "exp", "run", "train", "-S", "launch.processes=2", "-n", "two"], repo)
     assert ran(out) == ["train"], out
     assert "train: 2 x 1 processes:" in out and "torch.distributed.run" in out  # torchrun ran
-    two = load_file(repo / "models/model.safetensors")
-    assert one.keys() == two.keys()
-    for key, value in one.items():  # the tolerance of test_two_processes_train_and_extract
-        torch.testing.assert_close(two[key], value, atol=1e-5, rtol=1e-4)
+    assert_same_model(repo, one)
     history = (repo / "metrics/train_history.csv").read_text()
     assert history.count("finetune") == params["train"]["finetune"]["epochs"]
     assert '"two"' in run([*dvc, "exp", "show", "--json"], repo, stdout_only=True)
+
+
+@pytest.mark.slow
+def test_two_machines_train_one_model_and_machine_zero_writes_it(repo, tmp_path):
+    """launch.nodes=2 on loopback: machine 0 runs `dvc exp run`, machine 1 (its own checkout
+    of the same commit) runs the stage by hand with --node-rank 1; they meet at machine 0's
+    rendezvous, train the one-process model, and only machine 0 writes outputs."""
+    _, one = one_process_model(repo)
+    other = tmp_path / "machine1"
+    shutil.copytree(repo, other, symlinks=True)
+    port = free_ports(1)[0]
+    launch = ["launch.nodes=2", f"launch.rendezvous=127.0.0.1:{port}"]
+    params = yaml.safe_load((other / "params.yaml").read_text())
+    params["launch"].update(nodes=2, rendezvous=f"127.0.0.1:{port}")
+    (other / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    model = other / "models/model.safetensors"
+    before = model.stat().st_mtime_ns
+    cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["cmd"].split()
+    assert cmd[:3] == ["python", "-m", "stages.train"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    machine1 = subprocess.Popen(
+        [sys.executable, *cmd[1:], "--node-rank", "1"], cwd=other, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        dvc = [sys.executable, "-m", "dvc", "exp", "run", "train", "-n", "nodes"]
+        out = run([*dvc, *(a for s in launch for a in ("-S", s))], repo)
+        log, _ = machine1.communicate(timeout=120)
+    finally:
+        machine1.kill()
+    assert machine1.returncode == 0, log
+    assert "train: 1 x 2 processes:" in out and "--node-rank=0" in out, out
+    assert "--node-rank=1" in log, log
+    assert ran(out) == ["train"], out
+    assert_same_model(repo, one)
+    assert model.stat().st_mtime_ns == before  # machine 1 trained but wrote nothing
 
 
 @pytest.mark.slow

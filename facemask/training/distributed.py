@@ -39,19 +39,30 @@ def launched_by_torchrun() -> bool:
 
 
 def torchrun_command(
-    processes: int, nodes: int, rendezvous: str, module: str, argv: list[str]
+    processes: int, nodes: int, rendezvous: str, module: str, argv: list[str], node_rank: int = 0
 ) -> list[str] | None:
     """The torchrun command that starts `module argv` as `processes` x `nodes` processes
     (params `launch`), or None for one process or when torchrun already started this one.
-    The stage runs it in place of itself, so `dvc repro` and `dvc exp run` need no wrapper."""
+    The stage runs it in place of itself, so `dvc repro` and `dvc exp run` need no wrapper.
+
+    Several machines meet by static rendezvous at `rendezvous` (the first machine's
+    host:port) with each machine's `node_rank` given, so global rank 0, the process that
+    writes the outputs, is always on machine 0: the one that runs DVC."""
     if processes * nodes == 1 or launched_by_torchrun():
         return None
+    if not 0 <= node_rank < nodes:
+        raise ValueError(
+            f"node rank {node_rank} is not one of the {nodes} machines (0..{nodes - 1})"
+        )
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
     if nodes == 1 and not rendezvous:
         cmd.append("--standalone")  # a local rendezvous on a free port
     else:
-        cmd += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rendezvous}"]
-        cmd.append(f"--rdzv-id={module}")  # the same on every machine of the job
+        host, _, port = rendezvous.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"launch.rendezvous must be host:port, not {rendezvous!r}")
+        cmd += [f"--nnodes={nodes}", f"--node-rank={node_rank}", "--rdzv-backend=static"]
+        cmd += [f"--master-addr={host}", f"--master-port={port}"]
     return [*cmd, "-m", module, *argv]
 
 
