@@ -5,7 +5,7 @@ Random 256-bit hashes (the pipeline's pHash 16x16) with a planted near copy for 
 process so its peak RSS is its own; the growth rate is the slope of log time over log N.
 Writes benchmarks/results/dedup_scale.md.
 
-    python benchmarks/dedup_scale.py                       # 10k, 100k, 1M; all pairs to 100k
+    python benchmarks/dedup_scale.py                       # 10k .. 1M; all pairs to 30k
     python benchmarks/dedup_scale.py --sizes 10000 --exact-up-to 10000
 """
 
@@ -70,8 +70,9 @@ def measure(method: str, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--exact-up-to", type=int, default=100_000, help="all pairs only this far")
+    sizes = [10_000, 30_000, 100_000, 300_000, 1_000_000]
+    ap.add_argument("--sizes", type=int, nargs="+", default=sizes)
+    ap.add_argument("--exact-up-to", type=int, default=30_000, help="all pairs only this far")
     args = ap.parse_args()
     rows = []
     for n in args.sizes:
@@ -90,8 +91,20 @@ def main() -> None:
         if len(part) > 1:
             slope = np.polyfit(np.log(part["hashes"]), np.log(part["seconds"]), 1)[0]
             lines.append(f"{method}: time grows like N^{slope:.2f} over {part['hashes'].tolist()}")
+    lsh = table[table["method"] == "lsh"]
+    if len(lsh) > 2:  # the slope between neighbouring sizes: does growth steepen with N?
+        step = np.diff(np.log(lsh["seconds"])) / np.diff(np.log(lsh["hashes"]))
+        lines.append("lsh, between neighbouring sizes: " + ", ".join(f"N^{s:.2f}" for s in step))
     plans = ", ".join(f"{n:,}: {lsh_plan(n, 256, DISTANCE)}" for n in args.sizes)
-    lines += ["", f"LSH plan (key bits, tables) per N: {plans}"]
+    # Bit sampling's exponent (Indyk-Motwani): a near pair shares a sampled bit with chance
+    # p1, a random pair (128 bits apart on average) with 1/2; tables ~ N ** rho.
+    rho = np.log(1 / (1 - DISTANCE / 256)) / np.log(2)
+    lines += [
+        "",
+        f"LSH plan (key bits, tables) per N: {plans}",
+        f"Bit-sampling LSH bound at distance {DISTANCE} of 256 bits: work ~ N^(1+rho), "
+        f"rho = ln(1/{1 - DISTANCE / 256:.3f}) / ln 2 = {rho:.3f}",
+    ]
     missing = [n for n in args.sizes if n > args.exact_up_to]
     if missing:
         # the all-pairs search holds block x N x 32 bytes of XORs per block of 1,024 rows

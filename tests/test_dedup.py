@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from facemask.data.dedup import (
-    _same_key_pairs,
+    _near_in_runs,
     _sampled_keys,
     duplicate_groups,
     lsh_plan,
@@ -77,10 +77,19 @@ def test_the_plan_meets_the_miss_probability():
 
 def test_keys_and_bucket_pairs_by_hand():
     bits = np.array([[0b10000000], [0b11000000], [0b10000000], [0b01000000]], np.uint8)
-    assert _sampled_keys(bits, np.array([0, 1])).tolist() == [2, 3, 2, 1]
+    assert _sampled_keys(bits.T, np.array([0, 1])).tolist() == [2, 3, 2, 1]
+    two = np.array([[0b10000000, 0b01000000], [0, 0b01000000], [0b10000000, 0]], np.uint8)
+    assert _sampled_keys(two.T, np.array([9, 0])).tolist() == [3, 1, 2]  # bits 0 and 9
     keys = np.array([5, 7, 5, 5, 7, 1], np.uint64)
-    pairs = np.concatenate(list(_same_key_pairs(keys, block=2)))
-    assert as_set(pairs) == {(0, 2), (0, 3), (2, 3), (1, 4)}
+    rows = np.array([[0], [0b11110000], [0b00000001], [0b11111111], [0b11110001], [0]], np.uint8)
+    order = np.argsort(keys, kind="stable")
+
+    def near(distance):
+        return as_set(_near_in_runs(keys[order], rows[order], order, distance))
+
+    # only rows that share a key are compared (rows 0 and 5 are equal, keys 5 and 1)
+    assert near(2) == {(0, 2), (1, 4)}
+    assert near(8) == {(0, 2), (0, 3), (2, 3), (1, 4)}
 
 
 def test_every_bit_may_differ_and_tiny_inputs():

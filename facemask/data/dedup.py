@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,8 +18,9 @@ def hex_to_bits(hashes: pd.Series) -> np.ndarray:
 # Near-pair search by bit-sampling LSH (Indyk-Motwani): a table keys every hash on a random
 # sample of its bits; a pair within the distance shares a key with probability
 # (1 - distance/bits) ** key_bits, and enough tables make missing it less likely than
-# MISS_PROBABILITY. Only pairs sharing a key are compared: the work grew like N ** 1.34 from
-# 10k to 1M hashes (benchmarks/dedup_scale.py) against N ** 2 for comparing all pairs.
+# MISS_PROBABILITY. Only pairs sharing a key are compared. With key bits ~ log2(N) the tables
+# grow like N ** 0.245 at distance 40 of 256 bits, so the work grows like N ** 1.245 at best
+# (benchmarks/dedup_scale.py measures it) against N ** 2 for comparing all pairs.
 MISS_PROBABILITY = 1e-6  # per near pair: the chance that no table brings it together
 BUCKET = 4  # hashes expected per key by chance: sets the key bits from N (measured best)
 SEED = 0  # the sampled bits are fixed, so the groups are reproducible
@@ -42,14 +43,11 @@ def lsh_plan(
     return key_bits, tables
 
 
-def near_pairs(
-    bits: np.ndarray, max_distance: int, miss: float = MISS_PROBABILITY, block: int = 1 << 20
-) -> np.ndarray:
+def near_pairs(bits: np.ndarray, max_distance: int, miss: float = MISS_PROBABILITY) -> np.ndarray:
     """Index pairs (i < j) whose hashes differ in at most `max_distance` bits, sorted.
 
     Every pair returned is checked exactly; a near pair is missed with chance < `miss`
-    (`near_pairs_exact` compares all pairs). Memory: the hashes, one table's keys and
-    `block` candidate pairs at a time.
+    (`near_pairs_exact` compares all pairs). Memory: a few copies of the hashes.
     """
     n, n_bits = len(bits), bits.shape[1] * 8
     key_bits, tables = lsh_plan(n, n_bits, max_distance, miss)
@@ -57,14 +55,12 @@ def near_pairs(
         return near_pairs_exact(bits, max_distance)
     rng = np.random.default_rng(SEED)
     words = _as_words(bits)
+    columns = np.ascontiguousarray(bits.T)  # a byte of every hash in a row: keys read few rows
     found = []
     for _ in range(tables):
-        keys = _sampled_keys(bits, rng.choice(n_bits, key_bits, replace=False))
-        for cand in _same_key_pairs(keys, block):
-            dist = np.bitwise_count(words[cand[:, 0]] ^ words[cand[:, 1]]).sum(1, dtype=np.int32)
-            found.append(cand[dist <= max_distance])
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
+        keys = _sampled_keys(columns, rng.choice(n_bits, key_bits, replace=False))
+        order = np.argsort(keys)  # any order within a key will do: SIMD quicksort, 5x stable
+        found.append(_near_in_runs(keys[order], words.take(order, 0), order, max_distance))
     code = np.unique(np.concatenate(found) @ np.array([n, 1], dtype=np.int64))
     return np.stack([code // n, code % n], 1)
 
@@ -76,28 +72,36 @@ def _as_words(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bits).view(np.uint64)
 
 
-def _sampled_keys(bits: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Each hash's bits at `positions` (bit 0 = the first byte's high bit), as one integer."""
-    keys = np.zeros(len(bits), dtype=np.uint64)
-    for p in positions:
-        bit = (bits[:, p // 8] >> np.uint8(7 - p % 8)) & np.uint8(1)
-        keys = (keys << np.uint64(1)) | bit.astype(np.uint64)
+def _sampled_keys(columns: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Each hash's bits at `positions` (bit 0 = the first byte's high bit) as one integer,
+    from `columns` (bytes x hashes): one 256-entry table look-up per byte sampled."""
+    kind = np.uint32 if len(positions) <= 32 else np.uint64  # narrower keys sort faster
+    keys = np.zeros(columns.shape[1], dtype=kind)
+    values = np.arange(256, dtype=kind)
+    for byte in np.unique(positions // 8):
+        shifts = (7 - positions[positions // 8 == byte] % 8).astype(kind)
+        lut = np.zeros(256, dtype=kind)
+        for shift in shifts:  # this byte's sampled bits, packed in sampling order
+            lut = (lut << kind(1)) | ((values >> shift) & kind(1))
+        keys = (keys << kind(len(shifts))) | lut[columns[byte]]
     return keys
 
 
-def _same_key_pairs(keys: np.ndarray, block: int) -> Iterator[np.ndarray]:
-    """Yield (i < j) pairs of rows with equal keys, about `block` pairs at a time."""
-    order = np.argsort(keys, kind="stable")
-    starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1]])
-    sizes = np.diff(np.r_[starts, len(keys)])
-    for size in np.unique(sizes[sizes > 1]):
-        first = starts[sizes == size]
-        a, b = np.triu_indices(size, 1)
-        per = max(1, block // len(a))  # buckets of this size per yielded block
-        for k in range(0, len(first), per):
-            members = order[first[k : k + per, None] + np.arange(size)]  # (buckets, size)
-            pair = np.stack([members[:, a].ravel(), members[:, b].ravel()], 1)
-            yield np.sort(pair, 1).astype(np.int64)
+def _near_in_runs(
+    keys: np.ndarray, words: np.ndarray, order: np.ndarray, max_distance: int
+) -> np.ndarray:
+    """Pairs (i < j, original rows) within `max_distance` among rows sorted by key that share
+    a key: rows d apart in a run, for d = 1, 2, ... until no run is that long. Sorted rows
+    lie side by side in memory, so the comparisons read it in order."""
+    pairs = [np.zeros((0, 2), dtype=np.int64)]
+    for d in range(1, len(keys)):
+        first = np.flatnonzero(keys[:-d] == keys[d:])
+        if not len(first):
+            break
+        dist = np.bitwise_count(words[first] ^ words[first + d]).sum(1, dtype=np.int32)
+        first = first[dist <= max_distance]
+        pairs.append(np.sort(np.stack([order[first], order[first + d]], 1), 1))
+    return np.concatenate(pairs)
 
 
 def near_pairs_exact(bits: np.ndarray, max_distance: int, block: int = 1024) -> np.ndarray:
