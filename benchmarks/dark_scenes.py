@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from facemask.data.images import open_image
+from facemask.detection.operating import as_arrays
 from facemask.serving.detect import create_detector
 from facemask.serving.scenes_eval import (
     LUMA,
@@ -59,9 +60,7 @@ def main() -> None:
             bands = [light_band(v) for v in box_brightness(rgb, s.boxes)]
             variants = {"as it is": rgb, "lifted": lifted(rgb, args.below, args.target)}
             for variant, picture in variants.items():
-                found = detector.detect(picture)
-                boxes = np.array([b for b, _ in found]).reshape(-1, 4)
-                scores = np.array([sc for _, sc in found])
+                boxes, scores = as_arrays(detector.detect(picture))
                 hit = {g for g, _ in match_boxes(truth, boxes, scores, 0.3)}
                 rows += [{"source": name, "variant": variant, "band": band, "found": g in hit,
                           "scene": s.image.stem} for g, band in enumerate(bands)]  # fmt: skip

@@ -23,10 +23,14 @@ STAGES = [
 ]  # fmt: skip
 
 
+def stage_env() -> dict[str, str]:
+    """The environment with this interpreter's folder first: a stage's `python` is the venv's,
+    whatever PATH says."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def run(cmd: list[str], cwd: Path, stdout_only: bool = False) -> str:
-    # The stages' `python` must be this interpreter (the venv), whatever PATH says.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=stage_env(), capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     # DVC prints warnings on stderr, after the JSON on stdout: keep them apart for --json.
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
@@ -178,23 +182,21 @@ def test_two_machines_train_one_model_and_machine_zero_writes_it(repo, tmp_path)
     _, one = one_process_model(repo)
     other = tmp_path / "machine1"
     shutil.copytree(repo, other, symlinks=True)
-    port = free_ports(1)[0]
-    launch = ["launch.nodes=2", f"launch.rendezvous=127.0.0.1:{port}"]
+    launch = {"nodes": 2, "rendezvous": f"127.0.0.1:{free_ports(1)[0]}"}
     params = yaml.safe_load((other / "params.yaml").read_text())
-    params["launch"].update(nodes=2, rendezvous=f"127.0.0.1:{port}")
+    params["launch"].update(launch)  # machine 1's checkout; machine 0 gets them from -S
     (other / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     model = other / "models/model.safetensors"
     before = model.stat().st_mtime_ns
     cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["cmd"].split()
     assert cmd[:3] == ["python", "-m", "stages.train"]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     machine1 = subprocess.Popen(
-        [sys.executable, *cmd[1:], "--node-rank", "1"], cwd=other, env=env,
+        [sys.executable, *cmd[1:], "--node-rank", "1"], cwd=other, env=stage_env(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         dvc = [sys.executable, "-m", "dvc", "exp", "run", "train", "-n", "nodes"]
-        out = run([*dvc, *(a for s in launch for a in ("-S", s))], repo)
+        out = run([*dvc, *(a for k, v in launch.items() for a in ("-S", f"launch.{k}={v}"))], repo)
         log, _ = machine1.communicate(timeout=120)
     finally:
         machine1.kill()
