@@ -1,4 +1,6 @@
 """Issue 23 (d): do YuNet's boxes differ from the annotators' in a way a linear map learns?
+(Stage refine of detect/dvc.yaml now fits the same map, facemask.detection.refine; this
+probe adds YuNet alone at its default on each test source.)
 
 Reads stage candidates' output (data/detect/candidates.npz: YuNet's boxes at its floor on
 the andrewmvd training and valid scenes, with the labelled faces). On the training scenes it
@@ -17,7 +19,6 @@ andrewmvd carry to another source's annotators? Writes benchmarks/results/box_re
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,50 +27,16 @@ import pandas as pd
 from facemask.data.images import open_image
 from facemask.detection.mining import load_results
 from facemask.detection.operating import as_arrays
+from facemask.detection.refine import fit_box_refiner, matched_pairs, refine_results
 from facemask.serving.detect import create_detector
-from facemask.serving.scenes_eval import SceneResult, box_iou, map50, match_boxes, select_scenes
+from facemask.serving.scenes_eval import SceneResult, map50, match_boxes, select_scenes
 
 OUT = Path(__file__).parent / "results" / "box_refinement.md"
 CLASSES = ["with_mask", "without_mask"]  # mask_weared_incorrect: a crowd region, as the stages
 
 
-def design(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    side = np.sqrt(np.clip((boxes[:, 2:] - boxes[:, :2]).prod(1), 1, None))
-    return np.stack([np.ones(len(boxes)), np.log(side), scores], 1)
-
-
-def matched(results: list[SceneResult], iou_min: float) -> tuple[np.ndarray, ...]:
-    """Detections matched to labelled faces: (boxes, scores, truth, IoU) stacked over scenes."""
-    boxes, scores, truth, ious = [], [], [], []
-    for r in results:
-        pairs = match_boxes(r.truth, r.boxes, r.scores, iou_min)
-        if not pairs:
-            continue
-        g, d = np.array(pairs).T
-        boxes.append(r.boxes[d]), scores.append(r.scores[d]), truth.append(r.truth[g])
-        ious.append(box_iou(r.truth, r.boxes)[g, d])  # this scene's pairs only
-    if not boxes:
-        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 4)), np.zeros(0)
-    return tuple(np.concatenate(part) for part in (boxes, scores, truth, ious))
-
-
-def fit(results: list[SceneResult]) -> np.ndarray:
-    """(3, 4) least-squares weights: side offsets in box widths/heights from design()."""
-    boxes, scores, truth, _ = matched(results, 0.3)
-    scale = np.tile(boxes[:, 2:] - boxes[:, :2], 2)
-    target = (truth - boxes) / scale
-    return np.linalg.lstsq(design(boxes, scores), target, rcond=None)[0]
-
-
-def refine(r: SceneResult, weights: np.ndarray) -> SceneResult:
-    if not len(r.boxes):
-        return r
-    scale = np.tile(r.boxes[:, 2:] - r.boxes[:, :2], 2)
-    return dataclasses.replace(r, boxes=r.boxes + design(r.boxes, r.scores) @ weights * scale)
-
-
 def score(results: list[SceneResult], name: str, classes: list[str] = CLASSES) -> dict:
-    _, _, _, iou = matched(results, 0.3)
+    _, _, _, iou = matched_pairs(results, 0.3)
     faces = sum(len(r.truth) for r in results)
     at_half = sum(len(match_boxes(r.truth, r.boxes, r.scores, 0.5)) for r in results)
     ap = map50(results, {c: c for c in classes}, classes)
@@ -107,18 +74,18 @@ def main() -> None:
     results, split = load_results(args.candidates)
     train = [r for r, s in zip(results, split, strict=True) if s == "train"]
     valid = [r for r, s in zip(results, split, strict=True) if s == "valid"]
-    weights = fit(train)
+    refiner = fit_box_refiner(train, 0.3)
     rows = [
         score(valid, "valid, as it is"),
-        score([refine(r, weights) for r in valid], "valid, refined"),
+        score(refine_results(valid, refiner), "valid, refined"),
     ]
     for source in args.test:
         found = yunet_scenes(source, args.exclude)
         name = source.split("=", 1)[0]
-        refined = [refine(r, weights) for r in found]
+        refined = refine_results(found, refiner)
         rows += [score(found, f"{name}, as it is", ["face"])]
         rows += [score(refined, f"{name}, refined", ["face"])]
-    offsets = pd.DataFrame(weights, index=["bias", "log side", "score"],
+    offsets = pd.DataFrame(refiner.weights, index=["bias", "log side", "score"],
                            columns=["x0", "y0", "x1", "y1"]).round(3)  # fmt: skip
     lines = [
         f"YuNet's boxes: offsets fitted on {len(train)} andrewmvd training scenes (YuNet at its "

