@@ -34,7 +34,8 @@ def test_the_registry_names_the_classifier_the_pipeline_trains():
     outs = {o for s in spec["stages"].values() for o in s.get("outs", []) if isinstance(o, str)}
     assert entry["path"] in outs  # a stage output, so `dvc push` sends it
     for sub, name, stage in (("serving", "mask-classifier-onnx", "export"),
-                             ("detect", "no-face-rescorer", "noface")):  # fmt: skip
+                             ("detect", "no-face-rescorer", "noface"),
+                             ("detect", "box-refiner", "refine")):  # fmt: skip
         sub_spec = yaml.safe_load((ROOT / sub / "dvc.yaml").read_text())
         path = (ROOT / sub / sub_spec["artifacts"][name]["path"]).resolve()
         resolved = path.relative_to(ROOT.resolve()).as_posix()
