@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import stat
+import sys
 import zipfile
 from pathlib import Path
 
@@ -15,6 +17,20 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["with_mask", "without_mask"]
 SUBDIR = "tiny-main/dataset"
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for dvc and git run by tests: this interpreter's folder first on PATH
+    (a stage's `python` is the venv's, whatever PATH says), no analytics, a git identity."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        **{f"GIT_{w}_{k}": v for w in ("AUTHOR", "COMMITTER") for k, v in _WHO.items()},
+    }
+
+
+_WHO = {"NAME": "t", "EMAIL": "t@example.com"}
 
 
 def draw_face(rng: np.random.Generator, masked: bool, size: int = 48) -> Image.Image:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT, tiny_params
+from tests.conftest import ROOT, tiny_params, tool_env
 from tests.servers import free_ports
 from tests.test_remote import s3_remote, seaweedfs, write_local_config  # noqa: F401
 
@@ -23,14 +22,8 @@ STAGES = [
 ]  # fmt: skip
 
 
-def stage_env() -> dict[str, str]:
-    """The environment with this interpreter's folder first: a stage's `python` is the venv's,
-    whatever PATH says."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
 def run(cmd: list[str], cwd: Path, stdout_only: bool = False) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=stage_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     # DVC prints warnings on stderr, after the JSON on stdout: keep them apart for --json.
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
@@ -191,7 +184,7 @@ def test_two_machines_train_one_model_and_machine_zero_writes_it(repo, tmp_path)
     cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["cmd"].split()
     assert cmd[:3] == ["python", "-m", "stages.train"]
     machine1 = subprocess.Popen(
-        [sys.executable, *cmd[1:], "--node-rank", "1"], cwd=other, env=stage_env(),
+        [sys.executable, *cmd[1:], "--node-rank", "1"], cwd=other, env=tool_env(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -4,7 +4,6 @@ runs it on pull requests."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import yaml
 
 from scripts.pr_report import count_rows
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tool_env
 
 SCRIPT = ROOT / "scripts" / "pr_report.py"
 
@@ -34,20 +33,13 @@ stages:
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        **{f"GIT_{w}_{k}": v for w in ("AUTHOR", "COMMITTER") for k, v in _WHO.items()},
-    }
+    env = tool_env()
     for key in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
         env.pop(key, None)  # the report links the Actions run only inside Actions
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
-
-
-_WHO = {"NAME": "t", "EMAIL": "t@example.com"}
 
 
 def commit_results(repo: Path, lr: float, accuracy: float, errors: int, losses: list[float]):

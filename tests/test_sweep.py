@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scripts.sweep import exit_code, lookup, overridden_keys
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -44,21 +44,9 @@ stages:
           cache: false
 """
 
-_WHO = {"NAME": "t", "EMAIL": "t@example.com"}
-
-
-def env() -> dict[str, str]:
-    # The queue's workers run `python step.py`: it must be this interpreter (the venv's).
-    return {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        **{f"GIT_{w}_{k}": v for w in ("AUTHOR", "COMMITTER") for k, v in _WHO.items()},
-    }
-
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -113,7 +101,9 @@ def queue_status(repo: Path) -> str:
 
 def sweep(repo: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(SCRIPT), "--repo", str(repo), "--poll", "2", *args]
-    return subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        cmd, cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 def table(stdout: str) -> dict[str, list[str]]:
