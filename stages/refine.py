@@ -54,11 +54,14 @@ def main(candidates: Path, detect: DetectParams, out: Path, metrics_json: Path) 
     settings = detect.model_dump(include={"detector", "threshold", "upscale"})
     refiner = fit_box_refiner(train, detect.face_iou, settings)
     refiner.save(out)
+    boxes, scores, _, _ = matched_pairs(train, detect.face_iou)
+    mean = refiner.offsets(boxes, scores).mean(0)  # what the terms add up to, on average
     metrics = {
         "detector": settings,
         "pairs": refiner.pairs,
         "offsets": {t: dict(zip(SIDES, np.round(w, 4).tolist(), strict=True))
                     for t, w in zip(TERMS, refiner.weights, strict=True)},
+        "mean_offsets": dict(zip(SIDES, np.round(mean, 4).tolist(), strict=True)),
     }  # fmt: skip
     for name, part in (("train", train), ("valid", valid)):
         metrics[name] = {

