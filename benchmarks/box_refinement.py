@@ -27,7 +27,13 @@ import pandas as pd
 from facemask.data.images import open_image
 from facemask.detection.mining import load_results
 from facemask.detection.operating import as_arrays
-from facemask.detection.refine import fit_box_refiner, matched_pairs, refine_results
+from facemask.detection.refine import (
+    SIDES,
+    TERMS,
+    fit_box_refiner,
+    matched_pairs,
+    refine_results,
+)
 from facemask.serving.detect import create_detector
 from facemask.serving.scenes_eval import SceneResult, map50, match_boxes, select_scenes
 
@@ -85,8 +91,7 @@ def main() -> None:
         refined = refine_results(found, refiner)
         rows += [score(found, f"{name}, as it is", ["face"])]
         rows += [score(refined, f"{name}, refined", ["face"])]
-    offsets = pd.DataFrame(refiner.weights, index=["bias", "log side", "score"],
-                           columns=["x0", "y0", "x1", "y1"]).round(3)  # fmt: skip
+    offsets = pd.DataFrame(refiner.weights, index=TERMS, columns=SIDES).round(3)
     lines = [
         f"YuNet's boxes: offsets fitted on {len(train)} andrewmvd training scenes (YuNet at its "
         f"floor); scored on {len(valid)} valid scenes (floor, every box, two classes) and on "
