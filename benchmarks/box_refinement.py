@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from facemask.data.images import open_image
-from facemask.detection.mining import load_results
+from facemask.detection.mining import load_train_valid
 from facemask.detection.operating import as_arrays
 from facemask.detection.refine import (
     SIDES,
@@ -77,9 +77,7 @@ def main() -> None:
     ap.add_argument("--test", nargs="*", default=[], help="name=folder of labelled scenes")
     ap.add_argument("--exclude", type=Path, nargs="*", default=[], help="split CSVs to leave out")
     args = ap.parse_args()
-    results, split = load_results(args.candidates)
-    train = [r for r, s in zip(results, split, strict=True) if s == "train"]
-    valid = [r for r, s in zip(results, split, strict=True) if s == "valid"]
+    train, valid = load_train_valid(args.candidates)
     refiner = fit_box_refiner(train, 0.3)
     rows = [
         score(valid, "valid, as it is"),

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from facemask.config import exit_on_error
-from facemask.detection.mining import load_results
+from facemask.detection.mining import load_train_valid
 from facemask.detection.noface import candidates, file_sha256, fit_noface, sweep
 from facemask.detection.params import DetectParams, load_detect_params
 from facemask.params import Params, load_stage_params, stage_params
@@ -36,11 +36,7 @@ def main(
 
     params = stage_params(params, SECTIONS)
     classes = load_engine(model_path, "torch").card.classes
-    results, split = load_results(candidates_path)
-    train = [r for r, s in zip(results, split, strict=True) if s == "train"]
-    valid = [r for r, s in zip(results, split, strict=True) if s == "valid"]
-    if not train or not valid:
-        raise ValueError(f"{candidates_path}: needs train and valid scenes")
+    train, valid = load_train_valid(candidates_path)
     rows = candidates(train, detect.face_iou)
     scorer = fit_noface(rows, detect.inputs, detect.c, params.seed)
     probs = [scorer.face_probs(r.scores, r.boxes, r.probs, r.features) for r in valid]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facemask.config import exit_on_error
-from facemask.detection.mining import load_results
+from facemask.detection.mining import load_train_valid
 from facemask.detection.params import DetectParams, load_detect_params
 from facemask.detection.refine import (
     SIDES,
@@ -46,11 +46,7 @@ def box_scores(results: Sequence[SceneResult], iou_min: float) -> dict:
 def main(candidates: Path, detect: DetectParams, out: Path, metrics_json: Path) -> dict:
     """Fit on the `train` scenes of `candidates`, pairing boxes and faces at detect.face_iou
     (the re-scorer's notion of a box on a face), and score on its `valid` scenes."""
-    results, split = load_results(candidates)
-    train = [r for r, s in zip(results, split, strict=True) if s == "train"]
-    valid = [r for r, s in zip(results, split, strict=True) if s == "valid"]
-    if not train or not valid:
-        raise ValueError(f"{candidates}: needs train and valid scenes")
+    train, valid = load_train_valid(candidates)
     settings = detect.model_dump(include={"detector", "threshold", "upscale"})
     refiner = fit_box_refiner(train, detect.face_iou, settings)
     refiner.save(out)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from facemask.cli import main as cli_main
-from facemask.detection.mining import load_results, save_results
+from facemask.detection.mining import load_results, load_train_valid, save_results
 from facemask.detection.noface import NoFaceScorer, candidates, design, fit_noface, sweep
 from facemask.detection.params import load_detect_params
 from facemask.params import ConfigError
@@ -146,6 +146,19 @@ def test_mined_scenes_round_trip(tmp_path):
     assert split.tolist() == ["train", "valid"] and [r.scene for r in back] == ["a", "b"]
     assert back[0].boxes.tolist() == a.boxes.tolist() and back[0].features.shape == (1, 3)
     assert len(back[1].boxes) == 0 and len(back[1].truth) == 0
+
+
+def test_train_valid_scenes_are_split_and_both_required(tmp_path):
+    a, b, c = (
+        result([[0, 0, 9, 9]], [[0, 0, 9, 9]], [0.8], features=np.ones((1, 3)), name=n)
+        for n in "abc"
+    )
+    save_results(tmp_path / "c.npz", [a, b, c], ["valid", "train", "valid"])
+    train, valid = load_train_valid(tmp_path / "c.npz")
+    assert [r.scene for r in train] == ["b"] and [r.scene for r in valid] == ["a", "c"]
+    save_results(tmp_path / "only.npz", [a, b], ["train", "train"])
+    with pytest.raises(ValueError, match=r"only\.npz: needs train and valid scenes"):
+        load_train_valid(tmp_path / "only.npz")
 
 
 def test_noface_stage_fits_chooses_and_ties_to_the_model(tmp_path, model_file):  # noqa: F811

@@ -65,3 +65,14 @@ def load_results(path: str | os.PathLike) -> tuple[list[SceneResult], np.ndarray
             )
         )
     return out, arrays["split"]
+
+
+def load_train_valid(path: str | os.PathLike) -> tuple[list[SceneResult], list[SceneResult]]:
+    """The saved scenes of the training split and of the validation split (both needed:
+    what is fitted on the first is chosen on the second)."""
+    results, split = load_results(path)
+    train = [r for r, s in zip(results, split, strict=True) if s == "train"]
+    valid = [r for r, s in zip(results, split, strict=True) if s == "valid"]
+    if not train or not valid:
+        raise ValueError(f"{path}: needs train and valid scenes")
+    return train, valid
