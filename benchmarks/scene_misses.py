@@ -25,10 +25,8 @@ from facemask.detection.detectors import create_detector
 from facemask.params import load_stage_params, stage_params
 from facemask.serving.engines import load_engine
 from facemask.serving.scenes_eval import (
-    _bin_key,
     box_iou,
-    light_band,
-    match_boxes,
+    face_table,
     run_scenes,
     select_scenes,
     size_bin,
@@ -42,37 +40,30 @@ NEAR = 0.1  # IoU from which a box counts as near a missed face
 
 def outcomes(results, class_map: dict, classes: list[str], size_edges) -> pd.DataFrame:
     """One row per labelled face of a model class: its size bin, light band and outcome."""
-    rows = []
-    for r in results:
-        matched = dict(match_boxes(r.truth, r.boxes, r.scores, 0.3))
-        ious = box_iou(r.truth, r.boxes) if len(r.boxes) else np.zeros((len(r.truth), 0))
-        for g, name in enumerate(r.names):
-            if name not in class_map:
-                continue
-            d = matched.get(g)
-            if d is not None:
-                right = classes[int(r.probs[d].argmax())] == class_map[name]
-                outcome = OUTCOMES[0] if right else OUTCOMES[1]
-            else:
-                near = ious.shape[1] and ious[g].max() >= NEAR
-                outcome = OUTCOMES[2] if near else OUTCOMES[3]
-            x0, y0, x1, y1 = r.truth[g]
-            light = None if r.brightness is None else light_band(r.brightness[g])
-            rows.append(
-                {
-                    "size": size_bin(max(x1 - x0, y1 - y0), size_edges),
-                    "light": light or "unknown",
-                    "outcome": outcome,
-                }
-            )
-    return pd.DataFrame(rows, columns=["size", "light", "outcome"])
+    faces = face_table(results, 0.3)
+    best = [box_iou(r.truth, r.boxes).max(1, initial=0.0) for r in results]
+    faces["near"] = np.concatenate(best) >= NEAR if best else []
+    faces = faces[faces["name"].isin(list(class_map))]
+    top = faces["top"].map(lambda k: None if pd.isna(k) else classes[int(k)])
+    right = top == faces["name"].map(class_map)
+    outcome = np.select(
+        [faces["detected"] & right, faces["detected"], faces["near"]], OUTCOMES[:3], OUTCOMES[3]
+    )
+    return pd.DataFrame(
+        {
+            "size": faces["side"].map(lambda v: size_bin(v, size_edges)),
+            "light": faces["light"].fillna("unknown"),
+            "outcome": outcome,
+        }
+    )
 
 
-def table(faces: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Faces per `by` group and outcome, with the group's size and its found-and-right share."""
+def table(faces: pd.DataFrame, by: str, order: list[str] | None = None) -> pd.DataFrame:
+    """Faces per `by` group (rows in `order`, when given) and outcome, with the group's size
+    and its found-and-right share."""
     counts = pd.crosstab(faces[by], faces["outcome"]).reindex(columns=OUTCOMES, fill_value=0)
-    if by == "size":  # smallest first
-        counts = counts.sort_index(key=lambda names: names.map(_bin_key))
+    if order is not None:
+        counts = counts.reindex([g for g in order if g in counts.index])
     counts.insert(0, "faces", counts.sum(axis=1))
     counts["found and right %"] = (100 * counts[OUTCOMES[0]] / counts["faces"]).round(1)
     return counts
@@ -106,8 +97,9 @@ def main() -> None:
         )  # fmt: skip
         faces = outcomes(results, sp.classes, classes, sp.size_bins)
         lines += [f"\n## {name}: {len(results)} scenes, {len(faces)} faces\n"]
-        for by in ("size", "light"):
-            lines += [table(faces, by).to_markdown(), ""]
+        bins = [size_bin(v, sp.size_bins) for v in (0, *sp.size_bins)]  # smallest first
+        lines += [table(faces, "size", bins).to_markdown(), ""]
+        lines += [table(faces, "light").to_markdown(), ""]
     OUT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
