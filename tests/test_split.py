@@ -48,6 +48,21 @@ def test_split_is_deterministic_and_seed_dependent():
     assert not a.equals(split_index(df, 0.2, 0.2, seed=4))
 
 
+def test_pinned_groups_go_to_their_split_and_an_empty_pin_column_changes_nothing():
+    df = index_frame()
+    # read_csv gives an all-NaN float column when no source is pinned: pandas 3 warns that
+    # filling it with "" will raise in pandas 4, so warnings are errors here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unpinned = split_index(df.assign(fixed_split=np.nan), 0.2, 0.2, seed=3)
+    assert unpinned.equals(split_index(df, 0.2, 0.2, seed=3))
+    pins = df["group"].isin([1, 2, 3]) & (df["path"].str.endswith("_0.jpg"))
+    split = split_index(df.assign(fixed_split=np.where(pins, "train", None)), 0.2, 0.2, seed=3)
+    # a pin takes its whole group along, copies included
+    assert (split[df["group"].isin([1, 2, 3])] == "train").all()
+    assert set(split) == {"train", "valid", "test"}
+
+
 @pytest.mark.parametrize("valid,test", [(0, 0.2), (0.5, 0.5), (0.2, 1.2)])
 def test_bad_ratios_are_refused(valid, test):
     with pytest.raises(ValueError, match="ratios"):

@@ -29,6 +29,26 @@ def test_fit_head_learns_and_keeps_best_epoch():
     assert best["valid_acc"] > 0.8
 
 
+def test_valid_loss_is_weighted_as_the_training_loss():
+    # A rare class: unweighted, the valid loss is all the common one's, and early stopping
+    # keeps weights that never learnt the rare class.
+    x, _ = separable(400)
+    y = torch.where(torch.arange(400) % 10 == 0, 1, 0)
+    x = x + 2.0 * y[:, None]
+    w = class_weights(y[:300], 2, "balanced")
+    head = torch.nn.Linear(16, 2)
+    history = fit_head(
+        head, x[:300], y[:300], x[300:], y[300:], epochs=5, lr=0.05, patience=0, class_weight=w
+    )
+    best = min(history, key=lambda r: r["valid_loss"])
+    with torch.no_grad():
+        logits = head(x[300:])
+    weighted = torch.nn.functional.cross_entropy(logits, y[300:], weight=w).item()
+    plain = torch.nn.functional.cross_entropy(logits, y[300:]).item()
+    assert abs(weighted - plain) > 1e-3  # the test can tell the two apart
+    assert best["valid_loss"] == pytest.approx(weighted, abs=1e-5)
+
+
 def test_fit_head_stops_early():
     x, y = separable(200)
     history = fit_head(
@@ -192,6 +212,24 @@ def test_fine_tune_validates_in_micro_batches(monkeypatch):
     fine_tune(model, norm, images[:24], labels[:24], images[24:], labels[24:], None, 2,
               batch_size=8, micro_batch_size=2, patience=0)  # fmt: skip
     assert sizes == [2, 2]  # once per epoch, at the micro-batch size
+
+
+def test_fine_tune_valid_loss_is_weighted_as_the_training_loss():
+    torch.manual_seed(0)
+    model, _ = create_model("facemask_cnn", 2, pretrained=False)
+    images = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8)
+    labels = (torch.arange(40) % 5 == 0).long()
+    w = torch.tensor([0.2, 3.0])
+    norm = Normalize((0.5,) * 3, (0.25,) * 3)
+    history = fine_tune(model, norm, images[:24], labels[:24], images[24:], labels[24:], None,
+                        1, batch_size=8, patience=0, class_weight=w)  # fmt: skip
+    model.eval()
+    with torch.no_grad():
+        logits = model(norm(images[24:]))
+    weighted = torch.nn.functional.cross_entropy(logits, labels[24:], weight=w).item()
+    plain = torch.nn.functional.cross_entropy(logits, labels[24:]).item()
+    assert abs(weighted - plain) > 1e-3
+    assert history[-1]["valid_loss"] == pytest.approx(weighted, abs=1e-4)
 
 
 def test_balanced_class_weights():

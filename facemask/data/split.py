@@ -67,7 +67,9 @@ def split_index(
     if "fixed_split" in df.columns:
         # A source pinned to one split takes every group it touches along with it, so a
         # copy of a pinned image can't land on the other side.
-        fixed = df["fixed_split"].fillna("").astype(str)
+        # As object first: with no pins read_csv gives a float column, and pandas 4 will
+        # refuse to fill a float column with "".
+        fixed = df["fixed_split"].astype(object).fillna("").astype(str)
         pinned = df.assign(f=fixed)[fixed != ""].groupby("group")["f"].first()
         mapped = df["group"].map(pinned)
         out[:] = mapped.astype(object).where(mapped.notna(), "")

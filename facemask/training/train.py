@@ -90,8 +90,17 @@ def class_weights(labels: torch.Tensor, n_classes: int, mode: str | None) -> tor
 
 
 @torch.no_grad()
-def _evaluate_logits(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+def _evaluate_logits(
+    logits: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor | None = None
+) -> tuple[float, float]:
+    """Valid loss, weighted as the training loss is, and accuracy.
+
+    The weights matter where a class is rare: unweighted, the loss of a three-class valid
+    split is nearly all with_mask and without_mask, and early stopping kept the weights of
+    the first fine-tune epoch, before the rare class was learnt.
+    """
+    loss = F.cross_entropy(logits, y, weight=class_weight)
+    return loss.item(), (logits.argmax(1) == y).float().mean().item()
 
 
 def feature_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -161,7 +170,7 @@ def fit_head(
             correct += (logits.argmax(1) == train_y[idx]).sum().item()
         head.eval()
         with torch.no_grad():
-            valid_loss, valid_acc = _evaluate_logits(head(valid_x), valid_y)
+            valid_loss, valid_acc = _evaluate_logits(head(valid_x), valid_y, class_weight)
         history.append(
             {
                 "phase": "head",
@@ -421,7 +430,7 @@ class _Epochs:
                 self.micro,
                 device=self.device,
             )
-        return _evaluate_logits(gather_rows(logits, len(labels)), labels)
+        return _evaluate_logits(gather_rows(logits, len(labels)), labels, self.class_weight)
 
 
 def fine_tune(
