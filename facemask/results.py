@@ -265,6 +265,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "landmarks": lambda r: benchmark_table(r, "landmarks"),
     "synthesis-three-class": lambda r: benchmark_table(r, "synthesis_ablation_three-class"),
     "synthesis-binary": lambda r: benchmark_table(r, "synthesis_ablation_binary"),
+    "three-class-seeds": lambda r: benchmark_table(r, "three_class_seeds"),
     "prepare-workers": lambda r: benchmark_table(r, "prepare_workers"),
     "evaluation": evaluation_table,
     "tasks": tasks_table,

@@ -1,0 +1,175 @@
+"""How far one three-class run is from the next: the committed task retrained with other
+seeds, the seeds' ensemble, and a worn-wrong offset fitted on valid.
+
+    python -m benchmarks.three_class_seeds --seeds 1 2 --work /tmp/seeds  # after make three-class
+
+Seed 42 (three_class/params.yaml's) is the pipeline's own run, read back from
+metrics/three_class/ and models/three_class/. Every other seed trains with the same params
+but its seed, on the pipeline's splits (drawn with seed 42) and synthetic pictures: only the
+draws of training change (head and fine-tune order, augmentation, dropout, degraded views).
+Each then runs the stages evaluate, external (mask_types) and scenes. A seed whose outputs
+are in --work already is read back, not retrained.
+
+Also reported, on the test crops and mask_types (the scenes stage keeps no per-face
+probabilities, so neither has a scenes figure):
+- mean of the seeds: each column's mean over the seeds' rows (the figure to judge a recipe by);
+- ensemble: the mean of the seeds' probabilities;
+- valid offset: per model, the offset added to the worn-wrong log-probability that gives
+  the best macro F1 on the valid crops (grid -2 to 2, step 0.25; ties: the smallest offset).
+
+Writes a markdown table (--out; default benchmarks/results/three_class_seeds.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from benchmarks.synthesis_ablation import WRONG, other_sets, scenes_f1, train_and_test
+from facemask.config import tune_malloc
+from facemask.evaluation.calibration import softmax
+from facemask.evaluation.metrics import classification_metrics
+from facemask.evaluation.report import score_frame
+from facemask.models.factory import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "three_class" / "params.yaml"
+SPLITS = ROOT / "data" / "three_class" / "splits"
+PIPELINE_SEED = 42
+OFFSETS = np.arange(-2.0, 2.01, 0.25)
+
+
+def seed_run(seed: int, work: Path) -> Path:
+    """The folder with the seed's model, test.json, pred.csv, external/ and scenes.json."""
+    if seed == PIPELINE_SEED:
+        return ROOT / "metrics" / "three_class"
+    folder = work / f"s{seed}"
+    if (folder / "scenes.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = yaml.safe_load(PARAMS.read_text())
+    raw["seed"] = seed
+    params = folder / "params.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    synth = ROOT / "data" / "three_class" / "synth" / "index.csv"
+    r = train_and_test(params, SPLITS, synth, folder)
+    other_sets(params, r["model"], SPLITS, folder)
+    return folder
+
+
+def model_path(seed: int, folder: Path) -> Path:
+    if seed == PIPELINE_SEED:
+        return ROOT / "models" / "three_class" / "model.safetensors"
+    return folder / "model.safetensors"
+
+
+def probabilities(csv: Path, classes: list[str]) -> pd.DataFrame:
+    """A predictions CSV's per-class probabilities and label, indexed by path."""
+    df = pd.read_csv(csv).set_index("path")
+    return df[["label", *[f"p_{c}" for c in classes]]]
+
+
+def valid_probabilities(model_file: Path) -> pd.DataFrame:
+    """The model's calibrated probabilities on the valid crops (as evaluate computes them)."""
+    model, card = load_model(model_file)
+    valid = pd.read_csv(SPLITS / "valid.csv")
+    scored = score_frame(model, card, valid, 64)
+    probs = softmax(scored.logits, card.temperature)
+    cols = {f"p_{c}": probs[:, i] for i, c in enumerate(card.classes)}
+    return pd.DataFrame({"label": valid["label"].to_numpy(), **cols}, index=valid["path"])
+
+
+def scores(frame: pd.DataFrame, classes: list[str], offset: float = 0.0) -> dict[str, float]:
+    """Worn-wrong F1, macro F1 and accuracy of the argmax after the worn-wrong offset."""
+    logp = np.log(frame[[f"p_{c}" for c in classes]].to_numpy().clip(1e-9))
+    logp[:, classes.index(WRONG)] += offset
+    m = classification_metrics(frame["label"], np.array(classes)[logp.argmax(1)], classes)
+    return {
+        "wrong": m["per_class"][WRONG]["f1"],
+        "macro": m["macro"]["f1"],
+        "accuracy": m["accuracy"],
+    }
+
+
+def best_offset(valid: pd.DataFrame, classes: list[str]) -> float:
+    macro = [scores(valid, classes, b)["macro"] for b in OFFSETS]
+    best = max(macro)
+    return float(min((b for b, m in zip(OFFSETS, macro, strict=True) if m == best), key=abs))
+
+
+def ensemble(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The mean of the models' probabilities, row by row (aligned on the path)."""
+    probs = sum(f.drop(columns="label") for f in frames) / len(frames)
+    return probs.assign(label=frames[0]["label"])
+
+
+def row(name: str, crops: dict, mask_types: dict, scenes: float | None, extra: dict) -> dict:
+    f1s = [crops["wrong"], mask_types["wrong"]] + ([scenes] if scenes is not None else [])
+    return {
+        "model": name,
+        "worn wrong F1, test crops": round(crops["wrong"], 3),
+        "worn wrong F1, test scenes": round(scenes, 3) if scenes is not None else None,
+        "worn wrong F1, mask_types": round(mask_types["wrong"], 3),
+        "worn wrong F1, mean": round(sum(f1s) / len(f1s), 3) if scenes is not None else None,
+        "test accuracy": round(crops["accuracy"], 4),
+        "test macro F1": round(crops["macro"], 4),
+        "mask_types macro F1": round(mask_types["macro"], 4),
+        **extra,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="besides 42")
+    parser.add_argument("--work", type=Path, required=True, help="folder for the seeds' runs")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks/results/three_class_seeds.md"
+    )
+    args = parser.parse_args()
+    tune_malloc()
+    classes = yaml.safe_load(PARAMS.read_text())["classes"]
+    rows, crops, masks, wrong = [], [], [], []
+    for seed in [PIPELINE_SEED, *args.seeds]:
+        folder = seed_run(seed, args.work)
+        pred = "predictions.csv" if seed == PIPELINE_SEED else "pred.csv"
+        crops.append(probabilities(folder / pred, classes))
+        masks.append(probabilities(folder / "external_predictions" / "mask_types.csv", classes))
+        scenes = json.loads((folder / "scenes.json").read_text())
+        train = json.loads((folder / "train.json").read_text())
+        valid = valid_probabilities(model_path(seed, folder))
+        offset = best_offset(valid, classes)
+        extra = {"train s": train["seconds"]["total"]}
+        rows.append(
+            row(f"seed {seed}", scores(crops[-1], classes), scores(masks[-1], classes),
+                scenes_f1(scenes, WRONG), extra)
+        )  # fmt: skip
+        rows.append(
+            row(f"seed {seed}, valid offset {offset:+.2f}", scores(crops[-1], classes, offset),
+                scores(masks[-1], classes, offset), None, {})
+        )  # fmt: skip
+        wrong.append(rows[-2]["worn wrong F1, test crops"])
+        print(rows[-2], rows[-1], sep="\n", flush=True)
+    seeds = pd.DataFrame(rows[0::2]).drop(columns="model")
+    rows.append({"model": f"mean of the {len(crops)} seeds", **seeds.mean().round(4).to_dict()})
+    rows.append(
+        row(f"ensemble of {len(crops)} (mean probability)", scores(ensemble(crops), classes),
+            scores(ensemble(masks), classes), None, {})
+    )  # fmt: skip
+    table = pd.DataFrame(rows).to_markdown(index=False)
+    n = int(crops[0]["label"].eq(WRONG).sum())
+    text = (
+        f"{table}\n\nTest crops: {len(crops[0])}, of them {n} worn wrong; mask_types: "
+        f"{len(masks[0])}. Worn-wrong F1 on the test crops over the {len(wrong)} seeds: "
+        f"{min(wrong):.3f} to {max(wrong):.3f}.\n"
+    )
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
