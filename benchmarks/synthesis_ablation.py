@@ -103,7 +103,8 @@ def scenes_f1(scenes: dict, cls: str) -> float:
 
 def pipeline_run() -> tuple[dict, dict, dict]:
     """`real + both` is the three_class pipeline's own configuration: its outputs, read back
-    (training is deterministic here: the same variant trained by this script matched them)."""
+    (the same variant trained by this script matched them once; fine-tune reruns can differ
+    by float drift: docs/synthesis.md, three seeds)."""
     m = ROOT / "metrics" / "three_class"
     train = json.loads((m / "train.json").read_text())
     r = {"test": json.loads((m / "test.json").read_text()), "train": train,
