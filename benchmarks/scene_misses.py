@@ -22,7 +22,7 @@ import pandas as pd
 
 from facemask.config import tune_malloc
 from facemask.detection.detectors import create_detector
-from facemask.params import load_stage_params, stage_params
+from facemask.params import load_stage_params
 from facemask.serving.engines import load_engine
 from facemask.serving.scenes_eval import (
     box_iou,
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
     tune_malloc()
-    params = stage_params(load_stage_params(args.params, SECTIONS), SECTIONS)
+    params = load_stage_params(args.params, SECTIONS)
     sp = params.scenes
     engine = load_engine(args.model, "torch", batch_size=sp.batch_size)
     classes = list(engine.card.classes)

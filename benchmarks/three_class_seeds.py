@@ -3,7 +3,7 @@ seeds, the seeds' ensemble, and a worn-wrong offset fitted on valid.
 
     python -m benchmarks.three_class_seeds --seeds 1 2 --work /tmp/seeds  # after make three-class
 
-Seed 42 (three_class/params.yaml's) is the pipeline's own run, read back from
+The seed of three_class/params.yaml (42) is the pipeline's own run, read back from
 metrics/three_class/ and models/three_class/. Every other seed trains with the same params
 but its seed, on the pipeline's splits (drawn with seed 42) and synthetic pictures: only the
 draws of training change (head and fine-tune order, augmentation, dropout, degraded views).
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,32 +41,33 @@ from facemask.models.factory import load_model
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "three_class" / "params.yaml"
 SPLITS = ROOT / "data" / "three_class" / "splits"
-PIPELINE_SEED = 42
 OFFSETS = np.arange(-2.0, 2.01, 0.25)
 
 
-def seed_run(seed: int, work: Path) -> Path:
-    """The folder with the seed's model, test.json, pred.csv, external/ and scenes.json."""
-    if seed == PIPELINE_SEED:
-        return ROOT / "metrics" / "three_class"
+class SeedRun(NamedTuple):
+    folder: Path  # test.json, external_predictions/, scenes.json, train.json
+    model: Path
+    predictions: Path  # the test crops'
+
+
+def seed_run(seed: int, task: dict, work: Path) -> SeedRun:
+    """The seed's run: the pipeline's own for `task`'s seed, else trained into `work` (or
+    read back from there when it finished before)."""
+    if seed == task["seed"]:
+        folder = ROOT / "metrics" / "three_class"
+        model = ROOT / "models" / "three_class" / "model.safetensors"
+        return SeedRun(folder, model, folder / "predictions.csv")
     folder = work / f"s{seed}"
+    run = SeedRun(folder, folder / "model.safetensors", folder / "pred.csv")  # train_and_test's
     if (folder / "scenes.json").is_file():
-        return folder
+        return run
     folder.mkdir(parents=True, exist_ok=True)
-    raw = yaml.safe_load(PARAMS.read_text())
-    raw["seed"] = seed
     params = folder / "params.yaml"
-    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    params.write_text(yaml.safe_dump({**task, "seed": seed}, sort_keys=False))
     synth = ROOT / "data" / "three_class" / "synth" / "index.csv"
-    r = train_and_test(params, SPLITS, synth, folder)
-    other_sets(params, r["model"], SPLITS, folder)
-    return folder
-
-
-def model_path(seed: int, folder: Path) -> Path:
-    if seed == PIPELINE_SEED:
-        return ROOT / "models" / "three_class" / "model.safetensors"
-    return folder / "model.safetensors"
+    train_and_test(params, SPLITS, synth, folder)
+    other_sets(params, run.model, SPLITS, folder)
+    return run
 
 
 def probabilities(csv: Path, classes: list[str]) -> pd.DataFrame:
@@ -126,7 +128,7 @@ def row(name: str, crops: dict, mask_types: dict, scenes: float | None, extra: d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="besides 42")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="other than params'")
     parser.add_argument("--work", type=Path, required=True, help="folder for the seeds' runs")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks/results/three_class_seeds.md"
@@ -134,34 +136,26 @@ def main() -> None:
     args = parser.parse_args()
     tune_malloc()
     task = yaml.safe_load(PARAMS.read_text())
-    if task["seed"] != PIPELINE_SEED:
-        raise SystemExit(
-            f"{PARAMS}: seed {task['seed']}; this benchmark reads the pipeline's run as"
-            f" seed {PIPELINE_SEED}"
-        )
     classes = task["classes"]
-    rows, crops, masks, wrong = [], [], [], []
-    for seed in [PIPELINE_SEED, *args.seeds]:
-        folder = seed_run(seed, args.work)
-        pred = "predictions.csv" if seed == PIPELINE_SEED else "pred.csv"
-        crops.append(probabilities(folder / pred, classes))
-        masks.append(probabilities(folder / "external_predictions" / "mask_types.csv", classes))
-        scenes = json.loads((folder / "scenes.json").read_text())
-        train = json.loads((folder / "train.json").read_text())
-        valid = valid_probabilities(model_path(seed, folder))
-        offset = best_offset(valid, classes)
-        extra = {"train s": train["seconds"]["total"]}
-        rows.append(
+    rows, seed_rows, crops, masks = [], [], [], []
+    for seed in [task["seed"], *args.seeds]:
+        run = seed_run(seed, task, args.work)
+        crops.append(probabilities(run.predictions, classes))
+        masks.append(probabilities(run.folder / "external_predictions" / "mask_types.csv", classes))
+        scenes = json.loads((run.folder / "scenes.json").read_text())
+        train = json.loads((run.folder / "train.json").read_text())
+        offset = best_offset(valid_probabilities(run.model), classes)
+        seed_rows.append(
             row(f"seed {seed}", scores(crops[-1], classes), scores(masks[-1], classes),
-                scenes_f1(scenes, WRONG), extra)
+                scenes_f1(scenes, WRONG), {"train s": train["seconds"]["total"]})
         )  # fmt: skip
-        rows.append(
+        rows += [
+            seed_rows[-1],
             row(f"seed {seed}, valid offset {offset:+.2f}", scores(crops[-1], classes, offset),
-                scores(masks[-1], classes, offset), None, {})
-        )  # fmt: skip
-        wrong.append(rows[-2]["worn wrong F1, test crops"])
-        print(rows[-2], rows[-1], sep="\n", flush=True)
-    seeds = pd.DataFrame(rows[0::2]).drop(columns="model")
+                scores(masks[-1], classes, offset), None, {}),
+        ]  # fmt: skip
+        print(*rows[-2:], sep="\n", flush=True)
+    seeds = pd.DataFrame(seed_rows).drop(columns="model")
     rows.append({"model": f"mean of the {len(crops)} seeds", **seeds.mean().round(4).to_dict()})
     rows.append(
         row(f"ensemble of {len(crops)} (mean probability)", scores(ensemble(crops), classes),
@@ -169,9 +163,10 @@ def main() -> None:
     )  # fmt: skip
     table = pd.DataFrame(rows).to_markdown(index=False)
     n = int(crops[0]["label"].eq(WRONG).sum())
+    wrong = seeds["worn wrong F1, test crops"]
     text = (
         f"{table}\n\nTest crops: {len(crops[0])}, of them {n} worn wrong; mask_types: "
-        f"{len(masks[0])}. Worn-wrong F1 on the test crops over the {len(wrong)} seeds: "
+        f"{len(masks[0])}. Worn-wrong F1 on the test crops over the {len(seeds)} seeds: "
         f"{min(wrong):.3f} to {max(wrong):.3f}.\n"
     )
     args.out.write_text(text)
