@@ -2,13 +2,19 @@
 seeds, the seeds' ensemble, and a worn-wrong offset fitted on valid.
 
     python -m benchmarks.three_class_seeds --seeds 1 2 --work /tmp/seeds  # after make three-class
+    python -m benchmarks.three_class_seeds --no-synthesis --seeds 1 2 --work /tmp/mfn \
+        --out benchmarks/results/three_class_seeds_no_synthesis.md
+    python -m benchmarks.three_class_seeds --set train.image_size=160 --seeds 1 2 --work /tmp/s160 \
+        --out benchmarks/results/three_class_seeds_160px.md
 
 The seed of three_class/params.yaml (42) is the pipeline's own run, read back from
 metrics/three_class/ and models/three_class/. Every other seed trains with the same params
 but its seed, on the pipeline's splits (drawn with seed 42) and synthetic pictures: only the
 draws of training change (head and fine-tune order, augmentation, dropout, degraded views).
 Each then runs the stages evaluate, external (mask_types) and scenes. A seed whose outputs
-are in --work already is read back, not retrained.
+are in --work already is read back, not retrained. A variant of the task (--set KEY=VALUE,
+dotted params keys; --no-synthesis: without the synthesize stage's pictures, so real +
+MaskedFace-Net) trains every seed, the pipeline's too.
 
 Also reported, on the test crops and mask_types (the scenes stage keeps no per-face
 probabilities, so neither has a scenes figure):
@@ -31,6 +37,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from benchmarks.generalisation import with_overrides
 from benchmarks.synthesis_ablation import WRONG, other_sets, scenes_f1, train_and_test
 from facemask.config import tune_malloc
 from facemask.evaluation.calibration import softmax
@@ -41,6 +48,7 @@ from facemask.models.factory import load_model
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "three_class" / "params.yaml"
 SPLITS = ROOT / "data" / "three_class" / "splits"
+SYNTH = ROOT / "data" / "three_class" / "synth" / "index.csv"
 OFFSETS = np.arange(-2.0, 2.01, 0.25)
 
 
@@ -50,10 +58,11 @@ class SeedRun(NamedTuple):
     predictions: Path  # the test crops'
 
 
-def seed_run(seed: int, task: dict, work: Path) -> SeedRun:
-    """The seed's run: the pipeline's own for `task`'s seed, else trained into `work` (or
-    read back from there when it finished before)."""
-    if seed == task["seed"]:
+def seed_run(seed: int, task: dict, work: Path, synth: Path | None, own: bool) -> SeedRun:
+    """The seed's run: the pipeline's own where `own`, else `task` with `seed` trained into
+    `work` on the synthetic pictures `synth` (None: none), or read back from there when it
+    finished before."""
+    if own:
         folder = ROOT / "metrics" / "three_class"
         model = ROOT / "models" / "three_class" / "model.safetensors"
         return SeedRun(folder, model, folder / "predictions.csv")
@@ -64,7 +73,6 @@ def seed_run(seed: int, task: dict, work: Path) -> SeedRun:
     folder.mkdir(parents=True, exist_ok=True)
     params = folder / "params.yaml"
     params.write_text(yaml.safe_dump({**task, "seed": seed}, sort_keys=False))
-    synth = ROOT / "data" / "three_class" / "synth" / "index.csv"
     train_and_test(params, SPLITS, synth, folder)
     other_sets(params, run.model, SPLITS, folder)
     return run
@@ -126,20 +134,38 @@ def row(name: str, crops: dict, mask_types: dict, scenes: float | None, extra: d
     }
 
 
+def override(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value read as YAML (160, true, [flip])."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set {text!r}: expected KEY=VALUE")
+    return key, yaml.safe_load(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="other than params'")
     parser.add_argument("--work", type=Path, required=True, help="folder for the seeds' runs")
+    parser.add_argument(
+        "--no-synthesis", action="store_true", help="train without the synthetic pictures"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a params override"
+    )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks/results/three_class_seeds.md"
     )
     args = parser.parse_args()
     tune_malloc()
     task = yaml.safe_load(PARAMS.read_text())
+    overrides = dict(override(kv) for kv in args.set)
+    variant = with_overrides(task, overrides)
+    synth = None if args.no_synthesis else SYNTH
     classes = task["classes"]
     rows, seed_rows, crops, masks = [], [], [], []
     for seed in [task["seed"], *args.seeds]:
-        run = seed_run(seed, task, args.work)
+        own = seed == task["seed"] and variant == task and synth == SYNTH
+        run = seed_run(seed, variant, args.work, synth, own)
         crops.append(probabilities(run.predictions, classes))
         masks.append(probabilities(run.folder / "external_predictions" / "mask_types.csv", classes))
         scenes = json.loads((run.folder / "scenes.json").read_text())

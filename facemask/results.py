@@ -266,6 +266,9 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "synthesis-three-class": lambda r: benchmark_table(r, "synthesis_ablation_three-class"),
     "synthesis-binary": lambda r: benchmark_table(r, "synthesis_ablation_binary"),
     "three-class-seeds": lambda r: benchmark_table(r, "three_class_seeds"),
+    "three-class-seeds-no-synthesis": lambda r: benchmark_table(
+        r, "three_class_seeds_no_synthesis"
+    ),
     "prepare-workers": lambda r: benchmark_table(r, "prepare_workers"),
     "evaluation": evaluation_table,
     "tasks": tasks_table,
