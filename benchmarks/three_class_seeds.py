@@ -12,9 +12,9 @@ metrics/three_class/ and models/three_class/. Every other seed trains with the s
 but its seed, on the pipeline's splits (drawn with seed 42) and synthetic pictures: only the
 draws of training change (head and fine-tune order, augmentation, dropout, degraded views).
 Each then runs the stages evaluate, external (mask_types) and scenes. A seed whose outputs
-are in --work already is read back, not retrained. A variant of the task (--set KEY=VALUE,
-dotted params keys; --no-synthesis: without the synthesize stage's pictures, so real +
-MaskedFace-Net) trains every seed, the pipeline's too.
+are in --work already is read back, not retrained. A variant of the task (--set: Hydra
+overrides composed over task=three_class, as `facemask compose` does; --no-synthesis: without
+the synthesize stage's pictures, so real + MaskedFace-Net) trains every seed, the pipeline's too.
 
 Also reported, on the test crops and mask_types (the scenes stage keeps no per-face
 probabilities, so neither has a scenes figure):
@@ -37,13 +37,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmarks.generalisation import with_overrides
 from benchmarks.synthesis_ablation import WRONG, other_sets, scenes_f1, train_and_test
 from facemask.config import tune_malloc
 from facemask.evaluation.calibration import softmax
 from facemask.evaluation.metrics import classification_metrics
 from facemask.evaluation.report import score_frame
 from facemask.models.factory import load_model
+from facemask.params import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "three_class" / "params.yaml"
@@ -134,14 +134,6 @@ def row(name: str, crops: dict, mask_types: dict, scenes: float | None, extra: d
     }
 
 
-def override(text: str) -> tuple[str, object]:
-    """KEY=VALUE, the value read as YAML (160, true, [flip])."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise SystemExit(f"--set {text!r}: expected KEY=VALUE")
-    return key, yaml.safe_load(value)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="other than params'")
@@ -150,7 +142,7 @@ def main() -> None:
         "--no-synthesis", action="store_true", help="train without the synthetic pictures"
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="a params override"
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a Hydra override"
     )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks/results/three_class_seeds.md"
@@ -158,13 +150,17 @@ def main() -> None:
     args = parser.parse_args()
     tune_malloc()
     task = yaml.safe_load(PARAMS.read_text())
-    overrides = dict(override(kv) for kv in args.set)
-    variant = with_overrides(task, overrides)
+    variant = task
+    if args.set:
+        args.work.mkdir(parents=True, exist_ok=True)
+        composed = args.work / "variant.yaml"
+        compose(["task=three_class", *args.set], composed)
+        variant = yaml.safe_load(composed.read_text())
     synth = None if args.no_synthesis else SYNTH
     classes = task["classes"]
     rows, seed_rows, crops, masks = [], [], [], []
     for seed in [task["seed"], *args.seeds]:
-        own = seed == task["seed"] and variant == task and synth == SYNTH
+        own = seed == task["seed"] and not args.set and not args.no_synthesis
         run = seed_run(seed, variant, args.work, synth, own)
         crops.append(probabilities(run.predictions, classes))
         masks.append(probabilities(run.folder / "external_predictions" / "mask_types.csv", classes))
