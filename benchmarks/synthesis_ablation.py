@@ -8,7 +8,8 @@ three-class: real only / real + MaskedFace-Net / real + synthesis / real + both,
 with three_class/params.yaml and tested on real pictures only: the crops of the andrewmvd test
 scenes (split by scene; accuracy, macro F1), the same scenes through the serving chain, and
 the external mask_types set. The worn-incorrectly F1 of each, and their mean: the figure to
-choose by (14 test crops alone are too few).
+choose by (14 test crops alone are too few). The task draws no masks (masks_per_face: 0), so
+the synthesis runs here, into the temporary folder, with --masks per bare face (default 2).
 
 binary: the default training set without and with the occluder synthesis (params
 synthesize.occluders_per_face: 1), each scored held-in (published labels), on the external
@@ -102,9 +103,9 @@ def scenes_f1(scenes: dict, cls: str) -> float:
 
 
 def pipeline_run() -> tuple[dict, dict, dict]:
-    """`real + both` is the three_class pipeline's own configuration: its outputs, read back
-    (the same variant trained by this script matched them once; fine-tune reruns can differ
-    by float drift: docs/synthesis.md, three seeds)."""
+    """`real + MaskedFace-Net` is the three_class pipeline's own configuration: its outputs,
+    read back (fine-tune reruns of one variant can differ by float drift: docs/synthesis.md,
+    three seeds)."""
     m = ROOT / "metrics" / "three_class"
     train = json.loads((m / "train.json").read_text())
     r = {"test": json.loads((m / "test.json").read_text()), "train": train,
@@ -114,12 +115,18 @@ def pipeline_run() -> tuple[dict, dict, dict]:
 
 
 def three_class(args: argparse.Namespace) -> str:
-    params = ROOT / "three_class" / "params.yaml"
+    raw = yaml.safe_load((ROOT / "three_class" / "params.yaml").read_text())
+    raw["synthesize"]["masks_per_face"] = 2 if args.masks is None else args.masks
     splits = ROOT / "data" / "three_class" / "splits"
-    synth = ROOT / "data" / "three_class" / "synth" / "index.csv"
-    synth_report = json.loads((ROOT / "metrics" / "three_class" / "synthesize.json").read_text())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        params = Path(tmp) / "params.yaml"
+        params.write_text(yaml.safe_dump(raw, sort_keys=False))
+        synth = Path(tmp) / "synth" / "index.csv"
+        run([sys.executable, "-m", "stages.synthesize", str(splits / "train.csv"),
+             "--params", str(params), "--out", str(synth.parent),
+             "--report", str(Path(tmp) / "synth.json")])  # fmt: skip
+        synth_report = json.loads((Path(tmp) / "synth.json").read_text())
         for name, drop, extra in [
             ("real only", "maskedfacenet", None),
             ("real + MaskedFace-Net", None, None),
@@ -127,7 +134,7 @@ def three_class(args: argparse.Namespace) -> str:
             ("real + both", None, synth),
         ]:
             work = Path(tmp) / name.replace(" ", "_").replace("+", "p")
-            if name == "real + both" and args.reuse_pipeline:
+            if name == "real + MaskedFace-Net" and args.reuse_pipeline:
                 r, ext, scenes = pipeline_run()
             else:
                 vs = variant_splits(splits, work / "splits", drop)
@@ -157,8 +164,9 @@ def three_class(args: argparse.Namespace) -> str:
     table = pd.DataFrame(rows).to_markdown(index=False)
     if args.reuse_pipeline:
         table += (
-            "\n\n`real + both`: the three_class pipeline's own run (metrics/three_class/),"
-            " read back; its train time is the stage's own, its peak memory not measured."
+            "\n\n`real + MaskedFace-Net`: the three_class pipeline's own run"
+            " (metrics/three_class/), read back; its train time is the stage's own, its peak"
+            " memory not measured."
         )
     cost = (f"Synthesis (stage synthesize): {synth_report['pictures']} pictures from "
             f"{synth_report['faces_used']} bare faces in {synth_report['seconds']} s.")  # fmt: skip
@@ -168,7 +176,8 @@ def three_class(args: argparse.Namespace) -> str:
 def binary(args: argparse.Namespace) -> str:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["synthesize"]["occluders_per_face"] = args.occluders
-    raw["synthesize"]["masks_per_face"] = args.masks
+    masks = args.masks or 0
+    raw["synthesize"]["masks_per_face"] = masks
     rows = [binary_row("default (no synthesis)", ROOT / "metrics", ROOT / "metrics" / "train.json",
                        None, None)]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,7 +206,7 @@ def binary(args: argparse.Namespace) -> str:
              "--format", "csv", "--params", str(params), "--metrics", str(scenes_json),
              "--gallery", str(work / "g.png")])  # fmt: skip
         synth_report = json.loads((work / "synth.json").read_text())
-        label = f"+ synthesis ({args.occluders} occluder, {args.masks} mask per bare face)"
+        label = f"+ synthesis ({args.occluders} occluder, {masks} mask per bare face)"
         rows.append(binary_row(label, m, work / "train.json", r, synth_s))
     table = pd.DataFrame(rows).to_markdown(index=False)
     cost = (f"Synthesis: {synth_report['pictures']} pictures from {synth_report['faces_used']}"
@@ -236,10 +245,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("task", choices=["three-class", "binary"])
     parser.add_argument("--occluders", type=int, default=1, help="binary: occluders per bare face")
-    parser.add_argument("--masks", type=int, default=0, help="binary: masks per bare face")
+    parser.add_argument(
+        "--masks", type=int, default=None, help="masks per bare face (binary: 0, three-class: 2)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
-        "--reuse-pipeline", action="store_true", help="three-class: `real + both` from metrics/"
+        "--reuse-pipeline",
+        action="store_true",
+        help="three-class: `real + MaskedFace-Net` from metrics/",
     )
     args = parser.parse_args()
     text = three_class(args) if args.task == "three-class" else binary(args)

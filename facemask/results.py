@@ -269,6 +269,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "three-class-seeds-no-synthesis": lambda r: benchmark_table(
         r, "three_class_seeds_no_synthesis"
     ),
+    "three-class-seeds-refined": lambda r: benchmark_table(r, "three_class_seeds_refined"),
     "prepare-workers": lambda r: benchmark_table(r, "prepare_workers"),
     "evaluation": evaluation_table,
     "tasks": tasks_table,
