@@ -2,10 +2,8 @@
 seeds, the seeds' ensemble, and a worn-wrong offset fitted on valid.
 
     python -m benchmarks.three_class_seeds --seeds 1 2 --work /tmp/seeds  # after make three-class
-    python -m benchmarks.three_class_seeds --no-synthesis --seeds 1 2 --work /tmp/mfn \
-        --out benchmarks/results/three_class_seeds_no_synthesis.md
-    python -m benchmarks.three_class_seeds --set train.image_size=160 --seeds 1 2 --work /tmp/s160 \
-        --out benchmarks/results/three_class_seeds_160px.md
+    python -m benchmarks.three_class_seeds --set 'train.finetune.augment.scale=[0.6, 1.0]' \
+        --seeds 1 2 --work /tmp/jit --out benchmarks/results/three_class_seeds_crop_jitter.md
 
 The seed of three_class/params.yaml (42) is the pipeline's own run, read back from
 metrics/three_class/ and models/three_class/. Every other seed trains with the same params
@@ -14,7 +12,8 @@ draws of training change (head and fine-tune order, augmentation, dropout, degra
 Each then runs the stages evaluate, external (mask_types) and scenes. A seed whose outputs
 are in --work already is read back, not retrained. A variant of the task (--set: Hydra
 overrides composed over task=three_class, as `facemask compose` does; --no-synthesis: without
-the synthesize stage's pictures, so real + MaskedFace-Net) trains every seed, the pipeline's too.
+the synthesize stage's pictures, a no-op while the task draws none) trains every seed, the
+pipeline's too.
 
 Also reported, on the test crops and mask_types (the scenes stage keeps no per-face
 probabilities, so neither has a scenes figure):
