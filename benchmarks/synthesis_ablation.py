@@ -114,19 +114,25 @@ def pipeline_run() -> tuple[dict, dict, dict]:
     return r, ext, json.loads((m / "scenes.json").read_text())
 
 
+def synthesize(raw: dict, train_csv: Path, work: Path) -> tuple[Path, float, dict]:
+    """`raw` written to work/params.yaml and stage synthesize run with it on `train_csv` into
+    work/synth: (the params file, the stage's seconds, its report)."""
+    params = work / "params.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    seconds, _ = run([sys.executable, "-m", "stages.synthesize", str(train_csv),
+                      "--params", str(params), "--out", str(work / "synth"),
+                      "--report", str(work / "synth.json")])  # fmt: skip
+    return params, seconds, json.loads((work / "synth.json").read_text())
+
+
 def three_class(args: argparse.Namespace) -> str:
     raw = yaml.safe_load((ROOT / "three_class" / "params.yaml").read_text())
     raw["synthesize"]["masks_per_face"] = 2 if args.masks is None else args.masks
     splits = ROOT / "data" / "three_class" / "splits"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        params = Path(tmp) / "params.yaml"
-        params.write_text(yaml.safe_dump(raw, sort_keys=False))
+        params, _, synth_report = synthesize(raw, splits / "train.csv", Path(tmp))
         synth = Path(tmp) / "synth" / "index.csv"
-        run([sys.executable, "-m", "stages.synthesize", str(splits / "train.csv"),
-             "--params", str(params), "--out", str(synth.parent),
-             "--report", str(Path(tmp) / "synth.json")])  # fmt: skip
-        synth_report = json.loads((Path(tmp) / "synth.json").read_text())
         for name, drop, extra in [
             ("real only", "maskedfacenet", None),
             ("real + MaskedFace-Net", None, None),
@@ -182,12 +188,9 @@ def binary(args: argparse.Namespace) -> str:
                        None, None)]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        params = work / "params.yaml"
-        params.write_text(yaml.safe_dump(raw, sort_keys=False))
-        synth_s, _ = run([sys.executable, "-m", "stages.synthesize", "data/splits/train.csv",
-                          "--params", str(params), "--out", str(work / "synth"),
-                          "--report", str(work / "synth.json")])  # fmt: skip
-        r = train_and_test(params, ROOT / "data" / "splits", work / "synth" / "index.csv", work)
+        splits = ROOT / "data" / "splits"
+        params, synth_s, synth_report = synthesize(raw, splits / "train.csv", work)
+        r = train_and_test(params, splits, work / "synth" / "index.csv", work)
         m = work / "metrics"
         run([sys.executable, "-m", "stages.external", str(r["model"]), "data/external",
              "data/splits", "--params", str(params), "--metrics", str(m / "external"),
@@ -205,7 +208,6 @@ def binary(args: argparse.Namespace) -> str:
         run([sys.executable, "-m", "stages.scenes", str(r["model"]), "data/scenes/dataroots",
              "--format", "csv", "--params", str(params), "--metrics", str(scenes_json),
              "--gallery", str(work / "g.png")])  # fmt: skip
-        synth_report = json.loads((work / "synth.json").read_text())
         label = f"+ synthesis ({args.occluders} occluder, {masks} mask per bare face)"
         rows.append(binary_row(label, m, work / "train.json", r, synth_s))
     table = pd.DataFrame(rows).to_markdown(index=False)
