@@ -158,7 +158,8 @@ def main() -> None:
     synth = None if args.no_synthesis else SYNTH
     classes = task["classes"]
     rows, seed_rows, crops, masks = [], [], [], []
-    for seed in [task["seed"], *args.seeds]:
+    # dict.fromkeys: params' seed named again in --seeds would count one run twice.
+    for seed in dict.fromkeys([task["seed"], *args.seeds]):
         own = seed == task["seed"] and not args.set and not args.no_synthesis
         run = seed_run(seed, variant, args.work, synth, own)
         crops.append(probabilities(run.predictions, classes))
