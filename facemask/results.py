@@ -270,6 +270,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
         r, "three_class_seeds_no_synthesis"
     ),
     "three-class-seeds-refined": lambda r: benchmark_table(r, "three_class_seeds_refined"),
+    "three-class-seeds-160": lambda r: benchmark_table(r, "three_class_seeds_160"),
     "prepare-workers": lambda r: benchmark_table(r, "prepare_workers"),
     "evaluation": evaluation_table,
     "tasks": tasks_table,
