@@ -1,7 +1,10 @@
 """Stage candidates (detect/dvc.yaml): the face detector at a low threshold on the scenes of
 the training and validation splits, every box cut and classified as predict does; each box's
 pooled classifier features, scores and the scenes' labelled faces go to one .npz, the
-no-face re-scorer's training rows (boxes on no labelled face are its hard negatives)."""
+no-face re-scorer's training rows (boxes on no labelled face are its hard negatives).
+
+Without --model the boxes go unclassified: all the box refiner reads (three_class/dvc.yaml),
+so that stage does not rerun each time the classifier retrains."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.scenes import list_scenes
-from facemask.detection.mining import save_results
+from facemask.detection.mining import detect_scenes, save_results
 from facemask.detection.params import DetectParams, load_detect_params
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
@@ -23,18 +26,24 @@ SECTIONS = ("prepare", "evaluate", "scenes")
 
 
 def main(
-    params: Mapping | Params,
+    params: Mapping | Params | None,
     detect: DetectParams,
-    model_path: Path,
+    model_path: Path | None,
     root: Path,
     splits: Mapping[str, Path],
     out: Path,
 ) -> dict:
-    """Mine the boxes of the scenes each split CSV lists (`splits`: name -> CSV)."""
-    params = stage_params(params, SECTIONS)
+    """Mine the boxes of the scenes each split CSV lists (`splits`: name -> CSV); with no
+    `model_path` (and no `params`: they say how to crop and classify), the detector's boxes
+    alone."""
     tune_malloc()
     use_free_cores()
-    engine = load_engine(model_path, "torch", batch_size=params.scenes.batch_size)
+    engine = None
+    if model_path is not None:
+        if params is None:
+            raise ValueError(f"{model_path}: classifying the boxes needs the params")
+        params = stage_params(params, SECTIONS)
+        engine = load_engine(model_path, "torch", batch_size=params.scenes.batch_size)
     detector = create_detector(
         detect.detector, threshold=detect.threshold, upscale=detect.upscale, threads=1
     )
@@ -45,16 +54,19 @@ def main(
         picked = [s for s in listed if s.image.stem in ids]
         if not picked:
             raise ValueError(f"{csv}: none of its scenes is in {root}")
-        found = run_scenes(
-            picked,
-            engine,
-            detector,
-            params.prepare.crop_margin,
-            params.scenes.batch_size,
-            params.evaluate.abstain,
-            bad,
-            keep_features=True,
-        )
+        if engine is None:
+            found = detect_scenes(picked, detector, bad)
+        else:
+            found = run_scenes(
+                picked,
+                engine,
+                detector,
+                params.prepare.crop_margin,
+                params.scenes.batch_size,
+                params.evaluate.abstain,
+                bad,
+                keep_features=True,
+            )
         results += found
         names += [split] * len(found)
         counts[split] = {"scenes": len(found), "boxes": sum(len(r.boxes) for r in found)}
@@ -68,7 +80,7 @@ def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", type=Path)
+    parser.add_argument("--model", type=Path, help="the classifier (omit: boxes only)")
     parser.add_argument("scenes", type=Path, help="the training source's scene folder")
     parser.add_argument(
         "--split",
@@ -79,12 +91,12 @@ if __name__ == "__main__":
         help="a split and its CSV (a `scene` column): train data/splits/train.csv",
     )
     parser.add_argument("--out", type=Path, default=Path("data/detect/candidates.npz"))
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="read with --model only")
     parser.add_argument("--detect-params", default="detect/params.yaml")
     args = parser.parse_args()
     with exit_on_error("candidates"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS) if args.model else None,
             load_detect_params(args.detect_params),
             args.model,
             args.scenes,

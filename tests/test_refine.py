@@ -8,15 +8,19 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from facemask.data.voc import read_voc
 from facemask.detection.detectors import create_detector
-from facemask.detection.mining import save_results
+from facemask.detection.mining import load_train_valid, save_results
 from facemask.detection.params import load_detect_params
 from facemask.detection.refine import SIDES, BoxRefiner, RefinedDetector, design, fit_box_refiner
 from facemask.serving.fusion import FusedDetector
 from facemask.serving.scenes_eval import SceneResult
 from tests.conftest import FACES, ROOT, scene
 from tests.test_fusion import Fixed
+from tests.test_scenes import BoxDetector, scene_params
+from tests.test_voc import make_voc
 
 # The offsets the synthetic detector below is off by: it misses 10 % of the width on the
 # left, 20 % of the height at the top and 30 % of the width on the right (y1 exact).
@@ -142,3 +146,47 @@ def test_predict_moves_the_boxes_and_names_a_bad_refiner(tmp_path, model_file, c
     assert main([*argv, "--detector", f"two@{tmp_path}/nope.json"]) == 2
     err = capsys.readouterr()[1]
     assert "nope.json: no such box refiner" in err and "Traceback" not in err
+
+
+def test_candidates_stage_boxes_alone_or_classified(tmp_path, monkeypatch, model_file):
+    """Without a model the stage keeps the detector's boxes and scores, nothing classified;
+    with one, the same boxes with each crop's class probabilities and pooled features."""
+    from stages import candidates as stage
+    from stages import refine
+
+    root = make_voc(tmp_path / "voc", n_scenes=4)
+    answers = {}
+    for xml in sorted((root / "annotations").glob("*.xml")):
+        scene = read_voc(xml, root / "images")
+        rgb = np.asarray(Image.open(scene.image).convert("RGB"))
+        found = [((b.xmin + 2, b.ymin, b.xmax + 2, b.ymax), 0.5 + 0.1 * i)
+                 for i, b in enumerate(scene.boxes)]  # fmt: skip
+        answers[rgb[:8, :8].tobytes()] = found
+    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: BoxDetector(answers))
+    (tmp_path / "train.csv").write_text("scene\nvoc/scene0\nvoc/scene2\nvoc/scene3\n")
+    (tmp_path / "valid.csv").write_text("scene\nvoc/scene1\n")
+    splits = {"train": tmp_path / "train.csv", "valid": tmp_path / "valid.csv"}
+    detect = load_detect_params(ROOT / "detect" / "params.yaml")
+
+    counts = stage.main(None, detect, None, root, splits, tmp_path / "boxes.npz")
+    train, valid = load_train_valid(tmp_path / "boxes.npz")
+    assert [r.scene for r in train] == ["scene0", "scene2", "scene3"]
+    assert [r.scene for r in valid] == ["scene1"]
+    assert counts["train"] == {"scenes": 3, "boxes": sum(len(r.truth) for r in train)}
+    for r in train + valid:
+        np.testing.assert_array_equal(r.boxes, r.truth + np.array([2, 0, 2, 0]))
+        np.testing.assert_allclose(r.scores, 0.5 + 0.1 * np.arange(len(r.truth)))
+        assert r.probs.shape == (len(r.boxes), 0) and r.features.shape == (len(r.boxes), 0)
+    fitted = refine.main(tmp_path / "boxes.npz", detect, tmp_path / "r.json", tmp_path / "m.json")
+    assert fitted["pairs"] == counts["train"]["boxes"]  # the refiner needs nothing more
+
+    params = scene_params(threshold=0.5, upscale=1, batch_size=4, gallery=2)
+    stage.main(params, detect, model_file, root, splits, tmp_path / "full.npz")
+    full, _ = load_train_valid(tmp_path / "full.npz")
+    for alone, classified in zip(train, full, strict=True):
+        np.testing.assert_array_equal(classified.boxes, alone.boxes)
+        assert classified.probs.shape == (len(alone.boxes), 2)
+        assert classified.features.shape[0] == len(alone.boxes)
+        assert classified.features.shape[1] > 0
+    with pytest.raises(ValueError, match=r"m\.safetensors: classifying the boxes needs the params"):
+        stage.main(None, detect, model_file, root, splits, tmp_path / "x.npz")

@@ -1,5 +1,6 @@
-"""The chain's boxes on the training scenes, kept for the re-scorer: one .npz of every
-detector box (features, score, class probabilities) and every labelled face, per scene."""
+"""The chain's boxes on the training scenes, kept for the re-scorer and the box refiner:
+one .npz of every detector box (features, score, class probabilities: features and
+probabilities without columns where no classifier ran) and every labelled face, per scene."""
 
 from __future__ import annotations
 
@@ -9,7 +10,38 @@ from pathlib import Path
 
 import numpy as np
 
-from facemask.serving.scenes_eval import SceneResult
+from facemask.data.voc import Scene
+from facemask.serving.detect import FaceDetector
+from facemask.serving.scenes_eval import SceneResult, scene_frames
+
+
+def detect_scenes(
+    scenes: Sequence[Scene], detector: FaceDetector, bad: list[str] | None = None
+) -> list[SceneResult]:
+    """The detector alone on every scene: its boxes and scores beside the labelled faces,
+    no classifier (probs and features have no columns; every label is `face`): what the box
+    refiner fits on."""
+    bad = [] if bad is None else bad
+    by_id = {s.image.stem: s for s in scenes}
+    out = []
+    for frame in scene_frames(scenes, bad):
+        found = detector.detect(frame.image)
+        labelled = by_id[frame.source].boxes
+        n = len(found)
+        out.append(
+            SceneResult(
+                frame.source,
+                np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in labelled]).reshape(-1, 4),
+                [b.name for b in labelled],
+                np.array([box for box, _ in found], dtype=np.float64).reshape(-1, 4),
+                np.array([score for _, score in found], dtype=np.float64),
+                np.zeros((n, 0)),
+                ["face"] * n,
+                None,
+                np.zeros((n, 0), np.float32),
+            )
+        )
+    return out
 
 
 def save_results(
