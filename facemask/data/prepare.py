@@ -256,9 +256,9 @@ def read_attributes(src: Source, cands: list[Candidate]) -> pd.DataFrame:
         if "file" not in side.columns:
             raise ValueError(f"{src.root / src.attributes_csv}: needs a 'file' column")
         side = side.set_index("file").add_prefix("attr_")
-        out = out.join(
-            side.reindex([c.relative for c in cands]).reset_index(drop=True), rsuffix="_csv"
-        )
+        side = side.reindex([c.relative for c in cands]).reset_index(drop=True)
+        # merge, not join: join's rsuffix is deprecated in pandas 3.1, its suffixes too new.
+        out = out.merge(side, how="left", left_index=True, right_index=True, suffixes=("", "_csv"))
     return out
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from facemask.data.voc import Scene
+from facemask.detection.operating import as_arrays
 from facemask.serving.detect import FaceDetector
 from facemask.serving.scenes_eval import SceneResult, scene_frames
 
 
-def detect_scenes(
+def detector_boxes(
     scenes: Sequence[Scene], detector: FaceDetector, bad: list[str] | None = None
 ) -> list[SceneResult]:
     """The detector alone on every scene: its boxes and scores beside the labelled faces,
@@ -25,16 +26,16 @@ def detect_scenes(
     by_id = {s.image.stem: s for s in scenes}
     out = []
     for frame in scene_frames(scenes, bad):
-        found = detector.detect(frame.image)
+        boxes, scores = as_arrays(detector.detect(frame.image))
         labelled = by_id[frame.source].boxes
-        n = len(found)
+        n = len(boxes)
         out.append(
             SceneResult(
                 frame.source,
                 np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in labelled]).reshape(-1, 4),
                 [b.name for b in labelled],
-                np.array([box for box, _ in found], dtype=np.float64).reshape(-1, 4),
-                np.array([score for _, score in found], dtype=np.float64),
+                boxes,
+                scores,
                 np.zeros((n, 0)),
                 ["face"] * n,
                 None,
