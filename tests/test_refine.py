@@ -8,9 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from facemask.data.voc import read_voc
 from facemask.detection.detectors import create_detector
 from facemask.detection.mining import load_train_valid, save_results
 from facemask.detection.params import load_detect_params
@@ -155,14 +153,11 @@ def test_candidates_stage_boxes_alone_or_classified(tmp_path, monkeypatch, model
     from stages import refine
 
     root = make_voc(tmp_path / "voc", n_scenes=4)
-    answers = {}
-    for xml in sorted((root / "annotations").glob("*.xml")):
-        scene = read_voc(xml, root / "images")
-        rgb = np.asarray(Image.open(scene.image).convert("RGB"))
-        found = [((b.xmin + 2, b.ymin, b.xmax + 2, b.ymax), 0.5 + 0.1 * i)
-                 for i, b in enumerate(scene.boxes)]  # fmt: skip
-        answers[rgb[:8, :8].tobytes()] = found
-    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: BoxDetector(answers))
+    stub = BoxDetector.for_voc(
+        root, lambda scene: [((b.xmin + 2, b.ymin, b.xmax + 2, b.ymax), 0.5 + 0.1 * i)
+                             for i, b in enumerate(scene.boxes)]
+    )  # fmt: skip
+    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: stub)
     (tmp_path / "train.csv").write_text("scene\nvoc/scene0\nvoc/scene2\nvoc/scene3\n")
     (tmp_path / "valid.csv").write_text("scene\nvoc/scene1\n")
     splits = {"train": tmp_path / "train.csv", "valid": tmp_path / "valid.csv"}

@@ -223,8 +223,21 @@ class BoxDetector:
     def __init__(self, answers: dict[bytes, list]) -> None:
         self.answers = answers
 
+    @staticmethod
+    def key(rgb) -> bytes:
+        return rgb[:8, :8].tobytes()
+
+    @classmethod
+    def for_voc(cls, root, answer) -> BoxDetector:
+        """Answers `answer(scene)` for each VOC scene under `root` (make_voc's layout)."""
+        answers = {}
+        for xml in sorted((root / "annotations").glob("*.xml")):
+            scene = read_voc(xml, root / "images")
+            answers[cls.key(np.asarray(Image.open(scene.image).convert("RGB")))] = answer(scene)
+        return cls(answers)
+
     def detect(self, rgb):
-        return self.answers.get(rgb[:8, :8].tobytes(), [])
+        return self.answers.get(self.key(rgb), [])
 
 
 def scene_params(**scenes) -> dict:
@@ -240,15 +253,12 @@ def test_scenes_stage_end_to_end(tmp_path, monkeypatch):
     from stages import scenes as stage
 
     root = make_voc(tmp_path / "voc", n_scenes=4)
-    answers = {}
-    for xml in sorted((root / "annotations").glob("*.xml")):
-        scene = read_voc(xml, root / "images")
-        rgb = np.asarray(Image.open(scene.image).convert("RGB"))
-        # Every face found but the last of each scene.
-        answers[rgb[:8, :8].tobytes()] = [
-            ((b.xmin + 1, b.ymin, b.xmax + 1, b.ymax), 0.9) for b in scene.boxes[:-1]
-        ]
-    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: BoxDetector(answers))
+    # Every face found but the last of each scene.
+    stub = BoxDetector.for_voc(
+        root, lambda scene: [((b.xmin + 1, b.ymin, b.xmax + 1, b.ymax), 0.9)
+                             for b in scene.boxes[:-1]]
+    )  # fmt: skip
+    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: stub)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     card = ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3)
     save_model(model, card, tmp_path / "m.safetensors")
@@ -299,15 +309,11 @@ def test_evaluate_scenes_command_matches_the_stage(tmp_path, monkeypatch, capsys
     from tests.test_scene_formats import voc_boxes, write_coco
 
     root = make_voc(tmp_path / "voc", n_scenes=3)
-    answers = {}
-    for xml in sorted((root / "annotations").glob("*.xml")):
-        scene = read_voc(xml, root / "images")
-        rgb = np.asarray(Image.open(scene.image).convert("RGB"))
-        answers[rgb[:8, :8].tobytes()] = [
-            ((b.xmin, b.ymin, b.xmax, b.ymax), 0.9) for b in scene.boxes[:2]
-        ]
-    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: BoxDetector(answers))
-    monkeypatch.setattr(detect, "create_detector", lambda *a, **k: BoxDetector(answers))
+    stub = BoxDetector.for_voc(
+        root, lambda scene: [((b.xmin, b.ymin, b.xmax, b.ymax), 0.9) for b in scene.boxes[:2]]
+    )
+    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: stub)
+    monkeypatch.setattr(detect, "create_detector", lambda *a, **k: stub)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     save_model(model, ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3),
                tmp_path / "m.safetensors")  # fmt: skip
