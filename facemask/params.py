@@ -163,6 +163,9 @@ class TrainParams(Section):
     # Overrides of training/augment.py's DEGRADE_DEFAULTS; that module checks the names.
     degrade: dict[str, Any]
     calibration_views: Count
+    # A class whose log-probability gets an offset fitted on valid (best macro F1) and
+    # folded into the head's bias; None = the argmax of the calibrated softmax as it is.
+    tune_offset: str | None
     finetune: FinetuneParams
 
 
@@ -346,6 +349,9 @@ class Params(Section):
     def _distinct_classes(self) -> Params:
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be distinct (got {self.classes})")
+        offset = self.train.tune_offset if self.train is not None else None
+        if offset is not None and self.classes is not None and offset not in self.classes:
+            raise ValueError(f"train.tune_offset: {offset!r} is not one of classes {self.classes}")
         return self
 
 

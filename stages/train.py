@@ -19,7 +19,7 @@ from facemask.data.cache import Split, load_split
 from facemask.models.factory import ModelCard, create_for_training, save_model
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
-from facemask.training.calibrate import valid_temperature
+from facemask.training.calibrate import tune_offset, valid_temperature
 from facemask.training.distributed import close_distributed, init_distributed, torchrun_command
 from facemask.training.train import transfer_learn
 
@@ -80,6 +80,10 @@ def main(
         return {}
     checkpoint.unlink(missing_ok=True)  # finished: a later run must start fresh
     temperature = valid_temperature(model, valid, tp, cache_dir() / "features", params.seed)
+    offset = None
+    if tp.tune_offset is not None:
+        k = classes.index(tp.tune_offset)
+        offset = tune_offset(model, valid, tp, cache_dir() / "features", temperature, k)
     t_end = time.perf_counter()
 
     card = ModelCard(params.model, classes, size, tuple(cfg["mean"]), tuple(cfg["std"]), weights)
@@ -104,6 +108,7 @@ def main(
         "train_pictures": len(train_df),
         "synthetic_pictures": len(train_df) - int(train_df["source"].ne("synthetic").sum()),
         "temperature": temperature,  # fitted on valid; predict and evaluate divide logits by it
+        **({"offset": {tp.tune_offset: offset}} if offset is not None else {}),
         "seconds": {
             "decode": round(t_decoded - t_start, 1),
             **{k: round(v, 1) for k, v in seconds.items()},

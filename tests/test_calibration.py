@@ -223,3 +223,45 @@ def test_degraded_valid_copies_join_the_temperature_fit(monkeypatch):
     assert views[2:] == [named_degraded_view(1000 + k, 3)[0] for k in (0, 1)]
     assert views[2] not in {named_degraded_view(k, 3)[0] for k in range(5)}
     assert sharp < 0.3 and soft > 4 * sharp
+
+
+def test_best_offset_moves_an_over_called_class_back_and_prefers_no_shift():
+    from facemask.training.calibrate import best_offset
+
+    # 60 class 0, 30 class 1, 10 class 2; the net adds 1.1 to class 2's log-probability,
+    # so 12 of class 0 (its margin 0.5 to 1.0 over class 2) are called class 2.
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(60, int), np.ones(30, int), np.full(10, 2)]
+    logp = np.full((100, 3), -5.0)
+    logp[np.arange(100), labels] = 0.0
+    logp[:12, 2] = -rng.uniform(0.5, 1.0, 12) + 1.1
+    b = best_offset(logp, labels, 2)
+    # every class-0 row back (> 0.6 needed), no class-2 row lost (< 6 allowed): -0.75 to -2
+    # tie; the smallest shift wins
+    assert b == -0.75
+    assert best_offset(np.log(np.eye(3)[labels] * 0.98 + 0.01), labels, 2) == 0.0
+
+
+def test_tune_offset_folds_the_offset_into_the_head_bias(monkeypatch):
+    import torch
+
+    from facemask.data.cache import Split
+    from facemask.training import calibrate
+
+    labels = torch.tensor([0] * 8 + [1] * 2)
+    logits = torch.zeros(10, 2)
+    logits[:, 1] = 1.2  # every row called class 1 (0.6 in log-probability at T = 2) ...
+    logits[8:, 1] = 4.0  # ... the real ones by far
+    monkeypatch.setattr(calibrate, "head_logits", lambda *a, **k: logits)
+    model = torch.nn.Linear(4, 2)
+    model.get_classifier = lambda: model
+    before = model.bias.detach().clone()
+    valid = Split(torch.zeros(10, 3, 8, 8, dtype=torch.uint8), labels, [str(i) for i in range(10)])
+    offset = calibrate.tune_offset(model, valid, train_params(), None, 2.0, k=1)
+    logp = torch.log_softmax(logits / 2.0, 1).numpy()
+    assert offset == calibrate.best_offset(logp, labels.numpy(), 1) == -0.75
+    # z_1 + b * T: the calibrated argmax with the offset is the model's own argmax now
+    assert model.bias[1].item() == pytest.approx(before[1].item() + offset * 2.0)
+    assert model.bias[0].item() == before[0].item()
+    shifted = logits + (model.bias - before).detach()
+    assert shifted.argmax(1).tolist() == labels.tolist()

@@ -109,6 +109,14 @@ def test_no_second_defaults_a_missing_key_is_an_error():
         stage_params(raw, ["train"])
 
 
+def test_tune_offset_names_one_of_the_classes():
+    raw = with_value(RAW, "train.tune_offset", "mask_worn_incorrectly")  # binary classes
+    with pytest.raises(ConfigError, match=r"train\.tune_offset: 'mask_worn_incorrectly' is not"):
+        stage_params(raw, ["classes", "train"])
+    ok = with_value(RAW, "train.tune_offset", "without_mask")
+    assert stage_params(ok, ["classes", "train"]).train.tune_offset == "without_mask"
+
+
 def test_typed_params_cannot_be_changed_after_the_check():
     params = stage_params(RAW, ["train"])
     with pytest.raises(Exception, match="frozen"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from sklearn.metrics import f1_score
 from torch import nn
 
 from facemask.data.cache import Split
@@ -14,6 +16,7 @@ from facemask.training.augment import Transform, named_degraded_view
 from facemask.training.features import feature_sources, frozen_features, use_bf16
 
 CALIBRATION_VIEW = 1000  # first view number of the valid copies (training views count from 0)
+OFFSETS = np.arange(-2.0, 2.01, 0.25)  # tried for train.tune_offset, in log-probability
 
 
 @torch.no_grad()
@@ -54,3 +57,42 @@ def valid_temperature(
         logits.append(head_logits(model, valid, tp, feature_root, view))
         labels.append(valid.labels)
     return fit_temperature(torch.cat(logits).numpy(), torch.cat(labels).numpy())
+
+
+def best_offset(logp: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """The offset (of OFFSETS) added to class k's log-probability that gives the best macro
+    F1 of the argmax; ties go to the smallest shift, 0 where it is among them."""
+    classes = list(range(logp.shape[1]))
+    macro = []
+    for b in OFFSETS:
+        shifted = logp.copy()
+        shifted[:, k] += b
+        macro.append(
+            f1_score(labels, shifted.argmax(1), labels=classes, average="macro", zero_division=0)
+        )
+    best = max(macro)
+    return float(min((b for b, m in zip(OFFSETS, macro, strict=True) if m == best), key=abs))
+
+
+def tune_offset(
+    model: nn.Module,
+    valid: Split,
+    tp: TrainParams,
+    feature_root: Path,
+    temperature: float,
+    k: int,
+) -> float:
+    """Fit class k's offset on the valid pictures' calibrated log-probabilities and fold it
+    into the head: log p_k + b ranks as the logit z_k + b * T does, so the model itself
+    answers with the offset (evaluate, scenes, predict and the ONNX export alike).
+
+    The balanced loss weights that teach a rare class also make the net call it too often:
+    this moves the decision back to where valid pictures put it. Returns the offset.
+    """
+    model.eval()
+    logits = head_logits(model, valid, tp, feature_root)
+    logp = torch.log_softmax(logits / temperature, dim=1).numpy()
+    offset = best_offset(logp, valid.labels.numpy(), k)
+    with torch.no_grad():
+        model.get_classifier().bias[k] += offset * temperature
+    return offset
