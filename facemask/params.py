@@ -349,6 +349,10 @@ class Params(Section):
     def _distinct_classes(self) -> Params:
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be distinct (got {self.classes})")
+        return self
+
+    @model_validator(mode="after")
+    def _offset_for_a_class(self) -> Params:
         offset = self.train.tune_offset if self.train is not None else None
         if offset is not None and self.classes is not None and offset not in self.classes:
             raise ValueError(f"train.tune_offset: {offset!r} is not one of classes {self.classes}")
