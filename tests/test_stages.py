@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from facemask.models.factory import load_model
+from facemask.training import calibrate
 from stages import evaluate, plots, train
 from tests.conftest import make_dataset, run_data_stages, tiny_params, zip_folder
 
@@ -52,7 +54,7 @@ def run_all(params: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_stages_end_to_end(workdir, params):
+def test_stages_end_to_end(workdir, params, monkeypatch):
     out = run_all(params)
 
     manifest = json.loads(Path("data/raw/manifest.json").read_text())
@@ -116,6 +118,28 @@ def test_stages_end_to_end(workdir, params):
     )
     assert Path("again.safetensors").read_bytes() == Path("models/model.safetensors").read_bytes()
     assert Path("again.csv").read_bytes() == Path("metrics/train_history.csv").read_bytes()
+    # The same run with train.tune_offset: the weights as before but class 1's bias, moved by
+    # the offset times the temperature; train.json says which offset. The tiny set is
+    # separable (its fit is 0), so the fit (tested in test_calibration) answers -1.25 here.
+    monkeypatch.setattr(calibrate, "best_offset", lambda logp, labels, k: -1.25)
+    tuned = {**params, "train": {**params["train"], "tune_offset": "without_mask"}}
+    summary = train.main(
+        tuned, Path("data/splits"), Path("tuned.safetensors"), Path("t.csv"), Path("t.json")
+    )
+    offset = summary["offset"]["without_mask"]
+    assert offset == -1.25
+    assert "offset" not in json.loads(Path("metrics/train.json").read_text())
+    assert json.loads(Path("t.json").read_text())["offset"] == {"without_mask": offset}
+    plain, tuned_model = load_model("models/model.safetensors"), load_model("tuned.safetensors")
+    (a, card), (b, _) = plain, tuned_model
+    head_a, head_b = a.get_classifier(), b.get_classifier()
+    shift = (head_b.bias - head_a.bias).detach()
+    assert shift[0].item() == 0 and shift[1].item() == pytest.approx(offset * card.temperature)
+    assert all(
+        torch.equal(x, y)
+        for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True)
+        if not n.endswith(("fc.bias", "classifier.bias"))
+    )
 
     _, card = load_model("models/model.safetensors")
     assert card.classes == ["with_mask", "without_mask"] and card.image_size == 32
