@@ -95,9 +95,14 @@ def valid_probabilities(model_file: Path) -> pd.DataFrame:
     return pd.DataFrame({"label": valid["label"].to_numpy(), **cols}, index=valid["path"])
 
 
+def log_probabilities(frame: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """The frame's p_<class> columns as log-probabilities (a zero kept finite)."""
+    return np.log(frame[[f"p_{c}" for c in classes]].to_numpy().clip(1e-9))
+
+
 def scores(frame: pd.DataFrame, classes: list[str], offset: float = 0.0) -> dict[str, float]:
     """Worn-wrong F1, macro F1 and accuracy of the argmax after the worn-wrong offset."""
-    logp = np.log(frame[[f"p_{c}" for c in classes]].to_numpy().clip(1e-9))
+    logp = log_probabilities(frame, classes)
     logp[:, classes.index(WRONG)] += offset
     m = classification_metrics(frame["label"], np.array(classes)[logp.argmax(1)], classes)
     return {
@@ -109,9 +114,8 @@ def scores(frame: pd.DataFrame, classes: list[str], offset: float = 0.0) -> dict
 
 def best_offset(valid: pd.DataFrame, classes: list[str]) -> float:
     """The train stage's fit (train.tune_offset) on the valid crops' probabilities."""
-    logp = np.log(valid[[f"p_{c}" for c in classes]].to_numpy().clip(1e-9))
     labels = valid["label"].map(classes.index).to_numpy()
-    return fit_offset(logp, labels, classes.index(WRONG))
+    return fit_offset(log_probabilities(valid, classes), labels, classes.index(WRONG))
 
 
 def ensemble(frames: list[pd.DataFrame]) -> pd.DataFrame:
