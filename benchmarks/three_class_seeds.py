@@ -5,20 +5,21 @@ seeds, the seeds' ensemble, and a worn-wrong offset fitted on valid.
     python -m benchmarks.three_class_seeds --set 'train.finetune.augment.scale=[0.6, 1.0]' \
         --seeds 1 2 --work /tmp/jit --out benchmarks/results/three_class_seeds_crop_jitter.md
 
-The seed of three_class/params.yaml (42) is the pipeline's own run, read back from
-metrics/three_class/ and models/three_class/. Every other seed trains with the same params
-but its seed, on the pipeline's splits (drawn with seed 42) and synthetic pictures: only the
-draws of training change (head and fine-tune order, augmentation, dropout, degraded views).
-Each then runs the stages evaluate, external (mask_types) and scenes. A seed whose outputs
-are in --work already is read back, not retrained. A variant of the task (--set: Hydra
-overrides composed over task=three_class, as `facemask compose` does; --no-synthesis: without
-the synthesize stage's pictures, a no-op while the task draws none) trains every seed, the
-pipeline's too.
+Every seed (three_class/params.yaml's, 42, and --seeds) trains one model with the task's
+params but its seed, on the pipeline's splits (drawn with seed 42) and synthetic pictures:
+only the draws of training change (head and fine-tune order, augmentation, dropout, degraded
+views). The pipeline itself ships the three members 42, 1 and 2 joined (stage ensemble); here
+each seed is a single model with its own offset, as the task trained before. Each then runs
+the stages evaluate, external (mask_types) and scenes. A seed whose outputs are in --work
+already is read back, not retrained. --set: Hydra overrides composed over task=three_class,
+as `facemask compose` does; --no-synthesis: without the synthesize stage's pictures (a no-op
+while the task draws none).
 
-Also reported, on the test crops and mask_types (the scenes stage keeps no per-face
-probabilities, so neither has a scenes figure):
+Also reported:
 - mean of the seeds: each column's mean over the seeds' rows (the figure to judge a recipe by);
-- ensemble: the mean of the seeds' probabilities;
+- ensemble: the mean of the seeds' probabilities, on the test crops and mask_types (the
+  scenes stage keeps no per-face probabilities);
+- pipeline: the model three_class/dvc.yaml ships, read back from metrics/three_class/;
 - valid offset: per model, the offset added to the worn-wrong log-probability that gives
   the best macro F1 on the valid crops (grid -2 to 2, step 0.25; ties: the smallest offset).
   A task with `train.tune_offset` fits it in the train stage already (its head carries it),
@@ -59,14 +60,9 @@ class SeedRun(NamedTuple):
     predictions: Path  # the test crops'
 
 
-def seed_run(seed: int, task: dict, work: Path, synth: Path | None, own: bool) -> SeedRun:
-    """The seed's run: the pipeline's own where `own`, else `task` with `seed` trained into
-    `work` on the synthetic pictures `synth` (None: none), or read back from there when it
-    finished before."""
-    if own:
-        folder = ROOT / "metrics" / "three_class"
-        model = ROOT / "models" / "three_class" / "model.safetensors"
-        return SeedRun(folder, model, folder / "predictions.csv")
+def seed_run(seed: int, task: dict, work: Path, synth: Path | None) -> SeedRun:
+    """`task` with `seed` trained into `work` on the synthetic pictures `synth` (None: none),
+    or read back from there when it finished before."""
     folder = work / f"s{seed}"
     run = SeedRun(folder, folder / "model.safetensors", folder / "pred.csv")  # train_and_test's
     if (folder / "scenes.json").is_file():
@@ -124,6 +120,20 @@ def ensemble(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return probs.assign(label=frames[0]["label"])
 
 
+def pipeline_row(classes: list[str]) -> dict:
+    """The model three_class/dvc.yaml ships (its members joined by stage ensemble), read
+    back from metrics/three_class/: the figures to set against one seed's."""
+    folder = ROOT / "metrics" / "three_class"
+    members = json.loads((folder / "train.json").read_text()).get("members", [])
+    return row(
+        f"pipeline: {len(members) or 1} member(s) joined",
+        scores(probabilities(folder / "predictions.csv", classes), classes),
+        scores(probabilities(folder / "external_predictions" / "mask_types.csv", classes), classes),
+        scenes_f1(json.loads((folder / "scenes.json").read_text()), WRONG),
+        {},
+    )
+
+
 def row(name: str, crops: dict, mask_types: dict, scenes: float | None, extra: dict) -> dict:
     """One table row; the mean over the three sets only where the scenes have a figure."""
     mean = None if scenes is None else (crops["wrong"] + scenes + mask_types["wrong"]) / 3
@@ -167,8 +177,7 @@ def main() -> None:
     rows, seed_rows, crops, masks = [], [], [], []
     # dict.fromkeys: params' seed named again in --seeds would count one run twice.
     for seed in dict.fromkeys([task["seed"], *args.seeds]):
-        own = seed == task["seed"] and not args.set and not args.no_synthesis
-        run = seed_run(seed, variant, args.work, synth, own)
+        run = seed_run(seed, variant, args.work, synth)
         crops.append(probabilities(run.predictions, classes))
         masks.append(probabilities(run.folder / "external_predictions" / "mask_types.csv", classes))
         scenes = json.loads((run.folder / "scenes.json").read_text())
@@ -190,6 +199,7 @@ def main() -> None:
         row(f"ensemble of {len(crops)} (mean probability)", scores(ensemble(crops), classes),
             scores(ensemble(masks), classes), None, {})
     )  # fmt: skip
+    rows.append(pipeline_row(classes))
     table = pd.DataFrame(rows).to_markdown(index=False)
     n = int(crops[0]["label"].eq(WRONG).sum())
     wrong = seeds["worn wrong F1, test crops"]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from facemask.models.factory import load_model
 from facemask.training import calibrate
-from stages import evaluate, plots, train
+from stages import ensemble, evaluate, plots, train
 from tests.conftest import make_dataset, run_data_stages, tiny_params, zip_folder
 
 
@@ -131,7 +131,7 @@ def test_stages_end_to_end(workdir, params, monkeypatch):
     assert "offset" not in json.loads(Path("metrics/train.json").read_text())
     assert json.loads(Path("t.json").read_text())["offset"] == {"without_mask": offset}
     plain, tuned_model = load_model("models/model.safetensors"), load_model("tuned.safetensors")
-    (a, card), (b, _) = plain, tuned_model
+    (a, card), (b, card_b) = plain, tuned_model
     head_a, head_b = a.get_classifier(), b.get_classifier()
     shift = (head_b.bias - head_a.bias).detach()
     assert shift[0].item() == 0 and shift[1].item() == pytest.approx(offset * card.temperature)
@@ -140,6 +140,19 @@ def test_stages_end_to_end(workdir, params, monkeypatch):
         for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True)
         if not n.endswith(("fc.bias", "classifier.bias"))
     )
+    # Stage ensemble joins the two: its logits are the mean of theirs at their temperatures,
+    # and it fits its own temperature on valid (no offset: the tiny params set none).
+    members = [Path("models/model.safetensors"), Path("tuned.safetensors")]
+    joined = ensemble.main(
+        params, members, Path("data/splits"), Path("e.safetensors"), Path("e.json")
+    )
+    model_e, card_e = load_model("e.safetensors")
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        want = (a(x) / card.temperature + b(x) / card_b.temperature) / 2
+        assert torch.allclose(model_e(x), want, atol=1e-5)
+    assert card_e.temperature == joined["temperature"] > 0 and "offset" not in joined
+    assert json.loads(Path("e.json").read_text())["members"] == [str(m) for m in members]
 
     _, card = load_model("models/model.safetensors")
     assert card.classes == ["with_mask", "without_mask"] and card.image_size == 32
