@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from facemask.models.ensemble import join_members, load_members
 from facemask.models.factory import ModelCard, build_model, load_model, save_model
@@ -60,8 +61,6 @@ def test_members_load_from_files_and_one_that_disagrees_is_named(tmp_path):
 
 
 def test_a_member_trains_at_its_seed_without_the_offset():
-    import yaml
-
     raw = yaml.safe_load((ROOT / "three_class" / "params.yaml").read_text())
     params = stage_params(raw, train.SECTIONS)
     assert params.train.tune_offset == "mask_worn_incorrectly"  # the task fits one
