@@ -8,12 +8,13 @@ seeds, the seeds' ensemble, and a worn-wrong offset fitted on valid.
 Every seed (three_class/params.yaml's, 42, and --seeds) trains one model with the task's
 params but its seed, on the pipeline's splits (drawn with seed 42) and synthetic pictures:
 only the draws of training change (head and fine-tune order, augmentation, dropout, degraded
-views). The pipeline itself ships the three members 42, 1 and 2 joined (stage ensemble); here
-each seed is a single model with its own offset, as the task trained before. Each then runs
-the stages evaluate, external (mask_types) and scenes. A seed whose outputs are in --work
-already is read back, not retrained. --set: Hydra overrides composed over task=three_class,
-as `facemask compose` does; --no-synthesis: without the synthesize stage's pictures (a no-op
-while the task draws none).
+views). The pipeline itself ships four members joined (stage ensemble: params' model at
+seeds 42, 1 and 2, EfficientNet-Lite0 at 42); here each seed is a single model with its own
+offset, as the task trained before. Each then runs the stages evaluate, external
+(mask_types) and scenes. A seed whose outputs are in --work already is read back, not
+retrained. --set: Hydra overrides composed over task=three_class, as `facemask compose`
+does; --no-synthesis: without the synthesize stage's pictures (a no-op while the task draws
+none).
 
 Also reported:
 - mean of the seeds: each column's mean over the seeds' rows (the figure to judge a recipe by);

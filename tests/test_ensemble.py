@@ -70,3 +70,23 @@ def test_a_member_trains_at_its_seed_without_the_offset():
         exclude={"tune_offset"}
     )
     assert got.model == params.model and got.classes == params.classes
+    other = member_params(params, 7, "tf_efficientnet_lite0")
+    assert other.model == "tf_efficientnet_lite0" and other.seed == 7
+    assert other.train == got.train and params.model == "mobilenetv2_100"  # params untouched
+
+
+def test_the_ensemble_stage_joins_exactly_the_members_train_makes():
+    stages = yaml.safe_load((ROOT / "three_class" / "dvc.yaml").read_text())["stages"]
+    members = stages["train"]["foreach"]
+    files = [f"models/three_class/members/{key}.safetensors" for key in members]
+    cmd = stages["ensemble"]["cmd"].split()
+    assert cmd[cmd.index("stages.ensemble") + 1 : cmd.index("--splits")] == files
+    deps = [d for d in stages["ensemble"]["deps"] if d.startswith("models/three_class/members")]
+    assert deps == files
+    assert stages["train"]["do"]["outs"][0] == "models/three_class/members/${key}.safetensors"
+    # Each member names its backbone and seed; those that follow params' model say so.
+    assert all(set(item) == {"model", "seed"} for item in members.values())
+    backbones = {item["model"] for item in members.values()}
+    assert "${model}" in backbones and len(backbones) > 1
+    seeds = [(item["model"], item["seed"]) for item in members.values()]
+    assert len(set(seeds)) == len(seeds)  # no member trained twice
