@@ -72,7 +72,7 @@ def test_a_member_trains_at_its_seed_without_the_offset():
     assert got.model == params.model and got.classes == params.classes
     other = member_params(params, 7, "tf_efficientnet_lite0")
     assert other.model == "tf_efficientnet_lite0" and other.seed == 7
-    assert other.train == got.train and params.model == "mobilenetv2_100"  # params untouched
+    assert other.model != params.model and other.train == got.train
 
 
 def test_the_ensemble_stage_joins_exactly_the_members_train_makes():
@@ -84,6 +84,10 @@ def test_the_ensemble_stage_joins_exactly_the_members_train_makes():
     deps = [d for d in stages["ensemble"]["deps"] if d.startswith("models/three_class/members")]
     assert deps == files
     assert stages["train"]["do"]["outs"][0] == "models/three_class/members/${key}.safetensors"
+    train = stages["train"]["do"]["cmd"].split()  # each member trains its own backbone and seed
+    assert {"${item.model}", "${item.seed}"} <= set(train)
+    assert train[train.index("--model") + 1] == "${item.model}"
+    assert train[train.index("--seed") + 1] == "${item.seed}"
     # Each member names its backbone and seed; those that follow params' model say so.
     assert all(set(item) == {"model", "seed"} for item in members.values())
     backbones = {item["model"] for item in members.values()}

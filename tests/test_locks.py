@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT
 
-PIPELINES = ["dvc.yaml", "serving/dvc.yaml", "compare/dvc.yaml", "detect/dvc.yaml"]
+PIPELINES = [
+    "dvc.yaml",
+    "serving/dvc.yaml",
+    "compare/dvc.yaml",
+    "detect/dvc.yaml",
+    "three_class/dvc.yaml",
+]
 
 
 def tracked() -> set[str]:
@@ -35,7 +42,8 @@ def stale_parts(pipeline: str, files: set[str]) -> list[str]:
         k == name or k.startswith(f"{name}@") for k in lock)]  # fmt: skip
     for name, stage in lock.items():
         body = spec.get(name.split("@")[0])
-        if body is None:
+        # A stage turned into a foreach leaves its old, unsuffixed entry in the lock.
+        if body is None or ("foreach" in body) != ("@" in name):
             stale.append(f"{pipeline}: {name} is locked but no longer in the pipeline")
             continue
         body = body.get("do", body)  # foreach stages keep theirs under `do`
@@ -77,3 +85,18 @@ def test_an_edit_to_a_stage_file_is_seen(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hashlib, "md5", fake_md5)
     assert "dvc.yaml:train: stages/train.py changed" in stale_parts("dvc.yaml", files)
+
+
+def test_a_stage_turned_into_a_foreach_leaves_no_old_entry(tmp_path, monkeypatch):
+    spec = {"stages": {"train": {"foreach": [1, 2], "do": {"cmd": "echo ${item}"}}}}
+    entry = {"cmd": "echo", "deps": []}
+    lock = {"schema": "2.0", "stages": {"train@1": entry, "train@2": entry}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert stale_parts("dvc.yaml", set()) == []
+    lock["stages"]["train"] = entry  # what the stage locked before it was a foreach
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert stale_parts("dvc.yaml", set()) == [
+        "dvc.yaml: train is locked but no longer in the pipeline"
+    ]
