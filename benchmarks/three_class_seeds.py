@@ -76,6 +76,13 @@ def seed_run(seed: int, task: dict, work: Path, synth: Path | None) -> SeedRun:
     return run
 
 
+def outputs(run: SeedRun, classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """A run's test-crop and mask_types probabilities, and its scenes metrics."""
+    masks = run.folder / "external_predictions" / "mask_types.csv"
+    scenes = json.loads((run.folder / "scenes.json").read_text())
+    return probabilities(run.predictions, classes), probabilities(masks, classes), scenes
+
+
 def probabilities(csv: Path, classes: list[str]) -> pd.DataFrame:
     """A predictions CSV's per-class probabilities and label, indexed by path."""
     df = pd.read_csv(csv).set_index("path")
@@ -125,14 +132,15 @@ def pipeline_row(classes: list[str]) -> dict:
     """The model three_class/dvc.yaml ships (its members joined by stage ensemble), read
     back from metrics/three_class/: the figures to set against one seed's."""
     folder = ROOT / "metrics" / "three_class"
+    run = SeedRun(
+        folder, ROOT / "models" / "three_class" / "model.safetensors", folder / "predictions.csv"
+    )
+    crops, masks, scenes = outputs(run, classes)
     members = json.loads((folder / "train.json").read_text()).get("members", [])
     return row(
         f"pipeline: {len(members) or 1} member(s) joined",
-        scores(probabilities(folder / "predictions.csv", classes), classes),
-        scores(probabilities(folder / "external_predictions" / "mask_types.csv", classes), classes),
-        scenes_f1(json.loads((folder / "scenes.json").read_text()), WRONG),
-        {},
-    )
+        scores(crops, classes), scores(masks, classes), scenes_f1(scenes, WRONG), {},
+    )  # fmt: skip
 
 
 def row(name: str, crops: dict, mask_types: dict, scenes: float | None, extra: dict) -> dict:
@@ -179,9 +187,9 @@ def main() -> None:
     # dict.fromkeys: params' seed named again in --seeds would count one run twice.
     for seed in dict.fromkeys([task["seed"], *args.seeds]):
         run = seed_run(seed, variant, args.work, synth)
-        crops.append(probabilities(run.predictions, classes))
-        masks.append(probabilities(run.folder / "external_predictions" / "mask_types.csv", classes))
-        scenes = json.loads((run.folder / "scenes.json").read_text())
+        crop_probs, mask_probs, scenes = outputs(run, classes)
+        crops.append(crop_probs)
+        masks.append(mask_probs)
         train = json.loads((run.folder / "train.json").read_text())
         offset = best_offset(valid_probabilities(run.model), classes)
         seed_rows.append(
