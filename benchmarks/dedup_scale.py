@@ -7,6 +7,7 @@ Writes benchmarks/results/dedup_scale.md.
 
     python benchmarks/dedup_scale.py                       # 10k .. 1M; all pairs to 30k
     python benchmarks/dedup_scale.py --sizes 10000 --exact-up-to 10000
+    python benchmarks/dedup_scale.py --smoke               # 2,000 hashes, into a temp folder
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,7 +75,15 @@ def main() -> None:
     sizes = [10_000, 30_000, 100_000, 300_000, 1_000_000]
     ap.add_argument("--sizes", type=int, nargs="+", default=sizes)
     ap.add_argument("--exact-up-to", type=int, default=30_000, help="all pairs only this far")
+    ap.add_argument("--out", type=Path, default=OUT, help="the markdown file to write")
+    ap.add_argument(
+        "--smoke", action="store_true", help="2,000 hashes, both methods, into a temp folder"
+    )
     args = ap.parse_args()
+    if args.smoke:
+        args.sizes, args.exact_up_to = [2_000], 2_000
+        if args.out == OUT:  # never over the recorded result
+            args.out = Path(tempfile.mkdtemp(prefix="dedup_scale_")) / OUT.name
     rows = []
     for n in args.sizes:
         for method in ("lsh", "all pairs") if n <= args.exact_up_to else ("lsh",):
@@ -112,8 +122,9 @@ def main() -> None:
             f"All pairs not run at {missing}: one block of 1,024 rows holds "
             + ", ".join(f"{1024 * n * 32 / 2**30:.0f} GiB at {n:,}" for n in missing)
         )
-    OUT.write_text("\n".join(lines) + "\n")
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""Every kept benchmark runs end to end on tiny synthetic data (`--smoke`), and its output
+carries figures a broken script would get wrong."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def smoke(script: str, out) -> str:
+    """Run `benchmarks/<script> --smoke --out <out>`; its stdout."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the markdown tables in `text`, cells stripped."""
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in r] for r in rows if not set("".join(r)) <= set("-: ")][1:]
+
+
+def test_dedup_scale_finds_every_planted_copy(tmp_path):
+    out = tmp_path / "dedup.md"
+    smoke("dedup_scale.py", out)
+    rows = {r[0]: r for r in table_rows(out.read_text())}
+    assert set(rows) == {"lsh", "all pairs"}
+    for method, row in rows.items():
+        hashes, found, missed = int(row[1]), int(row[4]), int(row[5])
+        assert (hashes, found, missed) == (2000, 100, 0), method  # one in 20 planted, none missed
+
+
+def test_inference_speed_traced_features_match_eager(tmp_path):
+    out = tmp_path / "speed.md"
+    smoke("inference_speed.py", out)
+    (row,) = table_rows(out.read_text())
+    name, eager, traced, speedup, diff = row
+    assert name == "mobilenetv2_100"
+    assert float(eager) > 0 and float(traced) > 0 and speedup.endswith("x")
+    assert float(diff) < 1e-3  # the traced net computes the same features
+
+
+def test_repro_time_times_each_stage_and_reads_the_runs_metrics(tmp_path):
+    out = tmp_path / "repro.md"
+    stdout = smoke("repro_time.py", out)
+    stages = re.findall(r"^\| (make_data|evaluate) ", stdout, re.M)
+    assert stages == ["make_data", "evaluate"]  # dvc repro's order, each timed once
+    assert "test accuracy 75.00 % (n=4)" in stdout and "warm `dvc repro -f`" in stdout
+    (row,) = table_rows(out.read_text())
+    assert row[0] == "`--whole`: the default"
+    assert re.fullmatch(r"\d+ min \d+ s", row[2]) and row[3].endswith(" GB")
+    assert row[4] == "75.00 % (n=4)"  # from the clone's own metrics/test.json: 3 of 4
