@@ -254,24 +254,11 @@ def benchmark_table(root: Path, name: str) -> str:
 
 
 TABLES: dict[str, Callable[[Path], str]] = {
-    "generalisation": lambda r: benchmark_table(r, "generalisation"),
-    "bias": lambda r: benchmark_table(r, "bias_study"),
     "repro-time": lambda r: benchmark_table(r, "repro_time"),
+    "inference-speed": lambda r: benchmark_table(r, "inference_speed"),
+    "dedup-scale": lambda r: benchmark_table(r, "dedup_scale"),
     "serving": serving_table,
     "scene-sets": scene_sets_table,
-    "predict-scenes": lambda r: benchmark_table(r, "predict_scenes"),
-    "scene-candidates": lambda r: benchmark_table(r, "scene_candidates"),
-    "dedup-scale": lambda r: benchmark_table(r, "dedup_scale"),
-    "landmarks": lambda r: benchmark_table(r, "landmarks"),
-    "synthesis-three-class": lambda r: benchmark_table(r, "synthesis_ablation_three-class"),
-    "synthesis-binary": lambda r: benchmark_table(r, "synthesis_ablation_binary"),
-    "three-class-seeds": lambda r: benchmark_table(r, "three_class_seeds"),
-    "three-class-seeds-no-synthesis": lambda r: benchmark_table(
-        r, "three_class_seeds_no_synthesis"
-    ),
-    "three-class-seeds-refined": lambda r: benchmark_table(r, "three_class_seeds_refined"),
-    "three-class-seeds-160": lambda r: benchmark_table(r, "three_class_seeds_160"),
-    "prepare-workers": lambda r: benchmark_table(r, "prepare_workers"),
     "evaluation": evaluation_table,
     "tasks": tasks_table,
     "slices-face-size": lambda r: slices_table(r, "face_size"),
