@@ -26,10 +26,10 @@ repro: install  ## run the pipeline (download -> plots) on the default data
 compare: install  ## k-fold leaderboards of the backbones in params compare* and leave-one-source-out
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro compare/dvc.yaml
 
-serving: install  ## scenes (detector + classifier on crowd photos) and export (about 10 minutes)
+serving: install  ## scenes (detector + classifier on crowd photos) and export; cost: docs/speed.md
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro serving/dvc.yaml
 
-detect: install  ## the trained face detector and the no-face re-scorer, scored on every scene set (about 40 minutes)
+detect: install  ## the trained face detector and the no-face re-scorer, scored on every scene set; cost: docs/speed.md
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro detect/dvc.yaml
 
 three-class: install  ## the three-class task (three_class/dvc.yaml): params recomposed from conf/, then run
