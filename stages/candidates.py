@@ -14,13 +14,12 @@ from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.scenes import list_scenes
+from facemask.detection.factory import create_detector
 from facemask.detection.mining import detector_boxes, save_results
-from facemask.detection.params import DetectParams, load_detect_params
-from facemask.params import Params, load_stage_params, stage_params
+from facemask.params import DetectParams, Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
-from facemask.serving.detect import create_detector
 from facemask.serving.engines import load_engine
-from facemask.serving.scenes_eval import read_scene_ids, run_scenes
+from facemask.serving.scenes import read_scene_ids, run_scenes
 
 SECTIONS = ("prepare", "evaluate", "scenes")
 
@@ -91,13 +90,12 @@ if __name__ == "__main__":
         help="a split and its CSV (a `scene` column): train data/splits/train.csv",
     )
     parser.add_argument("--out", type=Path, default=Path("data/detect/candidates.npz"))
-    parser.add_argument("--params", default="params.yaml", help="read with --model only")
-    parser.add_argument("--detect-params", default="detect/params.yaml")
+    parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     with exit_on_error("candidates"):
         main(
             load_stage_params(args.params, SECTIONS) if args.model else None,
-            load_detect_params(args.detect_params),
+            load_stage_params(args.params, ["detect"]).detect,
             args.model,
             args.scenes,
             {name: Path(csv) for name, csv in args.split},

@@ -15,7 +15,7 @@ from facemask.models.ensemble import load_members
 from facemask.models.factory import save_model
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
-from facemask.training.calibrate import tune_offset, valid_temperature
+from facemask.training.temperature import tune_offset, valid_temperature
 
 SECTIONS = ("seed", "classes", "train")
 

@@ -14,7 +14,7 @@ from facemask.config import exit_on_error, tune_malloc
 from facemask.evaluation.calibration import reliability_table, risk_coverage, softmax
 from facemask.evaluation.curves import pr_curves, roc_curves
 from facemask.evaluation.metrics import classification_metrics
-from facemask.evaluation.report import frame_metrics, score_frame
+from facemask.evaluation.scorecard import frame_metrics, score_frame
 from facemask.models.factory import load_model
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores

@@ -15,7 +15,7 @@ import pandas as pd
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.cache import decode_frame
-from facemask.evaluation.predict import predict_probs
+from facemask.evaluation.predictions import predict_probs
 from facemask.models.factory import load_model
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores

@@ -16,7 +16,7 @@ import pandas as pd
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.external import seen_in_training, unique_pictures
-from facemask.evaluation.report import frame_metrics, score_frame
+from facemask.evaluation.scorecard import frame_metrics, score_frame
 from facemask.models.factory import load_model
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores

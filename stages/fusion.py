@@ -18,7 +18,7 @@ import pandas as pd
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.images import open_image
 from facemask.data.scenes import list_scenes
-from facemask.detection.detectors import (
+from facemask.detection.factory import (
     FUSED_IOU,
     FUSED_SCALES,
     FUSED_THRESHOLD,
@@ -26,9 +26,9 @@ from facemask.detection.detectors import (
 )
 from facemask.detection.fusion import fusion_sweep
 from facemask.detection.operating import detect_scenes, most_found_within, threshold_sweep
-from facemask.detection.params import FusionParams, load_detect_file
+from facemask.params import FusionParams, load_stage_params
 from facemask.runtime import use_free_cores
-from facemask.serving.scenes_eval import read_scene_ids
+from facemask.serving.scenes import read_scene_ids
 
 
 def main(
@@ -100,7 +100,7 @@ def main(
     )
     if metrics["defaults"] != {k: chosen[k] for k in ("scales", "iou", "threshold")}:
         print(
-            f"note: facemask.detection.detectors has {metrics['defaults']} (FUSED_SCALES,"
+            f"note: facemask.detection.factory has {metrics['defaults']} (FUSED_SCALES,"
             " FUSED_IOU, FUSED_THRESHOLD); set them to this choice"
         )
     return metrics
@@ -111,11 +111,11 @@ if __name__ == "__main__":
     parser.add_argument("detector", help="two detectors joined by +")
     parser.add_argument("scenes", type=Path, help="the training source's scene folder")
     parser.add_argument("--valid", type=Path, default=Path("data/splits/valid.csv"))
-    parser.add_argument("--params", type=Path, default=Path("detect/params.yaml"))
+    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/fusion.json"))
     parser.add_argument("--sweep", type=Path, default=Path("metrics/detect/fusion_sweep.csv"))
     parser.add_argument("--curve", type=Path, help="the chosen scales' and IoU's rows (a plot)")
     args = parser.parse_args()
     with exit_on_error("fusion"):
-        fusion = load_detect_file(args.params).fusion
+        fusion = load_stage_params(args.params, ["fusion"]).fusion
         main(args.detector, args.scenes, args.valid, args.metrics, args.sweep, fusion, args.curve)

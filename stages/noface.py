@@ -15,8 +15,7 @@ import pandas as pd
 from facemask.config import exit_on_error
 from facemask.detection.mining import load_train_valid
 from facemask.detection.noface import candidates, file_sha256, fit_noface, sweep
-from facemask.detection.params import DetectParams, load_detect_params
-from facemask.params import Params, load_stage_params, stage_params
+from facemask.params import DetectParams, Params, load_stage_params, stage_params
 from facemask.serving.engines import load_engine
 
 SECTIONS = ("seed", "scenes")
@@ -86,12 +85,11 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/noface.json"))
     parser.add_argument("--sweep", type=Path, default=Path("metrics/detect/noface_sweep.csv"))
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--detect-params", default="detect/params.yaml")
     args = parser.parse_args()
     with exit_on_error("noface"):
         main(
             load_stage_params(args.params, SECTIONS),
-            load_detect_params(args.detect_params),
+            load_stage_params(args.params, ["detect"]).detect,
             args.candidates,
             args.model,
             args.out,

@@ -15,7 +15,6 @@ import numpy as np
 
 from facemask.config import exit_on_error
 from facemask.detection.mining import load_train_valid
-from facemask.detection.params import DetectParams, load_detect_params
 from facemask.detection.refine import (
     SIDES,
     TERMS,
@@ -23,7 +22,8 @@ from facemask.detection.refine import (
     matched_pairs,
     refine_results,
 )
-from facemask.serving.scenes_eval import SceneResult, map50, match_boxes
+from facemask.detection.scoring import SceneResult, map50, match_boxes
+from facemask.params import DetectParams, load_stage_params
 
 
 def box_scores(results: Sequence[SceneResult], iou_min: float) -> dict:
@@ -79,9 +79,14 @@ def main(candidates: Path, detect: DetectParams, out: Path, metrics_json: Path) 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("candidates", type=Path, help="stage candidates' .npz")
-    parser.add_argument("--params", type=Path, default=Path("detect/params.yaml"))
+    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, default=Path("models/box_refiner.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/refine.json"))
     args = parser.parse_args()
     with exit_on_error("refine"):
-        main(args.candidates, load_detect_params(args.params), args.out, args.metrics)
+        main(
+            args.candidates,
+            load_stage_params(args.params, ["detect"]).detect,
+            args.out,
+            args.metrics,
+        )

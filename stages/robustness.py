@@ -12,8 +12,8 @@ import pandas as pd
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.cache import decode_frame
-from facemask.evaluation.figures import plot_robustness
-from facemask.evaluation.predict import predict_probs
+from facemask.evaluation.charts import plot_robustness
+from facemask.evaluation.predictions import predict_probs
 from facemask.evaluation.robustness import (
     CORRUPTIONS,
     robustness_summary,

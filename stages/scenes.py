@@ -10,19 +10,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
-from facemask.detection.detectors import create_detector
+from facemask.detection.factory import create_detector
+from facemask.detection.fusion import FusedDetector
 from facemask.detection.noface import NoFaceScorer
+from facemask.detection.scoring import summary_line
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.serving.engines import load_engine
-from facemask.serving.fusion import FusedDetector
-from facemask.serving.scenes_eval import (
-    evaluate_scenes,
-    scene_gallery,
-    select_scenes,
-    summary_line,
-    write_curves,
-)
+from facemask.serving.scenes import evaluate_scenes, scene_gallery, select_scenes, write_curves
 
 SECTIONS = ("seed", "prepare", "evaluate", "scenes")
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from facemask.config import exit_on_error
-from facemask.evaluation.figures import plot_slices
+from facemask.evaluation.charts import plot_slices
 from facemask.evaluation.slice_report import FAMILIES, gather_predictions
 from facemask.evaluation.slices import slice_summary, slice_table
 from facemask.params import Params, load_stage_params, stage_params

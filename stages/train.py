@@ -19,8 +19,8 @@ from facemask.data.cache import Split, load_split
 from facemask.models.factory import ModelCard, create_for_training, save_model
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
-from facemask.training.calibrate import tune_offset, valid_temperature
 from facemask.training.distributed import close_distributed, init_distributed, torchrun_command
+from facemask.training.temperature import tune_offset, valid_temperature
 from facemask.training.train import transfer_learn
 
 SECTIONS = ("seed", "model", "classes", "train", "launch", "evaluate", "prepare")

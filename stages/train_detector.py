@@ -26,10 +26,10 @@ from facemask.detection.fcos import (
     train_fcos,
 )
 from facemask.detection.operating import detect_scenes, threshold_sweep
-from facemask.detection.params import TrainedDetectorParams, load_detect_file
-from facemask.params import Params, load_stage_params, stage_params
+from facemask.detection.scoring import SceneResult, map50
+from facemask.params import FcosParams, Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
-from facemask.serving.scenes_eval import SceneResult, map50, read_scene_ids
+from facemask.serving.scenes import read_scene_ids
 
 SECTIONS = ("seed", "scenes")
 
@@ -45,7 +45,7 @@ def _pictures(scenes: list) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def main(
     params: Mapping | Params,
-    p: TrainedDetectorParams,
+    p: FcosParams,
     root: Path,
     train_csv: Path,
     valid_csv: Path,
@@ -132,12 +132,11 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/detector.json"))
     parser.add_argument("--sweep", type=Path, default=Path("metrics/detect/detector_sweep.csv"))
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--detect-params", default="detect/params.yaml")
     args = parser.parse_args()
     with exit_on_error("train_detector"):
         main(
             load_stage_params(args.params, SECTIONS),
-            load_detect_file(args.detect_params).trained,
+            load_stage_params(args.params, ["fcos"]).fcos,
             args.scenes,
             args.train,
             args.valid,

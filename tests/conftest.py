@@ -209,7 +209,7 @@ def _no_trained_detector(tmp_path_factory, monkeypatch):
     """`--detector auto` means YuNet in every test, whether or not this checkout has run the
     detection pipeline (models/detector.safetensors); a test that wants the fused default
     points TRAINED_FILE at its own file."""
-    from facemask.detection import detectors
+    from facemask.detection import factory as detectors
 
     monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path_factory.getbasetemp() / "none")
 
@@ -218,8 +218,8 @@ def _no_trained_detector(tmp_path_factory, monkeypatch):
 def model_file(tmp_path, monkeypatch) -> Path:
     """An untrained two-class facemask_cnn saved to tmp_path, with the stub detector
     TwoFaces registered as `--detector two`."""
+    from facemask.detection import finders as detect
     from facemask.models.factory import ModelCard, create_model, save_model
-    from facemask.serving import detect
 
     monkeypatch.setitem(detect.DETECTORS, "two", TwoFaces)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)

@@ -195,7 +195,7 @@ def test_degraded_valid_copies_join_the_temperature_fit(monkeypatch):
     import torch
 
     from facemask.data.cache import Split
-    from facemask.training import calibrate
+    from facemask.training import temperature
 
     n = 40
     labels = torch.arange(n) % 2
@@ -208,12 +208,12 @@ def test_degraded_valid_copies_join_the_temperature_fit(monkeypatch):
         views.append(None if view is None else view[0])
         return clean if view is None else degraded
 
-    monkeypatch.setattr(calibrate, "head_logits", fake_logits)
+    monkeypatch.setattr(temperature, "head_logits", fake_logits)
     valid = Split(torch.zeros(n, 3, 8, 8, dtype=torch.uint8), labels, [str(i) for i in range(n)])
     model = torch.nn.Linear(1, 2)
     tp = train_params(degrade={})
-    sharp = calibrate.valid_temperature(model, valid, train_params(calibration_views=0), None, 0)
-    soft = calibrate.valid_temperature(
+    sharp = temperature.valid_temperature(model, valid, train_params(calibration_views=0), None, 0)
+    soft = temperature.valid_temperature(
         model, valid, tp.model_copy(update={"calibration_views": 2}), None, seed=3
     )
     assert views[0] is None and views[1] is None
@@ -226,7 +226,7 @@ def test_degraded_valid_copies_join_the_temperature_fit(monkeypatch):
 
 
 def test_best_offset_moves_an_over_called_class_back_and_prefers_no_shift():
-    from facemask.training.calibrate import best_offset
+    from facemask.training.temperature import best_offset
 
     # 60 class 0, 30 class 1, 10 class 2; the net adds 1.1 to class 2's log-probability,
     # so 12 of class 0 (its margin 0.5 to 1.0 over class 2) are called class 2.
@@ -246,20 +246,20 @@ def test_tune_offset_folds_the_offset_into_the_head_bias(monkeypatch):
     import torch
 
     from facemask.data.cache import Split
-    from facemask.training import calibrate
+    from facemask.training import temperature
 
     labels = torch.tensor([0] * 8 + [1] * 2)
     logits = torch.zeros(10, 2)
     logits[:, 1] = 1.2  # every row called class 1 (0.6 in log-probability at T = 2) ...
     logits[8:, 1] = 4.0  # ... the real ones by far
-    monkeypatch.setattr(calibrate, "head_logits", lambda *a, **k: logits)
+    monkeypatch.setattr(temperature, "head_logits", lambda *a, **k: logits)
     model = torch.nn.Linear(4, 2)
     model.get_classifier = lambda: model
     before = model.bias.detach().clone()
     valid = Split(torch.zeros(10, 3, 8, 8, dtype=torch.uint8), labels, [str(i) for i in range(10)])
-    offset = calibrate.tune_offset(model, valid, train_params(), None, 2.0, k=1)
+    offset = temperature.tune_offset(model, valid, train_params(), None, 2.0, k=1)
     logp = torch.log_softmax(logits / 2.0, 1).numpy()
-    assert offset == calibrate.best_offset(logp, labels.numpy(), 1) == -0.75
+    assert offset == temperature.best_offset(logp, labels.numpy(), 1) == -0.75
     # z_1 + b * T: the calibrated argmax with the offset is the model's own argmax now
     assert model.bias[1].item() == pytest.approx(before[1].item() + offset * 2.0)
     assert model.bias[0].item() == before[0].item()

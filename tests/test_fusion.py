@@ -1,4 +1,4 @@
-"""Two detectors as one (facemask.serving.fusion, facemask.detection.fusion): weighted box
+"""Two detectors as one (facemask.detection.fusion): weighted box
 fusion and the sweep that sets it, worked by hand; `auto`, the default detector."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from facemask.detection import detectors
-from facemask.detection.detectors import (
+from facemask.detection import factory as detectors
+from facemask.detection.factory import (
     FUSED_IOU,
     FUSED_SCALES,
     FUSED_THRESHOLD,
@@ -18,9 +18,8 @@ from facemask.detection.detectors import (
     create_detector,
     resolve,
 )
-from facemask.detection.fusion import fusion_sweep
+from facemask.detection.fusion import FusedDetector, MultiScaleDetector, fuse_boxes, fusion_sweep
 from facemask.detection.operating import most_found_within
-from facemask.serving.fusion import FusedDetector, MultiScaleDetector, fuse_boxes
 from tests.conftest import ROOT
 
 

@@ -70,7 +70,7 @@ def test_import_walk_follows_imports_transitively():
 
 LAYERS = [
     "config", "data", "models", "evaluation", "training",
-    "explain", "serving", "detection", "synthesis",
+    "explain", "detection", "serving", "synthesis",
 ]  # fmt: skip
 
 

@@ -10,13 +10,12 @@ import pytest
 import yaml
 
 from facemask.cli import main as cli_main
+from facemask.detection import finders as detect
 from facemask.detection.mining import load_results, load_train_valid, save_results
 from facemask.detection.noface import NoFaceScorer, candidates, design, fit_noface, sweep
-from facemask.detection.params import load_detect_params
-from facemask.params import ConfigError
-from facemask.serving import detect
+from facemask.detection.scoring import SceneResult
+from facemask.params import ConfigError, load_stage_params
 from facemask.serving.inputs import Frame
-from facemask.serving.scenes_eval import SceneResult
 from facemask.serving.stream import answer_frames
 from tests.conftest import ROOT, params_with, scene
 
@@ -172,7 +171,7 @@ def test_noface_stage_fits_chooses_and_ties_to_the_model(tmp_path, model_file):
         scores = rng.uniform(0.3, 0.9, 3)
         scenes.append(result(truth, boxes, scores, probs, np.zeros((3, 2)), f"s{i}"))
     save_results(tmp_path / "c.npz", scenes, ["train"] * 8 + ["valid"] * 4)
-    dp = load_detect_params(ROOT / "detect" / "params.yaml")
+    dp = load_stage_params(ROOT / "params.yaml", ["detect"]).detect
     out, metrics = tmp_path / "nf.safetensors", tmp_path / "m.json"
     m = stage.main(params_with(scenes={"classes": MAP}), dp, tmp_path / "c.npz", model_file, out,
                    metrics, tmp_path / "sweep.csv")  # fmt: skip
@@ -185,16 +184,19 @@ def test_noface_stage_fits_chooses_and_ties_to_the_model(tmp_path, model_file):
 
 
 def test_detect_params_are_checked(tmp_path):
-    good = yaml.safe_load((ROOT / "detect" / "params.yaml").read_text())
-    assert load_detect_params(ROOT / "detect" / "params.yaml").inputs == good["detect"]["inputs"]
+    good = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert (
+        load_stage_params(ROOT / "params.yaml", ["detect"]).detect.inputs
+        == good["detect"]["inputs"]
+    )
     bad = {"detect": {**good["detect"], "treshold": 0.3}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match=r"p.yaml: detect.treshold: unknown key \(allowed here"):
-        load_detect_params(tmp_path / "p.yaml")
+        load_stage_params(tmp_path / "p.yaml", ["detect"])
     bad = {"detect": {**good["detect"], "operating_points": [0.5, 0.3]}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="operating_points: must increase"):
-        load_detect_params(tmp_path / "p.yaml")
+        load_stage_params(tmp_path / "p.yaml", ["detect"])
 
 
 def test_predict_with_rescorer_drops_counts_and_refuses_another_model(tmp_path, model_file, capsys):

@@ -39,6 +39,9 @@ BAD = [
     ("scenes.size_bins", [32, 16], "size_bins must increase"),
     ("scene_sources.dataroots.format", "xml", "'voc', 'yolo', 'coco' or 'csv'"),
     ("export.tolerance", -1e-4, "greater than 0"),
+    ("detect.operating_points", [0.5, 0.3], "must increase"),
+    ("fcos.channels", 48, "multiple of 32"),
+    ("fusion.scales", [], "at least 1 item"),
     ("synthesize.masks_per_face", -1, "greater than or equal to 0"),
 ]
 

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from facemask.detection.detectors import create_detector
+from facemask.detection.factory import create_detector
+from facemask.detection.fusion import FusedDetector
 from facemask.detection.mining import load_train_valid, save_results
-from facemask.detection.params import load_detect_params
 from facemask.detection.refine import SIDES, BoxRefiner, RefinedDetector, design, fit_box_refiner
-from facemask.serving.fusion import FusedDetector
-from facemask.serving.scenes_eval import SceneResult
+from facemask.detection.scoring import SceneResult
+from facemask.params import load_stage_params
 from tests.conftest import FACES, ROOT, scene
 from tests.test_fusion import Fixed
 from tests.test_scenes import BoxDetector, scene_params
@@ -111,7 +111,7 @@ def test_refine_stage_fits_on_train_and_scores_valid(tmp_path):
     from stages import refine as stage
 
     save_results(tmp_path / "c.npz", scenes(12), ["train"] * 8 + ["valid"] * 4)
-    detect = load_detect_params(ROOT / "detect" / "params.yaml")
+    detect = load_stage_params(ROOT / "params.yaml", ["detect"]).detect
     out, metrics = tmp_path / "r.json", tmp_path / "m.json"
     m = stage.main(tmp_path / "c.npz", detect, out, metrics)
     assert json.loads(metrics.read_text()) == json.loads(json.dumps(m))
@@ -161,7 +161,7 @@ def test_candidates_stage_boxes_alone_or_classified(tmp_path, monkeypatch, model
     (tmp_path / "train.csv").write_text("scene\nvoc/scene0\nvoc/scene2\nvoc/scene3\n")
     (tmp_path / "valid.csv").write_text("scene\nvoc/scene1\n")
     splits = {"train": tmp_path / "train.csv", "valid": tmp_path / "valid.csv"}
-    detect = load_detect_params(ROOT / "detect" / "params.yaml")
+    detect = load_stage_params(ROOT / "params.yaml", ["detect"]).detect
 
     counts = stage.main(None, detect, None, root, splits, tmp_path / "boxes.npz")
     train, valid = load_train_valid(tmp_path / "boxes.npz")

@@ -13,9 +13,7 @@ from PIL import Image
 from facemask.data.images import load_array
 from facemask.data.scenes import list_scenes
 from facemask.data.voc import cut_scene, read_voc
-from facemask.models.factory import ModelCard, create_model, save_model
-from facemask.serving.crops import face_crops
-from facemask.serving.scenes_eval import (
+from facemask.detection.scoring import (
     SceneResult,
     box_iou,
     face_table,
@@ -25,6 +23,8 @@ from facemask.serving.scenes_eval import (
     scene_metrics,
     size_bin,
 )
+from facemask.models.factory import ModelCard, create_model, save_model
+from facemask.serving.crops import face_crops
 from tests.conftest import params_with
 from tests.test_voc import make_voc
 
@@ -173,7 +173,7 @@ def test_found_and_right_by_hand():
 
 def test_brightness_bands_of_labelled_faces():
     from facemask.data.voc import Box
-    from facemask.serving.scenes_eval import box_brightness
+    from facemask.detection.scoring import box_brightness
 
     rgb = np.zeros((20, 40, 3), np.uint8)
     rgb[:, 20:] = (255, 255, 255)
@@ -303,7 +303,7 @@ def test_list_scenes_reads_both_voc_layouts(tmp_path):
 def test_evaluate_scenes_command_matches_the_stage(tmp_path, monkeypatch, capsys):
     """`facemask evaluate-scenes` on the same scenes as COCO json gives the stage's figures
     from VOC; bad options and folders exit 2 with one line."""
-    import facemask.serving.detect as detect
+    import facemask.detection.factory as factory
     from facemask.cli import main as cli
     from stages import scenes as stage
     from tests.test_scene_formats import voc_boxes, write_coco
@@ -313,7 +313,7 @@ def test_evaluate_scenes_command_matches_the_stage(tmp_path, monkeypatch, capsys
         root, lambda scene: [((b.xmin, b.ymin, b.xmax, b.ymax), 0.9) for b in scene.boxes[:2]]
     )
     monkeypatch.setattr(stage, "create_detector", lambda *a, **k: stub)
-    monkeypatch.setattr(detect, "create_detector", lambda *a, **k: stub)
+    monkeypatch.setattr(factory, "create_detector", lambda *a, **k: stub)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     save_model(model, ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3),
                tmp_path / "m.safetensors")  # fmt: skip

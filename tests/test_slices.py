@@ -180,7 +180,7 @@ def test_bootstrap_of_5k_rows_is_fast():
 
 
 def test_per_source_held_in_accuracy_of_a_several_source_split():
-    from facemask.evaluation.report import per_source
+    from facemask.evaluation.scorecard import per_source
 
     table = predictions({"a": (40, 0.95), "b": (20, 0.5)}).rename(columns={"group": "source"})
     got = per_source(table, ["with_mask", "without_mask"])

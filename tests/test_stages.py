@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from facemask.models.factory import load_model
-from facemask.training import calibrate
+from facemask.training import temperature
 from stages import ensemble, evaluate, plots, train
 from tests.conftest import make_dataset, run_data_stages, tiny_params, zip_folder
 
@@ -121,7 +121,7 @@ def test_stages_end_to_end(workdir, params, monkeypatch):
     # The same run with train.tune_offset: the weights as before but class 1's bias, moved by
     # the offset times the temperature; train.json says which offset. The tiny set is
     # separable (its fit is 0), so the fit (tested in test_calibration) answers -1.25 here.
-    monkeypatch.setattr(calibrate, "best_offset", lambda logp, labels, k: -1.25)
+    monkeypatch.setattr(temperature, "best_offset", lambda logp, labels, k: -1.25)
     tuned = {**params, "train": {**params["train"], "tune_offset": "without_mask"}}
     summary = train.main(
         tuned, Path("data/splits"), Path("tuned.safetensors"), Path("t.csv"), Path("t.json")

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageEnhance
 from torch import nn
 
-from facemask.detection.params import TrainedDetectorParams
+from facemask.params import FcosParams
 
 FORMAT = 1
 STRIDES = (8, 16, 32)  # feature levels P3-P5: faces from ~8 px (after upscaling) up
@@ -81,7 +81,7 @@ class FaceFCOS(nn.Module):
     """Body (frozen) -> FPN -> FCOS head with one class, face. `head_loss` and `detect_levels`
     take the body's features, so training can read them from a cache."""
 
-    def __init__(self, body: nn.Module, p: TrainedDetectorParams) -> None:
+    def __init__(self, body: nn.Module, p: FcosParams) -> None:
         from torchvision.models.detection.anchor_utils import AnchorGenerator
         from torchvision.models.detection.fcos import FCOS, FCOSHead
         from torchvision.ops import FeaturePyramidNetwork
@@ -181,7 +181,7 @@ def _jitter(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def augmented_views(
-    rgb: np.ndarray, boxes: np.ndarray, p: TrainedDetectorParams, rng: np.random.Generator
+    rgb: np.ndarray, boxes: np.ndarray, p: FcosParams, rng: np.random.Generator
 ) -> Iterable[tuple[np.ndarray, np.ndarray, float]]:
     """`p.views` views of a scene: the first as the detector will see it, the others flipped
     at random, rescaled by up to +-`p.scale_jitter` and jittered in light. Yields (picture,
@@ -202,7 +202,7 @@ def augmented_views(
 def scene_views(
     model: FaceFCOS,
     scenes: Iterable[tuple[np.ndarray, np.ndarray]],
-    p: TrainedDetectorParams,
+    p: FcosParams,
     seed: int,
 ) -> list[View]:
     """Every scene's views through the frozen body, once (fp16 in memory). `scenes` yields
@@ -235,7 +235,7 @@ def _batches(views: Sequence[View], batch: int, rng: np.random.Generator) -> lis
 def train_fcos(
     model: FaceFCOS,
     views: Sequence[View],
-    p: TrainedDetectorParams,
+    p: FcosParams,
     seed: int,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
@@ -301,7 +301,7 @@ def load_fcos(path: str | os.PathLike) -> tuple[FaceFCOS, dict]:
         raise ValueError(f"{path}: not a facemask detector file ({err})") from err
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: detector format {meta.get('format')}, expected {FORMAT}")
-    p = TrainedDetectorParams.model_validate(meta["params"])
+    p = FcosParams.model_validate(meta["params"])
     body, _ = create_body(meta["body"], pretrained=False)
     model = FaceFCOS(body, p)
     model.load_state_dict(state)
@@ -309,7 +309,7 @@ def load_fcos(path: str | os.PathLike) -> tuple[FaceFCOS, dict]:
 
 
 class TrainedFaceDetector:
-    """facemask.serving.detect's interface over a detector file (stage train_detector):
+    """facemask.detection.finders's interface over a detector file (stage train_detector):
     RGB picture in, face boxes (picture pixels) and scores out, best first."""
 
     def __init__(
@@ -340,7 +340,7 @@ class TrainedFaceDetector:
         max_side: int | None,
     ) -> None:  # fmt: skip
         self.model, self.meta = model, meta
-        p = TrainedDetectorParams.model_validate(meta["params"])
+        p = FcosParams.model_validate(meta["params"])
         self.threshold = meta["threshold"] if threshold is None else threshold
         self.upscale = p.upscale if upscale is None else upscale
         self.max_side = p.max_side if max_side is None else max_side

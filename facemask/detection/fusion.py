@@ -1,5 +1,9 @@
-"""The fused detector's settings (stage fusion): the members' boxes fused at every IoU and
-scored at every threshold, each member run once."""
+"""Two or more face detectors as one: their boxes joined by weighted box fusion
+(`ensemble-boxes`): overlapping boxes average into one, weighted by score, and a box only
+one detector found keeps its score times the share of detectors that found it. And one
+detector at several enlargements, its boxes joined by non-maximum suppression. Stage fusion
+picks the fused detector's settings with `fusion_sweep`: the members' boxes fused at every
+IoU and scored at every threshold, each member run once."""
 
 from __future__ import annotations
 
@@ -7,9 +11,91 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from facemask.detection.finders import Detection, FaceDetector
 from facemask.detection.operating import as_arrays, threshold_sweep
-from facemask.serving.detect import Detection
-from facemask.serving.fusion import fuse_boxes
+
+
+def fuse_boxes(
+    found: Sequence[Sequence[Detection]], shape: tuple[int, ...], iou: float,
+    weights: Sequence[float] | None = None,
+) -> list[Detection]:  # fmt: skip
+    """Every member's boxes on one picture of `shape` (H, W, ...) fused, best first."""
+    from ensemble_boxes import weighted_boxes_fusion
+
+    h, w = shape[:2]
+    scale = np.array([w, h, w, h], dtype=np.float64)
+    boxes, scores = [], []
+    for f in found:
+        b = np.clip(np.array([d[0] for d in f], np.float64).reshape(-1, 4) / scale, 0, 1)
+        s = np.array([d[1] for d in f], dtype=np.float64)
+        # A box clipped to nothing at the picture's edge: WBF would skip it with a warning.
+        keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        boxes.append(b[keep])  # WBF works in 0-1 coordinates
+        scores.append(s[keep])
+    labels = [np.zeros(len(s)) for s in scores]
+    if not any(len(x) for x in scores):
+        return []
+    weights = list(weights) if weights is not None else [1.0] * len(found)
+    fused, fused_scores, _ = weighted_boxes_fusion(
+        boxes, scores, labels, weights=weights, iou_thr=iou
+    )
+    out = [
+        (tuple(float(v) for v in b * scale), float(s))
+        for b, s in zip(fused, fused_scores, strict=True)
+    ]
+    return sorted(out, key=lambda d: -d[1])
+
+
+class FusedDetector:
+    """`detect` runs every member on the picture and fuses their boxes (IoU >= `iou`)."""
+
+    def __init__(
+        self, members: Sequence[FaceDetector], weights: Sequence[float] | None = None,
+        iou: float = 0.5, threshold: float = 0.0,
+    ) -> None:  # fmt: skip
+        if len(members) < 2:
+            raise ValueError("fusion needs two detectors or more")
+        self.members, self.iou, self.threshold = list(members), iou, threshold
+        self.weights = list(weights) if weights is not None else [1.0] * len(members)
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        found = [m.detect(rgb) for m in self.members]
+        fused = fuse_boxes(found, rgb.shape, self.iou, self.weights)
+        return [d for d in fused if d[1] >= self.threshold]
+
+    def close(self) -> None:
+        for m in self.members:
+            if hasattr(m, "close"):
+                m.close()
+
+
+class MultiScaleDetector:
+    """One detector run at several enlargements of the picture (`members`, one per scale):
+    every box kept, overlaps (IoU > `nms_iou`) left to the highest score, as the detector's
+    own NMS does within one scale."""
+
+    def __init__(self, members: Sequence[FaceDetector], nms_iou: float = 0.5) -> None:
+        if not members:
+            raise ValueError("a multi-scale detector needs one scale or more")
+        self.members, self.nms_iou = list(members), nms_iou
+        self.threshold = min(getattr(m, "threshold", 0.0) for m in self.members)
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        import torch
+        from torchvision.ops import nms
+
+        found = [d for m in self.members for d in m.detect(rgb)]
+        if not found:
+            return []
+        boxes = torch.tensor([d[0] for d in found], dtype=torch.float64)
+        scores = torch.tensor([d[1] for d in found], dtype=torch.float64)
+        keep = nms(boxes, scores, self.nms_iou).tolist()  # by falling score
+        return [found[i] for i in keep]
+
+    def close(self) -> None:
+        for m in self.members:
+            if hasattr(m, "close"):
+                m.close()
 
 
 def fusion_sweep(

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from facemask.data.voc import Scene
+from facemask.detection.finders import FaceDetector
 from facemask.detection.operating import as_arrays
-from facemask.serving.detect import FaceDetector
-from facemask.serving.scenes_eval import SceneResult, scene_frames
+from facemask.detection.scoring import SceneResult, scene_pictures
 
 
 def detector_boxes(
@@ -23,15 +23,14 @@ def detector_boxes(
     no classifier (probs and features have no columns; every label is `face`): what the box
     refiner fits on."""
     bad = [] if bad is None else bad
-    by_id = {s.image.stem: s for s in scenes}
     out = []
-    for frame in scene_frames(scenes, bad):
-        boxes, scores = as_arrays(detector.detect(frame.image))
-        labelled = by_id[frame.source].boxes
+    for scene, rgb in scene_pictures(scenes, bad):
+        boxes, scores = as_arrays(detector.detect(rgb))
+        labelled = scene.boxes
         n = len(boxes)
         out.append(
             SceneResult(
-                frame.source,
+                scene.image.stem,
                 np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in labelled]).reshape(-1, 4),
                 [b.name for b in labelled],
                 boxes,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facemask.serving.scenes_eval import SceneResult, box_iou, found_and_right
+from facemask.detection.scoring import SceneResult, box_iou, found_and_right
 
 FORMAT = "facemask-noface/1"
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from facemask.serving.detect import Detection, FaceDetector
+from facemask.detection.finders import Detection, FaceDetector
 
 Found = tuple[np.ndarray, np.ndarray]  # boxes (D, 4) xyxy, scores (D,)
 
@@ -29,7 +29,7 @@ def threshold_sweep(
 ) -> list[dict]:  # fmt: skip
     """Face recall, precision, F1 and false boxes per scene (one-to-one matches at `iou`)
     at each detector-score threshold."""
-    from facemask.serving.scenes_eval import match_boxes
+    from facemask.detection.scoring import match_boxes
 
     rows = []
     faces = sum(len(t) for t in truths)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facemask.serving.detect import Detection, FaceDetector
-from facemask.serving.scenes_eval import SceneResult, box_iou, match_boxes
+from facemask.detection.finders import Detection, FaceDetector
+from facemask.detection.scoring import SceneResult, box_iou, match_boxes
 
 TERMS = ("bias", "log side", "score")  # the columns of design()
 SIDES = ("x0", "y0", "x1", "y1")

@@ -9,7 +9,7 @@ from torch import nn
 
 from facemask.data.external import count_files, unique_pictures
 from facemask.data.prepare import Source, build_index
-from facemask.evaluation.report import frame_metrics, score_frame
+from facemask.evaluation.scorecard import frame_metrics, score_frame
 from facemask.models.factory import ModelCard
 
 

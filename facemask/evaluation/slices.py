@@ -17,8 +17,9 @@ FACE_SIZE = [(32, "<32"), (64, "32-64"), (128, "64-128"), (np.inf, ">=128")]
 DARK, BRIGHT = 70, 185  # mean luma 0-255
 LIGHT = [f"dark (<{DARK})", "normal", f"bright (>{BRIGHT})"]
 # Variance of the 4-neighbour Laplacian of the grey picture squashed to MEASURE_SIZE px.
-# `python benchmarks/blur_edges.py` (40 test photos of the default data, each shrunk to a
-# short side of S px, then to 128 x 128: what is left of an S px face) gives medians of
+# benchmarks/blur_edges.py (in git history at 2d579fd; 40 test photos of the default data,
+# each shrunk to a short side of S px, then to 128 x 128: what is left of an S px face) gives
+# medians of
 # S=128 ~390, 96 ~200, 64 ~80, 48 ~55, 32 ~19, 16 ~4. So "sharp" has the detail of a face
 # of ~96 px or more, "blurry" that of ~48 px or less (or is out of focus / shaken as badly).
 BLUR = [(55, "blurry (<55)"), (200, "soft (55-200)"), (np.inf, "sharp (>=200)")]

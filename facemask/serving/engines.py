@@ -41,7 +41,7 @@ class TorchEngine:
         self.batch_size = batch_size
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        from facemask.evaluation.predict import predict_probs
+        from facemask.evaluation.predictions import predict_probs
 
         return predict_probs(self.model, self.card, images, self.batch_size)
 

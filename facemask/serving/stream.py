@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from facemask.data.images import resize_square
+from facemask.detection.finders import Detection, FaceDetector
 from facemask.serving.annotate import UNCERTAIN, draw_faces
 from facemask.serving.crops import face_crops
-from facemask.serving.detect import Detection, FaceDetector
 from facemask.serving.engines import Engine
 from facemask.serving.inputs import Frame, output_name
 from facemask.serving.video import VideoWriter, is_video

@@ -18,7 +18,7 @@ from typing import IO
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from facemask.serving.scenes_eval import box_iou
+from facemask.detection.scoring import box_iou
 from facemask.serving.stream import Answer, Face, label_faces
 
 MIN_IOU = 0.3  # a face this far onto a track's last box continues it

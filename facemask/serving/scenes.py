@@ -1,0 +1,182 @@
+"""The serving chain (finder -> crop -> classifier) run on annotated scenes, as `facemask
+predict` runs it, and scored by facemask.detection.scoring: the scenes stages and `facemask
+evaluate-scenes` share it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from facemask.data.images import open_image
+from facemask.data.scenes import list_scenes
+from facemask.data.voc import Scene
+from facemask.detection.finders import FaceDetector
+from facemask.detection.scoring import SceneResult, scene_metrics, scene_pictures
+from facemask.serving.annotate import draw_faces, tile_images
+from facemask.serving.engines import Engine
+from facemask.serving.inputs import Frame
+from facemask.serving.stream import Rescorer, answer_frames
+
+
+def read_scene_ids(path: str | os.PathLike) -> set[str]:
+    """Scene ids from a CSV with a `scene` column (a split CSV: `source/stem`) -> stems."""
+    frame = pd.read_csv(path, usecols=["scene"], dtype=str).dropna()
+    return {s.rsplit("/", 1)[-1] for s in frame["scene"] if s}
+
+
+def select_scenes(
+    root: Path,
+    scenes: str,
+    exclude: Sequence[Path] = (),
+    fmt: str = "auto",
+    sample: int | None = None,
+    seed: int = 0,
+) -> tuple[list[Scene], list[str]]:
+    """The labelled scenes of `root` to score, and the unreadable ones: `scenes` is `all` or
+    a CSV whose `scene` column lists them; scenes the `exclude` CSVs list (the splits that
+    train) are left out; `sample` keeps a fixed random subset (by `seed`)."""
+    ids = None if scenes == "all" else read_scene_ids(scenes)
+    listed, bad = list_scenes(root, ids, fmt)
+    seen = set().union(*(read_scene_ids(p) for p in exclude))
+    listed = [s for s in listed if s.image.stem not in seen]
+    if sample is not None and len(listed) > sample:
+        # A quicker run whose figure is still unbiased.
+        pick = np.random.default_rng(seed).choice(len(listed), sample, replace=False)
+        listed = [listed[i] for i in sorted(pick)]
+    if not listed:
+        raise ValueError(f"{root}: no annotated scene" + ("" if ids is None else f" in {scenes}"))
+    return listed, bad
+
+
+def write_curves(curves: Mapping[str, pd.DataFrame], folder: Path) -> None:
+    """One precision-recall CSV per class into `folder` (a DVC plot), emptied first so that a
+    class without faces this time leaves no stale file."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for name, frame in curves.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+
+
+def scene_frames(
+    scenes: Iterable[Scene], bad: list[str], light: dict[str, np.ndarray] | None = None
+) -> Iterable[Frame]:
+    """Each scene's picture as a frame (unreadable ones appended to `bad`); `light`, when
+    given, gets each scene's labelled-face brightness."""
+    for s, rgb in scene_pictures(scenes, bad, light):
+        yield Frame(s.image.stem, Path(s.image.name), rgb)
+
+
+def run_scenes(
+    scenes: Sequence[Scene],
+    engine: Engine,
+    detector: FaceDetector,
+    margin: float,
+    batch_size: int = 64,
+    abstain: float = 0.0,
+    bad: list[str] | None = None,
+    rescorer: Rescorer | None = None,
+    keep_features: bool = False,
+) -> list[SceneResult]:
+    """The serving chain on every scene, as `facemask predict` runs it (with `rescorer`,
+    boxes it calls no face are dropped and the rest scored by its face probability;
+    `keep_features` keeps each box's pooled classifier features)."""
+    bad = [] if bad is None else bad
+    by_id = {s.image.stem: s for s in scenes}
+    light: dict[str, np.ndarray] = {}
+    frames = scene_frames(scenes, bad, light)
+    out = []
+    answers = answer_frames(
+        frames, engine, detector, margin, batch_size, abstain, False, rescorer, keep_features
+    )
+    for answer in answers:
+        scene = by_id[answer.frame.source]
+        faces = answer.faces
+        k = len(engine.card.classes)
+        out.append(
+            SceneResult(
+                answer.frame.source,
+                np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in scene.boxes]).reshape(-1, 4),
+                [b.name for b in scene.boxes],
+                np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4),
+                np.array([f.rank_score for f in faces], dtype=np.float64),
+                np.array([f.probs for f in faces], dtype=np.float64).reshape(-1, k),
+                [f.label for f in faces],
+                light.get(answer.frame.source),
+                np.array([f.features for f in faces]) if keep_features else None,
+            )
+        )
+    return out
+
+
+def evaluate_scenes(
+    scenes: Sequence[Scene],
+    engine: Engine,
+    detector: FaceDetector,
+    class_map: Mapping[str, str],
+    margin: float,
+    batch_size: int = 16,
+    abstain: float = 0.0,
+    iou_min: float = 0.5,
+    min_face: float = 32,
+    size_edges: Sequence[float] = (16, 32, 64),
+    bad: list[str] | None = None,
+    curves: dict[str, pd.DataFrame] | None = None,
+    rescorer: Rescorer | None = None,
+) -> tuple[list[SceneResult], dict]:
+    """The chain on `scenes` and every metric of metrics/scenes.json (the scenes stage and
+    `facemask evaluate-scenes` share it); `bad` lists what could not be read; `rescorer`:
+    the no-face re-scorer's second look at every box."""
+    import time
+
+    bad = [] if bad is None else bad
+    t0 = time.perf_counter()
+    results = run_scenes(scenes, engine, detector, margin, batch_size, abstain, bad, rescorer)
+    seconds = time.perf_counter() - t0
+    classes = engine.card.classes
+    metrics = {
+        "model": engine.card.model,
+        **scene_metrics(results, class_map, classes, iou_min, min_face, size_edges, curves),
+        "unreadable": bad,
+        "ms_per_scene": round(1000 * seconds / max(1, len(results)), 1),
+    }
+    return results, metrics
+
+
+# --------------------------------------------------------------------------- gallery
+def draw_scene(
+    image: Image.Image | np.ndarray, result: SceneResult, classes: Sequence[str]
+) -> Image.Image:
+    """The chain's answers on a scene, labelled faces outlined thinly in white beneath."""
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    img = img.convert("RGB")
+    draw = ImageDraw.Draw(img)
+    for x0, y0, x1, y1 in result.truth:
+        draw.rectangle([x0 - 1, y0 - 1, x1 + 1, y1 + 1], outline=(255, 255, 255), width=1)
+    conf = [float(p.max()) for p in result.probs]
+    return draw_faces(img, result.boxes.tolist(), result.labels, conf, classes)
+
+
+def scene_gallery(
+    results: Sequence[SceneResult],
+    scenes: Sequence[Scene],
+    classes: Sequence[str],
+    count: int,
+    columns: int = 3,
+) -> Image.Image:
+    """`count` scenes spread evenly over the list (labelled faces in each), drawn and tiled."""
+    images = {s.image.stem: s.image for s in scenes}
+    with_faces = [r for r in results if len(r.truth)]
+    picks = (
+        [with_faces[int(i)] for i in np.linspace(0, len(with_faces) - 1, count)]
+        if (with_faces and count)
+        else []
+    )
+    tiles = [draw_scene(open_image(images[r.scene])[0], r, classes) for r in picks]
+    return tile_images(tiles, columns)
