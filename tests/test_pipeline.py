@@ -6,14 +6,18 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT, tiny_params, tool_env
+from tests.conftest import ROOT, make_dataset, tiny_params, tool_env, zip_folder
 from tests.servers import free_ports
+from tests.test_explain import shrink as shrink_explain
 from tests.test_remote import s3_remote, seaweedfs, write_local_config  # noqa: F401
 
 STAGES = [
@@ -45,27 +49,70 @@ def ran(output: str) -> list[str]:
     return [s for s in STAGES if f"Running stage '{s}'" in output]
 
 
-@pytest.fixture
-def repo(tmp_path, tiny_zip) -> Path:
-    repo = tmp_path / "repo"
+DVC = [sys.executable, "-m", "dvc"]
+
+
+@contextmanager
+def isolated_env(cache: Path) -> Iterator[None]:
+    """What conftest's autouse _isolated_cache sets per test, for the module-scoped fixtures
+    below (they run before any test's own monkeypatch)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FACEMASK_CACHE", str(cache))
+        mp.setenv("FACEMASK_MIRROR", "")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+def make_repo(repo: Path, zip_path: Path) -> Path:
+    """This project's dvc.yaml and code in a fresh git + DVC repository, on tiny params."""
     repo.mkdir()
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
     for folder in ("stages", "facemask", "data/label_reviews"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_zip), sort_keys=False))
+    params = shrink_explain(tiny_params(zip_path))  # explain is run, but not looked at, here
+    params["audit"]["folds"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "t@example.com"], repo)
     run(["git", "config", "user.name", "t"], repo)
-    run([sys.executable, "-m", "dvc", "init", "-q"], repo)
-    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
+    run([*DVC, "init", "-q"], repo)
+    run([*DVC, "config", "core.analytics", "false"], repo)
     return repo
 
 
+def copy_repo(src: Path, dest: Path) -> Path:
+    """A copy of a repository, its git history, DVC cache and workspace: DVC rehashes the
+    copy's files (its state is kept per path), so nothing reruns unless something changed."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+@dataclass
+class Reproduced:
+    repo: Path  # not committed, as `dvc repro` leaves it: each test works on a copy
+    output: str  # what that first `dvc repro` printed
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> Reproduced:
+    """The whole pipeline, reproduced once for this module: every test below starts from a
+    copy instead of running download -> explain again (a minute on two cores each time)."""
+    base = tmp_path_factory.mktemp("pipeline")
+    with isolated_env(base / "cache"):
+        make_dataset(base / "src")
+        repo = make_repo(base / "repo", zip_folder(base / "src", base / "tiny.zip"))
+        return Reproduced(repo, run([*DVC, "repro"], repo))
+
+
+@pytest.fixture
+def repo(reproduced, tmp_path) -> Path:
+    return copy_repo(reproduced.repo, tmp_path / "repo")
+
+
 @pytest.mark.slow
-def test_dvc_repro_param_changes_and_experiments(repo):
-    dvc = [sys.executable, "-m", "dvc"]
-    assert ran(run([*dvc, "repro"], repo)) == STAGES
+def test_dvc_repro_param_changes_and_experiments(reproduced, repo):
+    assert ran(reproduced.output) == STAGES  # the first `dvc repro`; `repo` is its copy
     for out in (
         "metrics/test.json",
         "metrics/predictions.csv",
@@ -78,17 +125,17 @@ def test_dvc_repro_param_changes_and_experiments(repo):
         "models/model.safetensors",
     ):
         assert (repo / out).is_file(), out
-    metrics = json.loads(run([*dvc, "metrics", "show", "--json"], repo, stdout_only=True))
+    metrics = json.loads(run([*DVC, "metrics", "show", "--json"], repo, stdout_only=True))
     shown = find_key(metrics, "metrics/test.json")  # nested by revision, then by file
     written = json.loads((repo / "metrics/test.json").read_text())
     assert shown.get("data", shown)["accuracy"] == written["accuracy"]
 
-    assert ran(run([*dvc, "repro"], repo)) == []  # nothing changed, nothing runs
+    assert ran(run([*DVC, "repro"], repo)) == []  # nothing changed, nothing runs
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["plots"]["per_cell"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(run([*dvc, "repro"], repo)) == ["plots"]
+    assert ran(run([*DVC, "repro"], repo)) == ["plots"]
 
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
@@ -96,9 +143,9 @@ def test_dvc_repro_param_changes_and_experiments(repo):
     # dry run shows the wiring without training a ResNet here (test_compare trains one).
     params["model"] = "resnet18"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(run([*dvc, "repro", "--dry"], repo)) == ["audit", "train"]  # read `model`
+    assert ran(run([*DVC, "repro", "--dry"], repo)) == ["audit", "train"]  # read `model`
     after_train = ["evaluate", "external", "slices", "robustness", "summary", "plots"]
-    dry = run([*dvc, "repro", "--dry", "--force-downstream"], repo)
+    dry = run([*DVC, "repro", "--dry", "--force-downstream"], repo)
     assert ran(dry) == ["audit", "train", *after_train]  # and what their outputs feed
     run(["git", "checkout", "params.yaml"], repo)
 
@@ -106,25 +153,35 @@ def test_dvc_repro_param_changes_and_experiments(repo):
     # Only robustness reads robustness.sample (train reads evaluate.abstain for its model
     # card, so most keys would retrain): two stages instead of nine.
     before = json.loads((repo / "metrics/summary.json").read_text())
-    out = run([*dvc, "exp", "run", "-S", "robustness.sample=6", "-n", "small"], repo)
+    out = run([*DVC, "exp", "run", "-S", "robustness.sample=6", "-n", "small"], repo)
     assert ran(out) == ["robustness", "summary"]
-    table = json.dumps(json.loads(run([*dvc, "exp", "show", "--json"], repo, stdout_only=True)))
+    table = json.dumps(json.loads(run([*DVC, "exp", "show", "--json"], repo, stdout_only=True)))
     assert '"small"' in table
-    params_diff = json.loads(run([*dvc, "params", "diff", "--json"], repo, stdout_only=True))
+    params_diff = json.loads(run([*DVC, "params", "diff", "--json"], repo, stdout_only=True))
     sample = params_diff["params.yaml"]["robustness.sample"]
     assert (sample["old"], sample["new"]) == (12, 6), params_diff
     after = json.loads((repo / "metrics/summary.json").read_text())
     # --all: the tiny model's corrupted accuracy may not move, and the check is of the wiring.
-    diff = json.loads(run([*dvc, "metrics", "diff", "--all", "--json"], repo, stdout_only=True))
+    diff = json.loads(run([*DVC, "metrics", "diff", "--all", "--json"], repo, stdout_only=True))
     change = diff["metrics/summary.json"]["corrupted"]  # the baseline commit against the exp
     assert (change["old"], change["new"]) == (before["corrupted"], after["corrupted"]), diff
 
 
-def one_process_model(repo: Path) -> tuple[dict, dict]:
-    """Params whose training does not depend on the process count, and the model one plain
-    `dvc repro train` writes with them (committed, so experiments can start from it)."""
+@dataclass
+class OneProcess:
+    repo: Path  # committed: experiments start from it
+    params: dict
+    model: dict  # the state dict one process trained
+
+
+@pytest.fixture(scope="module")
+def one_process(reproduced, tmp_path_factory) -> OneProcess:
+    """The reproduced pipeline with params whose training does not depend on the process
+    count, and the model one plain `dvc repro train` writes with them; tests take copies."""
     from safetensors.torch import load_file
 
+    base = tmp_path_factory.mktemp("one_process")
+    repo = copy_repo(reproduced.repo, base / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # Augmentation and dropout draw from one stream per process (seed, epoch, rank), so with
     # them on N processes train like another seed; off, the result must not depend on N.
@@ -135,11 +192,12 @@ def one_process_model(repo: Path) -> tuple[dict, dict]:
         rotation=0, hflip=False, color_jitter=0, scale=[1.0, 1.0], degrade=0
     )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run([sys.executable, "-m", "dvc", "repro", "train"], repo)
-    assert "processes: " not in out and ran(out)[-1] == "train"  # plain python
+    with isolated_env(base / "cache"):
+        out = run([*DVC, "repro", "train"], repo)
+    assert "processes: " not in out and ran(out) == ["train"]  # plain python; data as it was
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "one process"], repo)
-    return params, load_file(repo / "models/model.safetensors")
+    return OneProcess(repo, params, load_file(repo / "models/model.safetensors"))
 
 
 def assert_same_model(repo: Path, one: dict) -> None:
@@ -153,28 +211,28 @@ def assert_same_model(repo: Path, one: dict) -> None:
 
 
 @pytest.mark.slow
-def test_exp_run_trains_under_torchrun_when_launch_asks(repo):
+def test_exp_run_trains_under_torchrun_when_launch_asks(one_process, tmp_path):
     """`dvc exp run -S launch.processes=2`: the train stage restarts itself under
     torchrun (two gloo processes) and writes the model one process writes."""
-    dvc = [sys.executable, "-m", "dvc"]
-    params, one = one_process_model(repo)
-    out = run([*dvc, "exp", "run", "train", "-S", "launch.processes=2", "-n", "two"], repo)
+    repo = copy_repo(one_process.repo, tmp_path / "repo")
+    params, one = one_process.params, one_process.model
+    out = run([*DVC, "exp", "run", "train", "-S", "launch.processes=2", "-n", "two"], repo)
     assert ran(out) == ["train"], out
     assert "train: 2 x 1 processes:" in out and "torch.distributed.run" in out  # torchrun ran
     assert_same_model(repo, one)
     history = (repo / "metrics/train_history.csv").read_text()
     assert history.count("finetune") == params["train"]["finetune"]["epochs"]
-    assert '"two"' in run([*dvc, "exp", "show", "--json"], repo, stdout_only=True)
+    assert '"two"' in run([*DVC, "exp", "show", "--json"], repo, stdout_only=True)
 
 
 @pytest.mark.slow
-def test_two_machines_train_one_model_and_machine_zero_writes_it(repo, tmp_path):
+def test_two_machines_train_one_model_and_machine_zero_writes_it(one_process, tmp_path):
     """launch.nodes=2 on loopback: machine 0 runs `dvc exp run`, machine 1 (its own checkout
     of the same commit) runs the stage by hand with --node-rank 1; they meet at machine 0's
     rendezvous, train the one-process model, and only machine 0 writes outputs."""
-    _, one = one_process_model(repo)
-    other = tmp_path / "machine1"
-    shutil.copytree(repo, other, symlinks=True)
+    repo = copy_repo(one_process.repo, tmp_path / "repo")
+    one = one_process.model
+    other = copy_repo(one_process.repo, tmp_path / "machine1")
     launch = {"nodes": 2, "rendezvous": f"127.0.0.1:{free_ports(1)[0]}"}
     params = yaml.safe_load((other / "params.yaml").read_text())
     params["launch"].update(launch)  # machine 1's checkout; machine 0 gets them from -S
@@ -188,7 +246,7 @@ def test_two_machines_train_one_model_and_machine_zero_writes_it(repo, tmp_path)
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        dvc = [sys.executable, "-m", "dvc", "exp", "run", "train", "-n", "nodes"]
+        dvc = [*DVC, "exp", "run", "train", "-n", "nodes"]
         out = run([*dvc, *(a for k, v in launch.items() for a in ("-S", f"launch.{k}={v}"))], repo)
         log, _ = machine1.communicate(timeout=120)
     finally:
@@ -205,30 +263,28 @@ def test_two_machines_train_one_model_and_machine_zero_writes_it(repo, tmp_path)
 def test_the_pipeline_through_the_remote_and_the_queue(repo, seaweedfs, tmp_path):  # noqa: F811
     """This project's dvc.yaml on tiny data: pushed to a real S3 server on loopback, pulled
     into a fresh clone that has nothing to rerun; two queued experiments run and show."""
-    dvc = [sys.executable, "-m", "dvc"]
-    run([*dvc, "repro"], repo)
     remote = s3_remote(seaweedfs)
-    run([*dvc, "remote", "add", "-d", "storage", remote.url], repo)
-    run([*dvc, "remote", "modify", "storage", "endpointurl", remote.options["endpointurl"]], repo)
+    run([*DVC, "remote", "add", "-d", "storage", remote.url], repo)
+    run([*DVC, "remote", "modify", "storage", "endpointurl", remote.options["endpointurl"]], repo)
     write_local_config(repo, remote.secrets)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "pipeline run"], repo)
-    run([*dvc, "push", "-q"], repo)
+    run([*DVC, "push", "-q"], repo)
 
     teammate = tmp_path / "teammate"
     run(["git", "clone", "-q", str(repo), str(teammate)], tmp_path)
     shutil.copy(repo / ".dvc" / "config.local", teammate / ".dvc" / "config.local")
-    run([*dvc, "pull", "-q"], teammate)
+    run([*DVC, "pull", "-q"], teammate)
     assert (teammate / "models/model.safetensors").read_bytes() == (
         repo / "models/model.safetensors"
     ).read_bytes()
-    assert "Data and pipelines are up to date." in run([*dvc, "status"], teammate)
-    assert ran(run([*dvc, "repro"], teammate)) == []
+    assert "Data and pipelines are up to date." in run([*DVC, "status"], teammate)
+    assert ran(run([*DVC, "repro"], teammate)) == []
 
     for n in (6, 8):
-        run([*dvc, "exp", "run", "--queue", "-S", f"robustness.sample={n}", "-n", f"s{n}"], repo)
-    run([*dvc, "exp", "run", "--run-all"], repo)
-    shown = json.loads(run([*dvc, "exp", "show", "--json"], repo, stdout_only=True))
+        run([*DVC, "exp", "run", "--queue", "-S", f"robustness.sample={n}", "-n", f"s{n}"], repo)
+    run([*DVC, "exp", "run", "--run-all"], repo)
+    shown = json.loads(run([*DVC, "exp", "show", "--json"], repo, stdout_only=True))
     names = json.dumps(shown)
     assert '"s6"' in names and '"s8"' in names
     samples = {find_key(e, "name"): find_key(e, "robustness") for e in _experiments(shown)}
