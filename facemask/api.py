@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from facemask.data.images import ImageError, open_image
-from facemask.detection.factory import create_detector, resolve
+from facemask.detection.factory import create_detector, create_finder, finder_beside
 from facemask.serving.engines import load_engine
 from facemask.serving.inputs import Frame
 from facemask.serving.stream import Face, answer_frames
@@ -91,22 +91,27 @@ def _rgb(picture: Picture) -> np.ndarray:
 def load(
     model: str | os.PathLike,
     engine: str = "torch",
-    detector: str | None = "auto",
+    detector: str | None = "finder",
     threshold: float | None = None,
     upscale: float | None = None,
     margin: float | None = None,
     batch_size: int = 64,
+    finder: str | os.PathLike | None = None,
 ) -> FaceMaskModel:
     """The model at `model` (.safetensors for torch, .onnx for onnx) ready to answer.
 
-    `detector`: a name, a trained detector's file, several joined by `+`, or `auto` (as
-    `facemask predict --detector`: fused with `detector.safetensors` beside `model` when that
-    file exists, else YuNet; `.detector` says which); None: each picture is already a face
-    crop. `threshold` and `upscale`: None = the detector's own. `margin` is the context added
-    around a detected face; None = the model card's (`card_margin`).
+    `detector`: `finder` (the finder file `finder`, default finder.json beside `model`: the
+    detector and operating point `dvc repro` chose, as `facemask predict` runs it), a name,
+    a trained detector's file or several joined by `+`; None: each picture is already a face
+    crop. `threshold` and `upscale`: None = the finder file's (a trained detector's own).
+    `margin` is the context added around a detected face; None = the model card's.
     """
+    loaded = load_engine(model, engine, batch_size=batch_size)  # a bad model file first
     found = None
-    if detector is not None:
-        found = create_detector(resolve(detector, model), threshold=threshold, upscale=upscale)
-    loaded = load_engine(model, engine, batch_size=batch_size)
+    if detector == "finder" or finder is not None:
+        name = None if detector == "finder" else detector
+        path = finder if finder is not None else finder_beside(model)
+        found = create_finder(path, name, threshold=threshold, upscale=upscale)
+    elif detector is not None:
+        found = create_detector(detector, threshold=threshold, upscale=upscale)
     return FaceMaskModel(loaded, found, card_margin(loaded.card, margin), batch_size)

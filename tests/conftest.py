@@ -204,27 +204,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(autouse=True)
-def _no_trained_detector(tmp_path_factory, monkeypatch):
-    """`--detector auto` means YuNet in every test, whether or not this checkout has run the
-    detection pipeline (models/detector.safetensors); a test that wants the fused default
-    points TRAINED_FILE at its own file."""
-    from facemask.detection import factory as detectors
-
-    monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path_factory.getbasetemp() / "none")
-
-
 @pytest.fixture
 def model_file(tmp_path, monkeypatch) -> Path:
     """An untrained two-class facemask_cnn saved to tmp_path, with the stub detector
-    TwoFaces registered as `--detector two`."""
+    TwoFaces registered as `--detector two` and named by the finder file beside the model."""
     from facemask.detection import finders as detect
+    from facemask.detection.factory import Finder, write_finder
     from facemask.models.factory import ModelCard, create_model, save_model
 
     monkeypatch.setitem(detect.DETECTORS, "two", TwoFaces)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     card = ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3)
     save_model(model, card, tmp_path / "m.safetensors")
+    write_finder(tmp_path / "finder.json", Finder(detector="two", chosen_by="tests"))
     return tmp_path / "m.safetensors"
 
 

@@ -31,8 +31,11 @@ def test_predict_answers_each_picture_in_order_like_the_serving_chain(tmp_path, 
     torch_model, _ = create_model("facemask_cnn", 2, pretrained=False)
     card = ModelCard("facemask_cnn", ["with_mask", "without_mask"], 32, (0.5,) * 3, (0.25,) * 3)
     save_model(torch_model, card, tmp_path / "m.safetensors")
-    monkeypatch.setattr(api, "create_detector", lambda *a, **k: TwoFaces())
+    asked = {}
+    stub = lambda path, *a, **k: asked.update(path=path) or TwoFaces()  # noqa: E731
+    monkeypatch.setattr(api, "create_finder", stub)
     model = facemask.load(tmp_path / "m.safetensors")
+    assert asked["path"] == tmp_path / "finder.json"  # the finder file beside the model
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
     Image.fromarray(frames[1]).save(tmp_path / "f.png")

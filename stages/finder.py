@@ -1,0 +1,54 @@
+"""Stage finder (dvc.yaml) and fused_finder (detect/dvc.yaml): the face finder's operating
+point as a finder file, which `facemask predict`, `evaluate-scenes` and `facemask.load` read
+beside the model. From params `scenes` (YuNet at the threshold and enlargement chosen for it
+on the andrewmvd scenes), or, with --fusion, from stage fusion's choice on the valid scenes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from facemask.config import exit_on_error
+from facemask.detection.factory import Finder, write_finder
+from facemask.params import Params, load_stage_params
+
+
+def main(params: Params, out: Path, fusion_json: Path | None = None) -> Finder:
+    """Write `out`: the scenes params' detector, or stage fusion's chosen setting (its members
+    from params fusion.member_floor, YuNet at scenes.upscale)."""
+    sp = params.scenes
+    if fusion_json is None:
+        finder = Finder(
+            detector=sp.detector, threshold=sp.threshold, upscale=sp.upscale,
+            chosen_by="params scenes.detector, scenes.threshold, scenes.upscale",
+        )  # fmt: skip
+    else:
+        fusion = json.loads(fusion_json.read_text())
+        chosen = fusion["chosen"]
+        # Files named relative to the finder file's folder, so the folder can move.
+        members = [
+            os.path.relpath(m, out.parent) if m.endswith(".safetensors") else m
+            for m in fusion["detector"].split("+")
+        ]
+        finder = Finder(
+            detector="+".join(members), threshold=chosen["threshold"], upscale=sp.upscale,
+            scales=chosen["scales"], iou=chosen["iou"],
+            member_floor=params.fusion.member_floor,
+            chosen_by=f"stage fusion on {fusion['scenes']} valid scenes ({fusion_json})",
+        )  # fmt: skip
+    write_finder(out, finder)
+    print(f"{out}: {finder.detector} at threshold {finder.threshold}")
+    return finder
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("models/finder.json"))
+    parser.add_argument("--fusion", type=Path, help="stage fusion's metrics (its choice)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    with exit_on_error("finder"):
+        sections = ["scenes", "fusion"] if args.fusion else ["scenes"]
+        main(load_stage_params(args.params, sections), args.out, args.fusion)
