@@ -132,9 +132,15 @@ def test_a_tiny_detector_learns_its_planted_faces(tmp_path, monkeypatch):
     torch.manual_seed(0)  # the head's initial weights
     body, _ = create_body(p.body)
     model = FaceFCOS(body, p)
+    import facemask.detection.fcos as fcos
+
+    refreshed = []  # the thread governor gets a look between scenes and between batches
+    monkeypatch.setattr(fcos, "refresh_threads", lambda: refreshed.append(1))
     views = scene_views(model, scenes[:10], p, seed=0)
-    assert len(views) == 20
+    assert len(views) == 20 and len(refreshed) == 10
     history = train_fcos(model, views, p, seed=0, log=lambda _: None)
+    per_epoch = len(fcos._batches(views, p.batch_size, np.random.default_rng(0)))
+    assert len(refreshed) == 10 + 25 * per_epoch  # once a batch
     assert history[-1]["classification"] < history[0]["classification"]
     path = tmp_path / "detector.safetensors"
     save_fcos(model, path, {"body": p.body, "params": p.model_dump(), "threshold": 0.3})

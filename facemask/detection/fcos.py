@@ -24,6 +24,7 @@ from PIL import Image, ImageEnhance
 from torch import nn
 
 from facemask.params import FcosParams
+from facemask.runtime import refresh_threads
 
 FORMAT = 1
 STRIDES = (8, 16, 32)  # feature levels P3-P5: faces from ~8 px (after upscaling) up
@@ -216,6 +217,7 @@ def scene_views(
             sb = torch.as_tensor(b * scale, dtype=torch.float32).reshape(-1, 4)
             keep = ((sb[:, 2] - sb[:, 0]) >= p.min_box) & ((sb[:, 3] - sb[:, 1]) >= p.min_box)
             views.append(View([f[0].half() for f in feats], sb[keep], size))
+        refresh_threads()  # minutes of work: take the cores other jobs leave free again
     return views
 
 
@@ -267,6 +269,7 @@ def train_fcos(
             for k, v in losses.items():
                 sums[k] += float(v.detach())
             n += 1
+            refresh_threads()  # a stage started beside other work must not stay on 1 core
         row = {"epoch": epoch + 1, **{k: round(v / max(1, n), 4) for k, v in sums.items()}}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         history.append(row)
