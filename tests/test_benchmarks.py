@@ -56,3 +56,4 @@ def test_repro_time_times_each_stage_and_reads_the_runs_metrics(tmp_path):
     assert row[0] == "`--whole`: the default"
     assert re.fullmatch(r"\d+ min \d+ s", row[2]) and row[3].endswith(" GB")
     assert row[4] == "75.00 % (n=4)"  # from the clone's own metrics/test.json: 3 of 4
+    assert row[5] == "2 equal"  # both stages' outputs hash as the committed lock says
