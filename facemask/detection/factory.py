@@ -97,6 +97,18 @@ def create_finder(
     return create_detector(name, **settings)
 
 
+def _centerface(threshold: float, upscale: float, **kwargs) -> FaceDetector:
+    """CenterFace (facemask.detection.centerface), imported only when asked for."""
+    from facemask.detection.centerface import CenterFaceDetector
+
+    return CenterFaceDetector(threshold, upscale, **kwargs)
+
+
+def finders() -> dict:
+    """Every finder by name: YuNet (finders.DETECTORS, where tests add stubs) and CenterFace."""
+    return {**DETECTORS, "centerface": _centerface}
+
+
 def create_detector(name: str, **kwargs) -> FaceDetector:
     """The detector `name` stands for; options left None take each detector's own defaults
     (a trained detector's: those saved in its file). `scales`, for a trained detector: the
@@ -135,15 +147,16 @@ def create_detector(name: str, **kwargs) -> FaceDetector:
         return _trained(name, scales, **kwargs)
     if scales is not None:
         raise ValueError(f"{name}: scales are for a trained detector (use upscale)")
-    if name not in DETECTORS:
+    known = finders()
+    if name not in known:
         raise ValueError(
-            f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}, a trained"
+            f"unknown face detector {name!r}; known: {', '.join(known)}, a trained"
             " detector's .safetensors file, or several joined by +"
         )
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     needed = [
         k
-        for k, v in inspect.signature(DETECTORS[name]).parameters.items()
+        for k, v in inspect.signature(known[name]).parameters.items()
         if v.default is inspect.Parameter.empty and v.kind in kinds and k not in kwargs
     ]
     if needed:
@@ -151,7 +164,7 @@ def create_detector(name: str, **kwargs) -> FaceDetector:
             f"{name}: no {' or '.join(needed)} given (a finder file holds them: `dvc repro`"
             " writes models/finder.json)"
         )
-    return DETECTORS[name](**kwargs)
+    return known[name](**kwargs)
 
 
 def _is_trained(name: str) -> bool:

