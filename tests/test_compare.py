@@ -13,6 +13,7 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from facemask.config import facemask_imports
+from facemask.models.predict import EAGER_ENV
 from facemask.params import Params
 from facemask.training import compare as compare_lib
 from facemask.training.compare import Config, fold_key, make_grid
@@ -70,6 +71,10 @@ def test_summarize_gives_mean_and_std_per_config():
 @pytest.mark.slow
 def test_compare_stage_cross_validates_and_resumes(tmp_path, monkeypatch, params):
     monkeypatch.chdir(tmp_path)
+    # Eager inference: on 32 px and a dozen pictures a fold, tracing each fold's model
+    # (fast_forward) costs more than it saves, half this test's time; the traced path has
+    # its own tests (test_fast_forward.py) and answers as eager does (1e-4 there).
+    monkeypatch.setenv(EAGER_ENV, "1")
     run_data_stages(params)
     params["cv"] = {"folds": 2}
     params["compare"] = {
