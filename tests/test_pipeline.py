@@ -283,7 +283,7 @@ def test_the_pipeline_through_the_remote_and_the_queue(repo, seaweedfs, tmp_path
 
     for n in (6, 8):
         run([*DVC, "exp", "run", "--queue", "-S", f"robustness.sample={n}", "-n", f"s{n}"], repo)
-    run([*DVC, "exp", "run", "--run-all"], repo)
+    run([*DVC, "exp", "run", "--run-all", "--jobs", "2"], repo)  # a worker each, side by side
     shown = json.loads(run([*DVC, "exp", "show", "--json"], repo, stdout_only=True))
     names = json.dumps(shown)
     assert '"s6"' in names and '"s8"' in names
