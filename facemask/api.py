@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from facemask.data.images import ImageError, open_image
-from facemask.detection.factory import create_detector, create_finder, finder_beside
+from facemask.detection.factory import face_finder
 from facemask.serving.engines import load_engine
 from facemask.serving.inputs import Frame
 from facemask.serving.stream import Face, answer_frames
@@ -101,17 +101,15 @@ def load(
     """The model at `model` (.safetensors for torch, .onnx for onnx) ready to answer.
 
     `detector`: `finder` (the finder file `finder`, default finder.json beside `model`: the
-    detector and operating point `dvc repro` chose, as `facemask predict` runs it), a name,
-    a trained detector's file or several joined by `+`; None: each picture is already a face
-    crop. `threshold` and `upscale`: None = the finder file's (a trained detector's own).
+    detector and operating point `dvc repro` chose, as `facemask predict` runs it), or a
+    name, a trained detector's file or several joined by `+` (at the finder file's settings
+    where it names that detector); None: each picture is already a face crop. `threshold`
+    and `upscale`: None = the finder file's (a trained detector's own).
     `margin` is the context added around a detected face; None = the model card's.
     """
     loaded = load_engine(model, engine, batch_size=batch_size)  # a bad model file first
     found = None
-    if detector == "finder" or finder is not None:
+    if detector is not None:
         name = None if detector == "finder" else detector
-        path = finder if finder is not None else finder_beside(model)
-        found = create_finder(path, name, threshold=threshold, upscale=upscale)
-    elif detector is not None:
-        found = create_detector(detector, threshold=threshold, upscale=upscale)
+        found = face_finder(model, name, finder, threshold=threshold, upscale=upscale)
     return FaceMaskModel(loaded, found, card_margin(loaded.card, margin), batch_size)

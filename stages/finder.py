@@ -7,34 +7,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from facemask.config import exit_on_error
-from facemask.detection.factory import Finder, write_finder
+from facemask.detection.factory import Finder, name_from, write_finder
 from facemask.params import Params, load_stage_params
 
 
 def main(params: Params, out: Path, fusion_json: Path | None = None) -> Finder:
     """Write `out`: the scenes params' detector, or stage fusion's chosen setting (its members
-    from params fusion.member_floor, YuNet at scenes.upscale)."""
+    from params fusion.member_floor, YuNet at scenes.upscale). Files are named from `out`'s
+    folder, so the folder can move with them."""
     sp = params.scenes
     if fusion_json is None:
         finder = Finder(
-            detector=sp.detector, threshold=sp.threshold, upscale=sp.upscale,
+            detector=name_from(sp.detector, out.parent), threshold=sp.threshold,
+            upscale=sp.upscale,
             chosen_by="params scenes.detector, scenes.threshold, scenes.upscale",
         )  # fmt: skip
     else:
         fusion = json.loads(fusion_json.read_text())
         chosen = fusion["chosen"]
-        # Files named relative to the finder file's folder, so the folder can move.
-        members = [
-            os.path.relpath(m, out.parent) if m.endswith(".safetensors") else m
-            for m in fusion["detector"].split("+")
-        ]
         finder = Finder(
-            detector="+".join(members), threshold=chosen["threshold"], upscale=sp.upscale,
-            scales=chosen["scales"], iou=chosen["iou"],
+            detector=name_from(fusion["detector"], out.parent), threshold=chosen["threshold"],
+            upscale=sp.upscale, scales=chosen["scales"], iou=chosen["iou"],
             member_floor=params.fusion.member_floor,
             chosen_by=f"stage fusion on {fusion['scenes']} valid scenes ({fusion_json})",
         )  # fmt: skip

@@ -17,13 +17,12 @@ import pandas as pd
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.images import open_image
-from facemask.data.scenes import list_scenes
+from facemask.data.scenes import list_scenes, read_scene_ids
 from facemask.detection.factory import create_detector
 from facemask.detection.fusion import fusion_sweep
 from facemask.detection.operating import detect_scenes, most_found_within, threshold_sweep
 from facemask.params import FusionParams, ScenesParams, load_stage_params
 from facemask.runtime import use_free_cores
-from facemask.serving.scenes import read_scene_ids
 
 
 def main(

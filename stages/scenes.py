@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
+from facemask.data.scenes import select_scenes
 from facemask.detection.factory import create_detector, create_finder, finder_name, read_finder
 from facemask.detection.fusion import FusedDetector
 from facemask.detection.noface import NoFaceScorer
@@ -17,9 +18,40 @@ from facemask.detection.scoring import summary_line
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.serving.engines import load_engine
-from facemask.serving.scenes import evaluate_scenes, scene_gallery, select_scenes, write_curves
+from facemask.serving.scenes import evaluate_scenes, scene_gallery, write_curves
 
 SECTIONS = ("seed", "prepare", "evaluate", "scenes")
+
+
+def chain_detector(sp, rescorer, noface: Path | None, name: str | None, finder: Path | None):
+    """The detector of the chain and its settings as metrics JSON reports them: the scenes
+    params' one; the re-scorer's (at the settings it was trained with); the finder file's
+    (or `name` at its settings); or `name` at its own defaults."""
+    if rescorer is not None:
+        settings = {
+            **rescorer.detector,
+            "noface": str(noface),
+            "face_threshold": rescorer.threshold,
+        }
+    else:
+        settings = sp.model_dump(include={"detector", "threshold", "upscale"})
+    if finder is None and name is None:
+        detector = create_detector(
+            settings["detector"], threshold=settings["threshold"],
+            upscale=settings["upscale"], threads=1,
+        )  # fmt: skip
+        return detector, settings
+    if finder is not None:
+        name = name or finder_name(read_finder(finder), finder.parent)
+        detector = create_finder(finder, name, threads=1)
+    else:
+        detector = create_detector(name, threads=1)
+    settings = {"detector": name, "threshold": detector.threshold}
+    if isinstance(detector, FusedDetector):
+        settings["iou"] = detector.iou
+    else:
+        settings["upscale"] = detector.upscale
+    return detector, settings
 
 
 def main(
@@ -52,30 +84,8 @@ def main(
     sp = params.scenes
     engine = load_engine(model_path, "torch", batch_size=sp.batch_size)
     listed, bad = select_scenes(voc_root, scenes, exclude, fmt, sp.sample, params.seed)
-    settings = sp.model_dump(include={"detector", "threshold", "upscale"})
     rescorer = None if noface is None else NoFaceScorer.for_model(noface, model_path)
-    if rescorer is not None:  # the detector settings it was trained on
-        settings = {
-            **rescorer.detector,
-            "noface": str(noface),
-            "face_threshold": rescorer.threshold,
-        }
-    if finder is not None or detector_name is not None:
-        if finder is not None:
-            detector_name = detector_name or finder_name(read_finder(finder), finder.parent)
-            detector = create_finder(finder, detector_name, threads=1)
-        else:
-            detector = create_detector(detector_name, threads=1)
-        settings = {"detector": detector_name, "threshold": detector.threshold}
-        if isinstance(detector, FusedDetector):
-            settings["iou"] = detector.iou
-        else:
-            settings["upscale"] = detector.upscale
-    else:
-        detector = create_detector(
-            settings["detector"], threshold=settings["threshold"],
-            upscale=settings["upscale"], threads=1,
-        )  # fmt: skip
+    detector, settings = chain_detector(sp, rescorer, noface, detector_name, finder)
     curves: dict = {}
     results, metrics = evaluate_scenes(
         listed, engine, detector, sp.classes, params.prepare.crop_margin, sp.batch_size,
@@ -124,7 +134,8 @@ if __name__ == "__main__":
     parser.add_argument("--no-face", type=Path, help="a no-face re-scorer (detect/dvc.yaml)")
     parser.add_argument(
         "--detector",
-        help="a trained detector file (stage train_detector), or detectors joined by + (fused)",
+        help="a trained detector file (stage train_detector, at its own settings); with --finder,"
+        " a variant of the finder file's detector at its settings (a refined fused pair)",
     )
     parser.add_argument("--finder", type=Path, help="a finder file: the detector's operating point")
     args = parser.parse_args()

@@ -16,7 +16,7 @@ import pandas as pd
 
 from facemask.config import exit_on_error, seed_everything, tune_malloc
 from facemask.data.images import open_image
-from facemask.data.scenes import list_scenes
+from facemask.data.scenes import list_scenes, read_scene_ids
 from facemask.detection.fcos import (
     FaceFCOS,
     TrainedFaceDetector,
@@ -29,7 +29,6 @@ from facemask.detection.operating import detect_scenes, threshold_sweep
 from facemask.detection.scoring import SceneResult, map50
 from facemask.params import FcosParams, Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
-from facemask.serving.scenes import read_scene_ids
 
 SECTIONS = ("seed", "scenes")
 

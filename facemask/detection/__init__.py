@@ -1,1 +1,2 @@
-"""Detection the pipeline learns: the no-face re-scorer of detector boxes (detect/dvc.yaml)."""
+"""Face finding: the finders (YuNet, CenterFace, the trained FCOS), their operating points
+(finder files), fusion, box refinement, the no-face re-scorer and scene scoring."""

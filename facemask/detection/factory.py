@@ -37,6 +37,9 @@ class Finder(BaseModel):
     detector: str
     threshold: Unit | None = None  # for a+b: the fused box's score
     upscale: Annotated[float, Field(ge=1)] | None = None
+    # the longest side a picture is enlarged to: small pictures get `upscale`, large ones less
+    # (their faces are large; memory stays bounded)
+    max_side: Annotated[int, Field(ge=32)] | None = None
     scales: list[Annotated[float, Field(ge=1)]] | None = None  # a trained member's enlargements
     iou: Unit | None = None  # a+b: member boxes overlapping this much become one
     member_floor: Unit | None = None  # a+b: the score each member keeps its boxes from
@@ -75,26 +78,65 @@ def read_finder(path: str | os.PathLike) -> Finder:
     return finder
 
 
+def _files(name: str, place) -> str:
+    """`name` with `place` applied to each file it names (a+b, x@refiner.json)."""
+
+    def one(part: str) -> str:
+        is_file = part.endswith((".safetensors", ".json")) and not Path(part).is_absolute()
+        return place(part) if is_file else part
+
+    return "+".join("@".join(one(p) for p in m.split("@")) for m in name.split("+"))
+
+
 def finder_name(finder: Finder, folder: str | os.PathLike) -> str:
     """The finder's detector name with its files' paths taken from `folder`."""
+    return _files(finder.detector, lambda part: str(Path(folder) / part))
 
-    def place(part: str) -> str:
-        is_file = part.endswith((".safetensors", ".json")) and not Path(part).is_absolute()
-        return str(Path(folder) / part) if is_file else part
 
-    return "+".join("@".join(place(p) for p in m.split("@")) for m in finder.detector.split("+"))
+def name_from(detector: str, folder: str | os.PathLike) -> str:
+    """`detector` (files named from the working folder) as a finder file in `folder` names
+    it: finder_name's inverse, so the folder can move with its files."""
+    return _files(detector, lambda part: os.path.relpath(part, folder))
 
 
 def create_finder(
     path: str | os.PathLike, detector: str | None = None, **overrides
 ) -> FaceDetector:
-    """The detector the finder file at `path` names (or `detector`, at the file's settings),
-    with `overrides` (threshold, upscale, threads, ...) where not None."""
+    """The detector the finder file at `path` names (or `detector`, a variant of it: a fused
+    operating point fits fused names only), with `overrides` (threshold, upscale, threads,
+    ...) where not None."""
     finder = read_finder(path)
     name = detector or finder_name(finder, Path(path).parent)
+    if ("+" in name) != ("+" in finder.detector):
+        raise ValueError(
+            f"{path}: holds {finder.detector}'s operating point, which does not fit {name}:"
+            " give it --threshold and --upscale without --finder, or a finder file of its own"
+        )
     settings = finder.model_dump(exclude={"format", "detector", "chosen_by"})
     settings |= {k: v for k, v in overrides.items() if v is not None}
     return create_detector(name, **settings)
+
+
+def face_finder(
+    model: str | os.PathLike,
+    detector: str | None = None,
+    finder: str | os.PathLike | None = None,
+    **overrides,
+) -> FaceDetector:
+    """The detector that goes with the classifier `model`: the finder file `finder` (default:
+    finder.json beside `model`), or `detector` by name, at the finder file's settings where
+    that file names it, else at `overrides` alone (threshold, upscale, ...)."""
+    if finder is None and detector is not None:
+        beside = finder_beside(model)
+        named = beside.is_file() and detector in (
+            (f := read_finder(beside)).detector,
+            finder_name(f, beside.parent),
+        )
+        if not named:
+            return create_detector(detector, **overrides)
+        finder = beside
+    return create_finder(finder if finder is not None else finder_beside(model), detector,
+                         **overrides)  # fmt: skip
 
 
 def _centerface(threshold: float, upscale: float, **kwargs) -> FaceDetector:
@@ -161,8 +203,8 @@ def create_detector(name: str, **kwargs) -> FaceDetector:
     ]
     if needed:
         raise ValueError(
-            f"{name}: no {' or '.join(needed)} given (a finder file holds them: `dvc repro`"
-            " writes models/finder.json)"
+            f"{name}: no {' or '.join(needed)} given: pass them (--threshold, --upscale), or a"
+            " finder file that holds them (--finder; `dvc repro` writes models/finder.json)"
         )
     return known[name](**kwargs)
 

@@ -4,7 +4,6 @@ evaluate-scenes` share it."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -14,7 +13,6 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from facemask.data.images import open_image
-from facemask.data.scenes import list_scenes
 from facemask.data.voc import Scene
 from facemask.detection.finders import FaceDetector
 from facemask.detection.scoring import SceneResult, scene_metrics, scene_pictures
@@ -22,36 +20,6 @@ from facemask.serving.annotate import draw_faces, tile_images
 from facemask.serving.engines import Engine
 from facemask.serving.inputs import Frame
 from facemask.serving.stream import Rescorer, answer_frames
-
-
-def read_scene_ids(path: str | os.PathLike) -> set[str]:
-    """Scene ids from a CSV with a `scene` column (a split CSV: `source/stem`) -> stems."""
-    frame = pd.read_csv(path, usecols=["scene"], dtype=str).dropna()
-    return {s.rsplit("/", 1)[-1] for s in frame["scene"] if s}
-
-
-def select_scenes(
-    root: Path,
-    scenes: str,
-    exclude: Sequence[Path] = (),
-    fmt: str = "auto",
-    sample: int | None = None,
-    seed: int = 0,
-) -> tuple[list[Scene], list[str]]:
-    """The labelled scenes of `root` to score, and the unreadable ones: `scenes` is `all` or
-    a CSV whose `scene` column lists them; scenes the `exclude` CSVs list (the splits that
-    train) are left out; `sample` keeps a fixed random subset (by `seed`)."""
-    ids = None if scenes == "all" else read_scene_ids(scenes)
-    listed, bad = list_scenes(root, ids, fmt)
-    seen = set().union(*(read_scene_ids(p) for p in exclude))
-    listed = [s for s in listed if s.image.stem not in seen]
-    if sample is not None and len(listed) > sample:
-        # A quicker run whose figure is still unbiased.
-        pick = np.random.default_rng(seed).choice(len(listed), sample, replace=False)
-        listed = [listed[i] for i in sorted(pick)]
-    if not listed:
-        raise ValueError(f"{root}: no annotated scene" + ("" if ids is None else f" in {scenes}"))
-    return listed, bad
 
 
 def write_curves(curves: Mapping[str, pd.DataFrame], folder: Path) -> None:
