@@ -11,47 +11,14 @@ from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
 from facemask.data.scenes import select_scenes
-from facemask.detection.factory import create_detector, create_finder, finder_name, read_finder
-from facemask.detection.fusion import FusedDetector
 from facemask.detection.noface import NoFaceScorer
 from facemask.detection.scoring import summary_line
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.serving.engines import load_engine
-from facemask.serving.scenes import evaluate_scenes, scene_gallery, write_curves
+from facemask.serving.scenes import chain_detector, evaluate_scenes, scene_gallery, write_curves
 
 SECTIONS = ("seed", "prepare", "evaluate", "scenes")
-
-
-def chain_detector(sp, rescorer, noface: Path | None, name: str | None, finder: Path | None):
-    """The detector of the chain and its settings as metrics JSON reports them: the scenes
-    params' one; the re-scorer's (at the settings it was trained with); the finder file's
-    (or `name` at its settings); or `name` at its own defaults."""
-    if rescorer is not None:
-        settings = {
-            **rescorer.detector,
-            "noface": str(noface),
-            "face_threshold": rescorer.threshold,
-        }
-    else:
-        settings = sp.model_dump(include={"detector", "threshold", "upscale"})
-    if finder is None and name is None:
-        detector = create_detector(
-            settings["detector"], threshold=settings["threshold"],
-            upscale=settings["upscale"], threads=1,
-        )  # fmt: skip
-        return detector, settings
-    if finder is not None:
-        name = name or finder_name(read_finder(finder), finder.parent)
-        detector = create_finder(finder, name, threads=1)
-    else:
-        detector = create_detector(name, threads=1)
-    settings = {"detector": name, "threshold": detector.threshold}
-    if isinstance(detector, FusedDetector):
-        settings["iou"] = detector.iou
-    else:
-        settings["upscale"] = detector.upscale
-    return detector, settings
 
 
 def main(

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import facemask.serving.scenes as chain
 from facemask.data.images import load_array
 from facemask.data.scenes import list_scenes
 from facemask.data.voc import cut_scene, read_voc
@@ -258,7 +259,7 @@ def test_scenes_stage_end_to_end(tmp_path, monkeypatch):
         root, lambda scene: [((b.xmin + 1, b.ymin, b.xmax + 1, b.ymax), 0.9)
                              for b in scene.boxes[:-1]]
     )  # fmt: skip
-    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: stub)
+    monkeypatch.setattr(chain, "create_detector", lambda *a, **k: stub)  # the stage's chain
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     card = ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3)
     save_model(model, card, tmp_path / "m.safetensors")
@@ -312,7 +313,7 @@ def test_evaluate_scenes_command_matches_the_stage(tmp_path, monkeypatch, capsys
     stub = BoxDetector.for_voc(
         root, lambda scene: [((b.xmin, b.ymin, b.xmax, b.ymax), 0.9) for b in scene.boxes[:2]]
     )
-    monkeypatch.setattr(stage, "create_detector", lambda *a, **k: stub)
+    monkeypatch.setattr(chain, "create_detector", lambda *a, **k: stub)  # the stage's chain
     monkeypatch.setattr(factory, "create_detector", lambda *a, **k: stub)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     save_model(model, ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3),

@@ -14,8 +14,11 @@ from PIL import Image, ImageDraw
 
 from facemask.data.images import open_image
 from facemask.data.voc import Scene
+from facemask.detection.factory import create_detector, create_finder, finder_name, read_finder
 from facemask.detection.finders import FaceDetector
+from facemask.detection.fusion import FusedDetector
 from facemask.detection.scoring import SceneResult, scene_metrics, scene_pictures
+from facemask.params import ScenesParams
 from facemask.serving.annotate import draw_faces, tile_images
 from facemask.serving.engines import Engine
 from facemask.serving.inputs import Frame
@@ -115,6 +118,39 @@ def evaluate_scenes(
         "ms_per_scene": round(1000 * seconds / max(1, len(results)), 1),
     }
     return results, metrics
+
+
+def chain_detector(
+    sp: ScenesParams, rescorer, noface: Path | None, name: str | None, finder: Path | None
+) -> tuple[FaceDetector, dict]:
+    """The detector of the chain and its settings as metrics JSON reports them: the scenes
+    params' one; the re-scorer's (at the settings it was trained with); the finder file's
+    (or `name` at its settings); or `name` at its own defaults."""
+    if rescorer is not None:
+        settings = {
+            **rescorer.detector,
+            "noface": str(noface),
+            "face_threshold": rescorer.threshold,
+        }
+    else:
+        settings = sp.model_dump(include={"detector", "threshold", "upscale"})
+    if finder is None and name is None:
+        detector = create_detector(
+            settings["detector"], threshold=settings["threshold"],
+            upscale=settings["upscale"], threads=1,
+        )  # fmt: skip
+        return detector, settings
+    if finder is not None:
+        name = name or finder_name(read_finder(finder), finder.parent)
+        detector = create_finder(finder, name, threads=1)
+    else:
+        detector = create_detector(name, threads=1)
+    settings = {"detector": name, "threshold": detector.threshold}
+    if isinstance(detector, FusedDetector):
+        settings["iou"] = detector.iou
+    else:
+        settings["upscale"] = detector.upscale
+    return detector, settings
 
 
 # --------------------------------------------------------------------------- gallery
