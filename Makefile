@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FACEMASK_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export FACEMASK_MIRROR
 
-.PHONY: install repro compare serving detect three-class test test-fast lint format results clean
+.PHONY: install repro compare serving detect tasks test test-fast lint format results clean
 
 install: $(VENV)/.installed
 
@@ -34,9 +34,8 @@ serving: install  ## scenes (detector + classifier on crowd photos) and export; 
 detect: install  ## the trained face detector and the no-face re-scorer, scored on every scene set; cost: docs/speed.md
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro detect/dvc.yaml
 
-three-class: install  ## the three-class task (three_class/dvc.yaml): params recomposed from conf/, then run
-	$(BIN)/facemask compose task=three_class --params three_class/params.yaml
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro three_class/dvc.yaml
+tasks: install  ## every task (tasks/dvc.yaml: binary and three_class) and the three-class scenes; cost: docs/speed.md
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro tasks/dvc.yaml three_class/dvc.yaml
 
 test: install  ## the whole test suite: synthetic data, no network
 	$(BIN)/python -m pytest -q

@@ -409,6 +409,18 @@ class Params(Section):
     scene_sources: dict[str, Source] | None = None
     synthesize: SynthesizeParams | None = None
     export: ExportParams | None = None
+    # Overlays, one per task beside the default (tasks/dvc.yaml): read through `--task`.
+    tasks: dict[str, dict[str, Any]] | None = None
+
+    @field_validator("tasks")
+    @classmethod
+    def _overlays_name_sections(cls, tasks: dict[str, dict[str, Any]] | None) -> Any:
+        for name, overlay in (tasks or {}).items():
+            unknown = sorted(set(overlay) - set(cls.model_fields) - {"tasks"})
+            if unknown:
+                allowed = ", ".join(k for k in cls.model_fields if k != "tasks")
+                raise ValueError(f"{name}.{unknown[0]}: unknown section (allowed: {allowed})")
+        return tasks
 
     @model_validator(mode="after")
     def _distinct_classes(self) -> Params:
@@ -491,17 +503,48 @@ def stage_params(raw: Mapping | Params, sections: Sequence[str], source: str = "
         raise ConfigError(f"{source}: {_describe(first)}{extra}") from None
 
 
-def load_stage_params(path: str | os.PathLike, sections: Sequence[str]) -> Params:
-    """Read params.yaml and validate the sections a stage reads."""
+def overlay(base: Mapping, top: Mapping) -> dict[str, Any]:
+    """`top` merged over `base` as Hydra merges configs: mappings key by key, the rest
+    (lists included) replaced whole."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        both = isinstance(below, Mapping) and isinstance(value, Mapping)
+        merged[key] = overlay(below, value) if both else value
+    return merged
+
+
+def task_params(raw: Mapping, task: str, source: str = "params") -> dict[str, Any]:
+    """The params one task reads: the file's sections with its `tasks.<task>` overlay on top
+    (conf/task/<task>.yaml, composed there by Hydra)."""
+    tasks = raw.get("tasks") or {}
+    if task not in tasks:
+        names = ", ".join(sorted(tasks)) or "none"
+        raise ConfigError(f"{source}: no task {task!r} under tasks (tasks: {names})")
+    if not isinstance(tasks[task] or {}, Mapping):
+        raise ConfigError(f"{source}: tasks.{task}: not a mapping of sections")
+    return overlay({k: v for k, v in raw.items() if k != "tasks"}, tasks[task] or {})
+
+
+def load_stage_params(
+    path: str | os.PathLike, sections: Sequence[str], task: str | None = None
+) -> Params:
+    """Read params.yaml and validate the sections a stage reads (of `task`, where named)."""
     with open(path) as f:
         raw = yaml.safe_load(f)
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: not a mapping of sections")
+    if task is not None:
+        raw = task_params(raw, task, str(path))
     return stage_params(raw, sections, str(path))
 
 
 def validate_all(raw: Mapping, source: str = "params") -> Params:
-    """Every section present in `raw`, validated (`facemask compose`, the tests)."""
+    """Every section present in `raw`, and each task's sections with its overlay, validated
+    (`facemask compose`, the tests)."""
+    for task in raw.get("tasks") or {}:
+        merged = task_params(raw, task, source)
+        stage_params(merged, [k for k in merged if k != "hydra"], f"{source} (tasks.{task})")
     return stage_params(raw, [k for k in raw if k != "hydra"], source)
 
 

@@ -95,13 +95,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("splits", type=Path, help="folder with train/valid/test CSVs")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--out", type=Path, default=Path("metrics/label_audit.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/audit.json"))
     parser.add_argument("--gallery", type=Path, default=Path("plots/label_audit.png"))
     args = parser.parse_args()
     with exit_on_error("audit"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.splits,
             args.out,
             args.metrics,

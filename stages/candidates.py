@@ -91,11 +91,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--out", type=Path, default=Path("data/detect/candidates.npz"))
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     args = parser.parse_args()
     with exit_on_error("candidates"):
         main(
-            load_stage_params(args.params, SECTIONS) if args.model else None,
-            load_stage_params(args.params, ["detect"]).detect,
+            load_stage_params(args.params, SECTIONS, args.task) if args.model else None,
+            load_stage_params(args.params, ["detect"], args.task).detect,
             args.model,
             args.scenes,
             {name: Path(csv) for name, csv in args.split},

@@ -59,9 +59,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("splits", type=Path, help="folder with train.csv and valid.csv")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--out", type=Path, default=Path("leaderboard"))
     parser.add_argument("--section", default="compare", help="params.yaml section of the grid")
     args = parser.parse_args()
     with exit_on_error("compare"):
-        params = load_stage_params(args.params, ["seed", "classes", "train", "cv", args.section])
+        params = load_stage_params(
+            args.params, ["seed", "classes", "train", "cv", args.section], args.task
+        )
     main(params, args.splits, args.out, args.section)

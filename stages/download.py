@@ -46,9 +46,10 @@ def main(params: Mapping | Params, out: Path, sources: str = "data.sources") -> 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--out", type=Path, default=Path("data/raw"))
     parser.add_argument("--section", default="data.sources", help="params key of the sources")
     args = parser.parse_args()
     with exit_on_error("download"):
-        params = load_stage_params(args.params, ["download", args.section.split(".")[0]])
+        params = load_stage_params(args.params, ["download", args.section.split(".")[0]], args.task)
         main(params, args.out, args.section)

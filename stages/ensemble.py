@@ -59,12 +59,13 @@ if __name__ == "__main__":
     parser.add_argument("members", type=Path, nargs="+", help="the members' model files")
     parser.add_argument("--splits", type=Path, required=True, help="folder with valid.csv")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--model-out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args()
     with exit_on_error("ensemble"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.members,
             args.splits,
             args.model_out,

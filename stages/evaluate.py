@@ -77,13 +77,14 @@ if __name__ == "__main__":
     parser.add_argument("test", type=Path, help="test split CSV (reviewed labels)")
     parser.add_argument("published", type=Path, help="test split as drawn (published labels)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/test.json"))
     parser.add_argument("--predictions", type=Path, default=Path("metrics/predictions.csv"))
     parser.add_argument("--curves", type=Path, default=Path("metrics/curves"))
     args = parser.parse_args()
     with exit_on_error("evaluate"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.model,
             args.test,
             args.published,

@@ -67,6 +67,7 @@ if __name__ == "__main__":
     parser.add_argument("predictions", type=Path)
     parser.add_argument("test", type=Path, help="test split CSV (content hashes, groups)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--out", type=Path, default=Path("plots/explain"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/explain.json"))
     parser.add_argument("--road", type=Path, default=Path("metrics/explain_road.csv"))
@@ -86,5 +87,9 @@ if __name__ == "__main__":
     )
     with exit_on_error("explain"):
         main(
-            load_stage_params(args.params, SECTIONS), args.model, args.predictions, args.test, outs
+            load_stage_params(args.params, SECTIONS, args.task),
+            args.model,
+            args.predictions,
+            args.test,
+            outs,
         )

@@ -117,6 +117,7 @@ if __name__ == "__main__":
     parser.add_argument("model", type=Path)
     parser.add_argument("test", type=Path, help="test split CSV: parity and accuracy pictures")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--onnx", type=Path, default=Path("models/model.onnx"))
     parser.add_argument("--torchscript", type=Path, default=Path("models/model.ts"))
     parser.add_argument("--int8", type=Path, default=None, help="also write an int8 ONNX model")
@@ -124,7 +125,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with exit_on_error("export"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.model,
             args.test,
             args.onnx,

@@ -79,9 +79,10 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("models/detector.onnx"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/detector_export.json"))
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     args = parser.parse_args()
     with exit_on_error("export_detector"):
         main(
-            load_stage_params(args.params, SECTIONS), args.detector, args.scenes, args.split,
-            args.count, args.out, args.metrics,
+            load_stage_params(args.params, SECTIONS, args.task), args.detector, args.scenes,
+            args.split, args.count, args.out, args.metrics,
         )  # fmt: skip

@@ -74,12 +74,13 @@ if __name__ == "__main__":
     parser.add_argument("external", type=Path, help="data/external (stage external_data)")
     parser.add_argument("splits", type=Path, help="data/splits: train and valid are 'seen'")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/external"))
     parser.add_argument("--predictions", type=Path, default=Path("metrics/external_predictions"))
     args = parser.parse_args()
     with exit_on_error("external"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.model,
             args.external,
             args.splits,

@@ -57,8 +57,9 @@ def main(params: Mapping | Params, out: Path, report_json: Path) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--out", type=Path, default=Path("data/external"))
     parser.add_argument("--report", type=Path, default=Path("metrics/external_data.json"))
     args = parser.parse_args()
     with exit_on_error("external_data"):
-        main(load_stage_params(args.params, SECTIONS), args.out, args.report)
+        main(load_stage_params(args.params, SECTIONS, args.task), args.out, args.report)

@@ -44,7 +44,8 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("models/finder.json"))
     parser.add_argument("--fusion", type=Path, help="stage fusion's metrics (its choice)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     args = parser.parse_args()
     with exit_on_error("finder"):
         sections = ["scenes", "fusion"] if args.fusion else ["scenes"]
-        main(load_stage_params(args.params, sections), args.out, args.fusion)
+        main(load_stage_params(args.params, sections, args.task), args.out, args.fusion)

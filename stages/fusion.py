@@ -104,11 +104,12 @@ if __name__ == "__main__":
     parser.add_argument("scenes", type=Path, help="the training source's scene folder")
     parser.add_argument("--valid", type=Path, default=Path("data/splits/valid.csv"))
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/fusion.json"))
     parser.add_argument("--sweep", type=Path, default=Path("metrics/detect/fusion_sweep.csv"))
     parser.add_argument("--curve", type=Path, help="the chosen scales' and IoU's rows (a plot)")
     args = parser.parse_args()
     with exit_on_error("fusion"):
-        params = load_stage_params(args.params, ["fusion", "scenes"])
+        params = load_stage_params(args.params, ["fusion", "scenes"], args.task)
         main(args.detector, args.scenes, args.valid, args.metrics, args.sweep, params.fusion,
              params.scenes, args.curve)  # fmt: skip

@@ -39,8 +39,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("splits", type=Path)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--table", type=Path, default=Path("leaderboard/loso/loso.csv"))
     parser.add_argument("--summary", type=Path, default=Path("leaderboard/loso/loso.json"))
     args = parser.parse_args()
     with exit_on_error("loso"):
-        main(load_stage_params(args.params, SECTIONS), args.splits, args.table, args.summary)
+        main(
+            load_stage_params(args.params, SECTIONS, args.task),
+            args.splits,
+            args.table,
+            args.summary,
+        )

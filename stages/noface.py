@@ -85,11 +85,12 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/noface.json"))
     parser.add_argument("--sweep", type=Path, default=Path("metrics/detect/noface_sweep.csv"))
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     args = parser.parse_args()
     with exit_on_error("noface"):
         main(
-            load_stage_params(args.params, SECTIONS),
-            load_stage_params(args.params, ["detect"]).detect,
+            load_stage_params(args.params, SECTIONS, args.task),
+            load_stage_params(args.params, ["detect"], args.task).detect,
             args.candidates,
             args.model,
             args.out,

@@ -61,11 +61,12 @@ if __name__ == "__main__":
     parser.add_argument("predictions", type=Path)
     parser.add_argument("test", type=Path, help="test split CSV (for content hashes)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--out", type=Path, default=Path("plots"))
     args = parser.parse_args()
     with exit_on_error("plots"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.model,
             args.predictions,
             args.test,

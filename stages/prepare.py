@@ -46,6 +46,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("raw", type=Path, help="folder of extracted sources (data/raw)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--index", type=Path, default=Path("data/index.csv"))
     parser.add_argument("--rejected", type=Path, default=Path("data/rejected.csv"))
     parser.add_argument("--report", type=Path, default=Path("metrics/prepare.json"))
@@ -53,7 +54,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with exit_on_error("prepare"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.raw,
             args.index,
             args.rejected,

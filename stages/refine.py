@@ -80,13 +80,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("candidates", type=Path, help="stage candidates' .npz")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--out", type=Path, default=Path("models/box_refiner.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/refine.json"))
     args = parser.parse_args()
     with exit_on_error("refine"):
         main(
             args.candidates,
-            load_stage_params(args.params, ["detect"]).detect,
+            load_stage_params(args.params, ["detect"], args.task).detect,
             args.out,
             args.metrics,
         )

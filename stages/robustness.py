@@ -72,13 +72,14 @@ if __name__ == "__main__":
     parser.add_argument("model", type=Path)
     parser.add_argument("test", type=Path, help="test split CSV (published labels)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--table", type=Path, default=Path("metrics/robustness.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/robustness.json"))
     parser.add_argument("--plot", type=Path, default=Path("plots/robustness.png"))
     args = parser.parse_args()
     with exit_on_error("robustness"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.model,
             args.test,
             args.table,

@@ -95,6 +95,7 @@ if __name__ == "__main__":
         help="CSVs whose `scene` column lists scenes never to use (train and valid splits)",
     )
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/scenes.json"))
     parser.add_argument("--gallery", type=Path, default=Path("plots/scenes.png"))
     parser.add_argument("--curves", type=Path, help="folder for per-class precision-recall CSVs")
@@ -108,7 +109,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with exit_on_error("scenes"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.model,
             args.voc,
             args.scenes,

@@ -55,13 +55,14 @@ if __name__ == "__main__":
     parser.add_argument("test", type=Path, help="metrics/predictions.csv")
     parser.add_argument("external", type=Path, help="metrics/external_predictions")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--table", type=Path, default=Path("metrics/slices.csv"))
     parser.add_argument("--summary", type=Path, default=Path("metrics/slices.json"))
     parser.add_argument("--plot", type=Path, default=Path("plots/slices.png"))
     args = parser.parse_args()
     with exit_on_error("slices"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.test,
             args.external,
             args.table,

@@ -51,8 +51,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("index", type=Path)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--out", type=Path, default=Path("data/splits"))
     parser.add_argument("--report", type=Path, default=Path("metrics/split.json"))
     args = parser.parse_args()
     with exit_on_error("split"):
-        main(load_stage_params(args.params, SECTIONS), args.index, args.out, args.report)
+        main(load_stage_params(args.params, SECTIONS, args.task), args.index, args.out, args.report)

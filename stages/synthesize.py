@@ -68,13 +68,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("train", type=Path, help="the training split (data/splits/train.csv)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--out", type=Path, default=Path("data/synth"))
     parser.add_argument("--report", type=Path, default=Path("metrics/synthesize.json"))
     parser.add_argument("--gallery", type=Path, default=None)
     args = parser.parse_args()
     with exit_on_error("synthesize"):
         main(
-            load_stage_params(args.params, SECTIONS),
+            load_stage_params(args.params, SECTIONS, args.task),
             args.train,
             args.out,
             args.report,

@@ -125,6 +125,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("splits", type=Path, help="folder with train.csv and valid.csv")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--model-out", type=Path, default=Path("models/model.safetensors"))
     parser.add_argument("--history", type=Path, default=Path("metrics/train_history.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
@@ -135,7 +136,7 @@ if __name__ == "__main__":
     )  # fmt: skip
     args = parser.parse_args()
     with exit_on_error("train"):
-        params = load_stage_params(args.params, SECTIONS)
+        params = load_stage_params(args.params, SECTIONS, args.task)
         launch = params.launch
         cmd = torchrun_command(launch.processes, launch.nodes, launch.rendezvous, "stages.train",
                                sys.argv[1:], args.node_rank)  # fmt: skip

@@ -131,11 +131,12 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/detector.json"))
     parser.add_argument("--sweep", type=Path, default=Path("metrics/detect/detector_sweep.csv"))
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     args = parser.parse_args()
     with exit_on_error("train_detector"):
         main(
-            load_stage_params(args.params, SECTIONS),
-            load_stage_params(args.params, ["fcos"]).fcos,
+            load_stage_params(args.params, SECTIONS, args.task),
+            load_stage_params(args.params, ["fcos"], args.task).fcos,
             args.scenes,
             args.train,
             args.valid,

@@ -8,7 +8,7 @@ import yaml
 
 from facemask.models.ensemble import join_members, load_members
 from facemask.models.factory import ModelCard, build_model, load_model, save_model
-from facemask.params import stage_params
+from facemask.params import stage_params, task_params
 from stages import train
 from stages.train_member import member_params
 from tests.conftest import ROOT
@@ -61,8 +61,8 @@ def test_members_load_from_files_and_one_that_disagrees_is_named(tmp_path):
 
 
 def test_a_member_trains_at_its_seed_without_the_offset():
-    raw = yaml.safe_load((ROOT / "three_class" / "params.yaml").read_text())
-    params = stage_params(raw, train.SECTIONS)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = stage_params(task_params(raw, "three_class"), train.SECTIONS)
     assert params.train.tune_offset == "mask_worn_incorrectly"  # the task fits one
     got = member_params(params, 7)
     assert got.seed == 7 and got.train.tune_offset is None
@@ -91,6 +91,6 @@ def test_the_ensemble_stage_joins_exactly_the_members_train_makes():
     # Each member names its backbone and seed; those that follow params' model say so.
     assert all(set(item) == {"model", "seed"} for item in members.values())
     backbones = {item["model"] for item in members.values()}
-    assert "${model}" in backbones and len(backbones) > 1
+    assert "${tasks.three_class.model}" in backbones and len(backbones) > 1
     seeds = [(item["model"], item["seed"]) for item in members.values()]
     assert len(set(seeds)) == len(seeds)  # no member trained twice

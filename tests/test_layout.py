@@ -14,6 +14,7 @@ from tests.conftest import ROOT
 
 PIPELINES = [
     ROOT / "dvc.yaml",
+    ROOT / "tasks" / "dvc.yaml",
     ROOT / "compare" / "dvc.yaml",
     ROOT / "serving" / "dvc.yaml",
     ROOT / "detect" / "dvc.yaml",
@@ -45,6 +46,35 @@ def test_every_stage_is_found():
     names = {s[0].split(":")[1] for s in STAGES}
     # A parser that misses stages would make the test below pass vacuously.
     assert {"download", "prepare", "split", "audit", "train", "evaluate", "plots"} <= names
+
+
+def test_a_stage_every_task_runs_is_defined_once_for_all_tasks():
+    # tasks/dvc.yaml defines each shared stage once, over every task: a copy of one of its
+    # scripts in another pipeline file would drift from it.
+    spec = yaml.safe_load((ROOT / "tasks" / "dvc.yaml").read_text())
+    dirs = spec["vars"][0]["task_dirs"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(dirs) == set(params["tasks"]) >= {"binary", "three_class"}
+    for name, stage in spec["stages"].items():
+        assert stage["foreach"] == "${task_dirs}", name
+        assert "--task ${key}" in stage["do"]["cmd"], name
+
+    def runs(pipeline: Path) -> set[tuple[str, ...]]:
+        """Each stage as its script and the options it passes (another use of a script, such
+        as download --section scene_sources, is not a copy)."""
+        spec = yaml.safe_load(pipeline.read_text())["stages"]
+        cmds = [st.get("do", st)["cmd"].split() for st in spec.values()]
+        skip = {"--task", "--params"}
+        return {
+            (c[c.index("-m") + 1], *sorted({w for w in c if w[:2] == "--"} - skip)) for c in cmds
+        }
+
+    shared = runs(ROOT / "tasks" / "dvc.yaml")
+    assert len(shared) == len(spec["stages"]) >= 9
+    for pipeline in PIPELINES:
+        if pipeline.parent.name != "tasks":
+            assert not shared & runs(pipeline), (pipeline, sorted(shared & runs(pipeline)))
+            assert not set(spec["stages"]) & set(yaml.safe_load(pipeline.read_text())["stages"])
 
 
 @pytest.mark.parametrize("stage,module,deps", STAGES, ids=[s[0] for s in STAGES])

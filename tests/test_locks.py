@@ -15,6 +15,7 @@ from tests.conftest import ROOT
 
 PIPELINES = [
     "dvc.yaml",
+    "tasks/dvc.yaml",
     "serving/dvc.yaml",
     "compare/dvc.yaml",
     "detect/dvc.yaml",

@@ -9,7 +9,14 @@ import sys
 import pytest
 import yaml
 
-from facemask.params import SECTIONS, ConfigError, Params, stage_params, validate_all
+from facemask.params import (
+    SECTIONS,
+    ConfigError,
+    Params,
+    load_stage_params,
+    stage_params,
+    validate_all,
+)
 from tests.conftest import ROOT
 
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -43,6 +50,7 @@ BAD = [
     ("fcos.channels", 48, "multiple of 32"),
     ("fusion.scales", [], "at least 1 item"),
     ("synthesize.masks_per_face", -1, "greater than or equal to 0"),
+    ("tasks.three_class", 5, "valid dictionary"),
 ]
 
 
@@ -69,14 +77,36 @@ def test_every_section_has_a_bad_value_case():
 
 @pytest.mark.parametrize("section", MAPPINGS)
 def test_a_misspelled_key_in_any_section_is_refused_by_name(section):
-    # scene_sources maps names to sources: a typo there sits inside one source
-    where = "scene_sources.dataroots" if section == "scene_sources" else section
+    # scene_sources maps names to sources, tasks names to overlays: a typo sits inside one
+    where = {"scene_sources": "scene_sources.dataroots", "tasks": "tasks.three_class"}
+    where = where.get(section, section)
     raw = with_value(RAW, f"{where}.zz_typo", 1)
     with pytest.raises(ConfigError) as err:
         stage_params(raw, [section], "params.yaml")
     text = str(err.value)
-    assert text.startswith(f"params.yaml: {where}.zz_typo: unknown key (allowed here: ")
+    if section == "tasks":  # an overlay's keys are sections
+        assert text.startswith("params.yaml: tasks: three_class.zz_typo: unknown section")
+    else:
+        assert text.startswith(f"params.yaml: {where}.zz_typo: unknown key (allowed here: ")
     assert "\n" not in text
+
+
+def test_a_task_reads_the_sections_with_its_overlay_on_top(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(RAW))
+    three = load_stage_params(path, ["classes", "train", "model"], "three_class")
+    assert three.classes == ["with_mask", "without_mask", "mask_worn_incorrectly"]
+    assert three.train.image_size == 160  # the overlay's
+    assert three.train.head.lr == RAW["train"]["head"]["lr"]  # the rest: the default's
+    assert load_stage_params(path, ["classes"], "binary").classes == RAW["classes"]
+    with pytest.raises(ConfigError, match=r"no task 'three' under tasks \(tasks: binary, three"):
+        load_stage_params(path, ["classes"], "three")
+    # a typo deep inside an overlay stops the task's stage, by name
+    bad = with_value(RAW, "tasks.three_class.train.imgae_size", 96)
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=r"train\.imgae_size: unknown key"):
+        load_stage_params(path, ["train"], "three_class")
+    load_stage_params(path, ["train"], "binary")  # the default task does not read it
 
 
 @pytest.mark.parametrize(("key", "value", "says"), BAD, ids=[b[0] for b in BAD])

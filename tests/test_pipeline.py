@@ -20,9 +20,16 @@ from tests.servers import free_ports
 from tests.test_explain import shrink as shrink_explain
 from tests.test_remote import s3_remote, seaweedfs, write_local_config  # noqa: F401
 
+
+def task(stage: str) -> str:
+    """A stage every task runs, as DVC names the default task's (tasks/dvc.yaml)."""
+    return f"tasks/dvc.yaml:{stage}@binary"
+
+
 STAGES = [
-    "download", "prepare", "split", "audit", "train", "evaluate", "external_data", "external",
-    "slices", "robustness", "summary", "plots",
+    *map(task, ["download", "prepare", "split"]), "audit", "train",
+    *map(task, ["finder", "evaluate", "external_data", "external", "slices"]),
+    "robustness", "summary", "plots",
 ]  # fmt: skip
 
 
@@ -68,10 +75,17 @@ def make_repo(repo: Path, zip_path: Path) -> Path:
     repo.mkdir()
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    for folder in ("stages", "facemask", "data/label_reviews"):
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("tasks", "stages", "facemask", "data/label_reviews"):
+        shutil.copytree(
+            ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "dvc.lock")
+        )
+    # Every task's stages as defined, for the default task only (the others' data is real).
+    tasks = yaml.safe_load((ROOT / "tasks" / "dvc.yaml").read_text())
+    tasks["vars"][0]["task_dirs"] = {"binary": tasks["vars"][0]["task_dirs"]["binary"]}
+    (repo / "tasks" / "dvc.yaml").write_text(yaml.safe_dump(tasks, sort_keys=False))
     params = shrink_explain(tiny_params(zip_path))  # explain is run, but not looked at, here
     params["audit"]["folds"] = 2
+    params["tasks"] = {"binary": {}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "t@example.com"], repo)
@@ -144,7 +158,7 @@ def test_dvc_repro_param_changes_and_experiments(reproduced, repo):
     params["model"] = "resnet18"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran(run([*DVC, "repro", "--dry"], repo)) == ["audit", "train"]  # read `model`
-    after_train = ["evaluate", "external", "slices", "robustness", "summary", "plots"]
+    after_train = [*map(task, ["evaluate", "external", "slices"]), "robustness", "summary", "plots"]
     dry = run([*DVC, "repro", "--dry", "--force-downstream"], repo)
     assert ran(dry) == ["audit", "train", *after_train]  # and what their outputs feed
     run(["git", "checkout", "params.yaml"], repo)

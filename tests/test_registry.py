@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from dvc.repo import Repo
 
 from facemask.cli import main
 from tests.conftest import scene
@@ -31,7 +32,8 @@ def test_the_registry_names_the_classifier_the_pipeline_trains():
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     entry = spec["artifacts"]["mask-classifier"]
     assert entry["type"] == "model" and entry["desc"]
-    outs = {o for s in spec["stages"].values() for o in s.get("outs", []) if isinstance(o, str)}
+    with Repo(ROOT) as repo:  # every stage's outputs as DVC resolves them (foreach included)
+        outs = {o.fs_path.removeprefix(f"{ROOT}/") for st in repo.index.stages for o in st.outs}
     assert entry["path"] in outs  # a stage output, so `dvc push` sends it
     finder = spec["artifacts"]["face-finder"]["path"]  # predict reads it beside the model
     assert finder in outs and Path(finder).parent == Path(entry["path"]).parent
