@@ -162,7 +162,6 @@ class TrainParams(Section):
     image_size: Annotated[int, Field(ge=16)]
     pretrained: bool
     weights_path: str | list[str] | None
-    require_pretrained: bool
     batch_size: Positive
     class_weights: Literal["none", "balanced"]
     bf16_features: Literal["auto"] | bool

@@ -67,4 +67,4 @@ if __name__ == "__main__":
         params = load_stage_params(
             args.params, ["seed", "classes", "train", "cv", args.section], args.task
         )
-    main(params, args.splits, args.out, args.section)
+        main(params, args.splits, args.out, args.section)

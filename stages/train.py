@@ -144,4 +144,5 @@ if __name__ == "__main__":
         print(f"train: {launch.processes} x {launch.nodes} processes: {shlex.join(cmd)}",
               file=sys.stderr, flush=True)  # fmt: skip
         os.execv(cmd[0], cmd)
-    main(params, args.splits, args.model_out, args.history, args.metrics, args.synthetic)
+    with exit_on_error("train"):  # bad input in the run too (weights, splits): one line, exit 2
+        main(params, args.splits, args.model_out, args.history, args.metrics, args.synthetic)

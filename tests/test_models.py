@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
 import torchvision
 import yaml
 
+from facemask.models import factory
 from facemask.models.factory import (
     KNOWN_MODELS,
     ModelCard,
@@ -127,11 +132,34 @@ def test_weights_path_is_used_and_missing_file_is_an_error(tmp_path):
         create_model("resnet18", 2, weights_path=str(tmp_path / "nope.pth"))
 
 
-def test_require_pretrained_fails_offline():
-    with pytest.raises(WeightsError, match="resnet34"):
-        create_model("resnet34", 2, require_pretrained=True)
-    _, origin = create_model("resnet34", 2)
-    assert origin.startswith("none")
+def test_no_reachable_weights_stop_with_the_ways_out(monkeypatch):
+    # A net from random init must never report figures a user takes for a pretrained one's.
+    monkeypatch.setattr(factory, "hub_reachable", lambda: False)  # offline, on any machine
+    for name in ("resnet34", "facemask_cnn", "resnet18+facemask_cnn"):
+        with pytest.raises(WeightsError) as err:
+            create_model(name, 2)
+        text = str(err.value)
+        assert "train.weights_path" in text and "train.pretrained: false" in text, text
+        assert name.split("+")[0] in text
+    _, origin = create_model("resnet34", 2, pretrained=False)  # random init, asked for
+    assert origin == "none (random init)"
+
+
+def test_the_train_stage_offline_without_weights_exits_2_with_one_line(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["model"] = "resnet34"  # no weight wheel: the hub only
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "model.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.train", str(tmp_path / "splits"), "--model-out", str(out),
+         "--history", str(tmp_path / "h.csv"), "--metrics", str(tmp_path / "m.json"),
+         "--params", str(tmp_path / "params.yaml")],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "resnet34" in proc.stderr and "train.pretrained: false" in proc.stderr
+    assert not out.exists()
 
 
 def test_save_load_roundtrip(tmp_path):

@@ -71,7 +71,7 @@ def create_body(name: str, pretrained: bool = True) -> tuple[nn.Module, str]:
         raise ValueError(f"{name}: feature strides {body.feature_info.reduction()}, need {STRIDES}")
     origin = "none (random init)"
     if pretrained:
-        full, origin = create_model(name, num_classes=0, require_pretrained=True)
+        full, origin = create_model(name, num_classes=0)
         missing, _ = body.load_state_dict(full.state_dict(), strict=False)
         if missing:
             raise ValueError(f"{name}: ImageNet weights lack {len(missing)} body tensors")

