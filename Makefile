@@ -46,6 +46,7 @@ test-fast: install  ## skip the tests that run whole pipelines
 lint: install
 	$(BIN)/ruff check facemask stages tests benchmarks scripts
 	$(BIN)/ruff format --check facemask stages tests benchmarks scripts
+	$(BIN)/mypy  # the type hints of facemask/ and stages/ (pyproject.toml [tool.mypy])
 	$(BIN)/python -m facemask.results --check  # README result tables match the metrics files
 
 format: install

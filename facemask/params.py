@@ -380,36 +380,42 @@ class ExportParams(Section):
     warmup: Count
 
 
-class Params(Section):
-    """The whole file; a stage fills in only the sections it reads (the rest stay None)."""
+def _absent() -> Any:
+    """A section's default: None, for a section the stage did not ask for."""
+    return Field(default=None)
 
-    seed: Count | None = None
-    model: Annotated[str, Field(min_length=1)] | None = None
-    classes: Annotated[list[str], Field(min_length=2)] | None = None
-    data: DataParams | None = None
-    download: DownloadParams | None = None
-    prepare: PrepareParams | None = None
-    split: SplitParams | None = None
-    train: TrainParams | None = None
-    launch: LaunchParams | None = None
-    evaluate: EvaluateParams | None = None
-    slices: SlicesParams | None = None
-    robustness: RobustnessParams | None = None
-    plots: PlotsParams | None = None
-    explain: ExplainParams | None = None
-    audit: AuditParams | None = None
-    cv: CvParams | None = None
-    compare: CompareParams | None = None
-    compare_joined: CompareParams | None = None
-    scenes: ScenesParams | None = None
-    detect: DetectParams | None = None
-    fcos: FcosParams | None = None
-    fusion: FusionParams | None = None
-    scene_sources: dict[str, Source] | None = None
-    synthesize: SynthesizeParams | None = None
-    export: ExportParams | None = None
+
+class Params(Section):
+    """The whole file; a stage fills in only the sections it reads (the rest stay None:
+    typed as present, since a stage reads only the sections it asked stage_params for)."""
+
+    seed: Count = _absent()
+    model: Annotated[str, Field(min_length=1)] = _absent()
+    classes: Annotated[list[str], Field(min_length=2)] = _absent()
+    data: DataParams = _absent()
+    download: DownloadParams = _absent()
+    prepare: PrepareParams = _absent()
+    split: SplitParams = _absent()
+    train: TrainParams = _absent()
+    launch: LaunchParams = _absent()
+    evaluate: EvaluateParams = _absent()
+    slices: SlicesParams = _absent()
+    robustness: RobustnessParams = _absent()
+    plots: PlotsParams = _absent()
+    explain: ExplainParams = _absent()
+    audit: AuditParams = _absent()
+    cv: CvParams = _absent()
+    compare: CompareParams = _absent()
+    compare_joined: CompareParams = _absent()
+    scenes: ScenesParams = _absent()
+    detect: DetectParams = _absent()
+    fcos: FcosParams = _absent()
+    fusion: FusionParams = _absent()
+    scene_sources: dict[str, Source] = _absent()
+    synthesize: SynthesizeParams = _absent()
+    export: ExportParams = _absent()
     # Overlays, one per task beside the default (tasks/dvc.yaml): read through `--task`.
-    tasks: dict[str, dict[str, Any]] | None = None
+    tasks: dict[str, dict[str, Any]] = _absent()
 
     @field_validator("tasks")
     @classmethod
