@@ -56,6 +56,7 @@ def main(
         if engine is None:
             found = detector_boxes(picked, detector, bad)
         else:
+            assert isinstance(params, Params)  # read above, with the engine
             found = run_scenes(
                 picked,
                 engine,

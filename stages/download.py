@@ -36,9 +36,9 @@ def main(params: Mapping | Params, out: Path, sources: str = "data.sources") -> 
     out.mkdir(parents=True, exist_ok=True)
     manifest = {}
     for src in section(p, sources):
-        manifest[src.name] = fetch_source(
-            src, out / src.name, cache_dir() / "downloads", p.download
-        )
+        name = src.name
+        assert name is not None  # section() lets only named sources through
+        manifest[name] = fetch_source(src, out / name, cache_dir() / "downloads", p.download)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,8 @@ from facemask.config import exit_on_error, tune_malloc
 from facemask.data.images import open_image
 from facemask.data.scenes import list_scenes, read_scene_ids
 from facemask.detection.factory import create_detector
-from facemask.detection.fusion import fusion_sweep
+from facemask.detection.finders import TunedDetector
+from facemask.detection.fusion import FusedDetector, fusion_sweep
 from facemask.detection.operating import detect_scenes, most_found_within, threshold_sweep
 from facemask.params import FusionParams, ScenesParams, load_stage_params
 from facemask.runtime import use_free_cores
@@ -50,6 +52,7 @@ def main(
             detector, threads=1, scales=scales, upscale=sp.upscale,
             member_floor=p.member_floor, iou=p.ious[0], threshold=0.0,
         )  # fmt: skip
+        assert isinstance(fused, FusedDetector)  # the name joins detectors with +
         t0 = time.perf_counter()
         members = [[m.detect(rgb) for m in fused.members] for rgb in pictures]  # each run once
         ms[str(scales)] = round(1000 * (time.perf_counter() - t0) / len(scenes), 1)
@@ -57,7 +60,10 @@ def main(
         rows = fusion_sweep(members, shapes, truths, p.ious, p.thresholds)
         table += [{"scales": " ".join(f"{x:g}" for x in scales), **r} for r in rows]
 
-    reference = create_detector(p.reference, threshold=sp.threshold, upscale=sp.upscale, threads=1)
+    reference = cast(
+        TunedDetector,
+        create_detector(p.reference, threshold=sp.threshold, upscale=sp.upscale, threads=1),
+    )
     ref = threshold_sweep(detect_scenes(reference, pictures), truths, [reference.threshold])[0]
     reference.close()
     chosen = most_found_within(table, ref["false_boxes_per_scene"])

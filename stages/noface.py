@@ -8,6 +8,7 @@ import argparse
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ def main(
     scorer.model_sha256 = file_sha256(model_path)
     scorer.save(out)
     held = candidates(valid, detect.face_iou)
-    metrics = {
+    metrics: dict[str, Any] = {
         "train": _counts(train, rows),
         "valid": {
             **_counts(valid, held),

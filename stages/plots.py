@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from facemask.config import exit_on_error, tune_malloc
@@ -47,7 +48,11 @@ def main(
     x = Normalize(card.mean, card.std)(to_tensor(images))
     # CAMs for the predicted class: what made the model say what it said.
     targets = [card.classes.index(c) for c in chosen["predicted"]]
-    cams = compute_cams(model, x, layers, targets, p.cam_method) if len(chosen) else []
+    cams = (
+        compute_cams(model, x, layers, targets, p.cam_method)
+        if len(chosen)
+        else np.zeros((0, card.image_size, card.image_size), np.float32)  # no examples
+    )
     where = ", ".join(layers)
     title = f"{p.cam_method} on {card.model} at {where}, for the predicted class"
     grid = out / "gradcam.png"

@@ -10,6 +10,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def main(candidates: Path, detect: DetectParams, out: Path, metrics_json: Path) 
     refiner.save(out)
     boxes, scores, _, _ = matched_pairs(train, detect.face_iou)
     mean = refiner.offsets(boxes, scores).mean(0)  # what the terms add up to, on average
-    metrics = {
+    metrics: dict[str, Any] = {
         "detector": settings,
         "pairs": refiner.pairs,
         "offsets": {t: dict(zip(SIDES, np.round(w, 4).tolist(), strict=True))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from facemask.config import exit_on_error, tune_malloc
@@ -28,7 +28,7 @@ def main(
     scenes: str,
     metrics_json: Path,
     gallery: Path,
-    exclude: list[Path] = (),
+    exclude: Sequence[Path] = (),
     fmt: str = "auto",
     curves_dir: Path | None = None,
     noface: Path | None = None,

@@ -30,7 +30,7 @@ def main(
     params = stage_params(params, SECTIONS)
     sp = params.slices
     df = gather_predictions(test, external)
-    pairs = [tuple(p) for p in sp.intersections]
+    pairs = [(a, b) for a, b in sp.intersections]  # params: two columns each
     table = slice_table(
         df,
         list(FAMILIES) + sorted(c for c in df.columns if c.startswith("attr_")),

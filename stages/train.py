@@ -16,7 +16,7 @@ import pandas as pd
 
 from facemask.config import cache_dir, code_fingerprint, exit_on_error, seed_everything, tune_malloc
 from facemask.data.cache import Split, load_split
-from facemask.models.factory import ModelCard, create_for_training, save_model
+from facemask.models.factory import ModelCard, create_for_training, save_model, timm_net
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.training.distributed import close_distributed, init_distributed, torchrun_command
@@ -56,7 +56,7 @@ def main(
     seed_everything(params.seed)
     size = tp.image_size
     model, weights = create_for_training(params.model, len(classes), tp)
-    cfg = model.pretrained_cfg
+    cfg = timm_net(model).pretrained_cfg
     extra = [synthetic] if synthetic is not None else []
     train_df, train_x, train_y = load_split(splits / "train.csv", classes, size, extra)
     valid_df, valid_x, valid_y = load_split(splits / "valid.csv", classes, size)

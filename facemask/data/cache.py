@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import Pool
@@ -72,6 +72,7 @@ def load_images(
         work = partial(load_array, size=size)
         todo = [paths[i] for i in missing]
         workers = workers or os.cpu_count() or 1
+        arrays: Iterator[np.ndarray]
         with contextlib.ExitStack() as stack:
             if workers > 1 and len(todo) >= 64:
                 pool = stack.enter_context(Pool(workers))
@@ -108,7 +109,7 @@ def load_split(
 ) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor]:
     """A split's rows, its images (uint8 NCHW, from the decode cache) and label indices;
     the rows of the `extra` CSVs (synthetic pictures) follow the split's own."""
-    frames = []
+    frames: list[pd.DataFrame] = []
     for path in (csv, *extra):
         df = pd.read_csv(path)
         unknown = set(df["label"]) - set(classes)
@@ -129,6 +130,9 @@ def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 class Normalize(nn.Module):
     """uint8 NCHW in, normalised float channels_last out: done once per batch, in place."""
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()

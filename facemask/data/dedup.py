@@ -76,11 +76,11 @@ def _sampled_keys(columns: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Each hash's bits at `positions` (bit 0 = the first byte's high bit) as one integer,
     from `columns` (bytes x hashes): one 256-entry table look-up per byte sampled."""
     kind = np.uint32 if len(positions) <= 32 else np.uint64  # narrower keys sort faster
-    keys = np.zeros(columns.shape[1], dtype=kind)
-    values = np.arange(256, dtype=kind)
+    keys: np.ndarray = np.zeros(columns.shape[1], dtype=kind)
+    values: np.ndarray = np.arange(256, dtype=kind)
     for byte in np.unique(positions // 8):
         shifts = (7 - positions[positions // 8 == byte] % 8).astype(kind)
-        lut = np.zeros(256, dtype=kind)
+        lut: np.ndarray = np.zeros(256, dtype=kind)
         for shift in shifts:  # this byte's sampled bits, packed in sampling order
             lut = (lut << kind(1)) | ((values >> shift) & kind(1))
         keys = (keys << kind(len(shifts))) | lut[columns[byte]]

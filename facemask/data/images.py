@@ -92,8 +92,7 @@ def open_image(
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                rgb = to_rgb(img)
+                rgb = to_rgb(ImageOps.exif_transpose(img))
         except UnidentifiedImageError as err:
             raise ImageError("not an image PIL can identify") from err
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -115,7 +114,9 @@ def resize_square(img: Image.Image, size: int) -> np.ndarray:
     Face crops are squashed, not centre-cropped: a centre crop of a tall crop cuts
     off the chin, which is exactly where a mask sits.
     """
-    return np.asarray(img.resize((size, size), Image.BICUBIC, reducing_gap=3.0), dtype=np.uint8)
+    return np.asarray(
+        img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0), dtype=np.uint8
+    )
 
 
 def load_array(path: str | os.PathLike, size: int) -> np.ndarray:

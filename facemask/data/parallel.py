@@ -47,6 +47,7 @@ def _on_cluster(
 ) -> list[R]:
     """parallel_map on the Dask scheduler at `address`, a task per `chunksize` items."""
     try:
+        from dask.utils import parse_timedelta
         from distributed import Client, as_completed
     except ImportError as err:  # the optional extra `cluster`
         raise RuntimeError(
@@ -61,7 +62,8 @@ def _on_cluster(
         raise RuntimeError(f"prepare.cluster: no Dask scheduler at {address!r} ({err})") from err
     with client:
         try:  # a scheduler without workers would leave the tasks waiting for ever
-            client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+            # the same seconds it would parse from the string itself
+            client.wait_for_workers(1, timeout=parse_timedelta(CONNECT_TIMEOUT))
         except TimeoutError as err:
             raise RuntimeError(f"prepare.cluster: no Dask workers at {address!r}") from err
         cwd = [os.getcwd()] * len(chunks)

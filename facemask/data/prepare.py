@@ -227,7 +227,11 @@ def list_candidates(
         bad = [
             Crop(None, None, "", why, where) for where, why in map(_split_reason, unreadable)
         ] + bad
-    cands = [Candidate(c.path, c.label, src.name, scene=f"{src.name}/{c.scene}") for c in crops]
+    cands = []
+    for c in crops:
+        # cut_scenes returns rejected boxes apart: each crop has its file and label
+        assert c.path is not None and c.label is not None
+        cands.append(Candidate(c.path, c.label, src.name, scene=f"{src.name}/{c.scene}"))
     rejected = [
         {"path": c.origin, "source": src.name, "label": c.label or "", "reason": c.reason}
         for c in bad

@@ -7,6 +7,7 @@ applies them. Nothing is relabelled automatically.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def read_label_reviews(path: Path, classes: list[str], source: str | None = None
 
 
 def load_label_reviews(
-    files: dict[str, str] | None, index: pd.DataFrame, classes: list[str]
+    files: Mapping[str, str] | None, index: pd.DataFrame, classes: list[str]
 ) -> tuple[pd.DataFrame, list[str]]:
     """The reviews of every source the index holds, and the named sources it does not hold.
 

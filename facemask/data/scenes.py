@@ -101,8 +101,8 @@ def read_yolo(txt: Path, images: Path, names: list[str]) -> Scene:
         if not line.strip():
             continue
         try:
-            k, cx, cy, w, h = line.split()[:5]
-            k, cx, cy, w, h = int(k), float(cx), float(cy), float(w), float(h)
+            fk, fcx, fcy, fw, fh = line.split()[:5]
+            k, cx, cy, w, h = int(fk), float(fcx), float(fcy), float(fw), float(fh)
         except ValueError as err:
             raise AnnotationError(f"line {n}: not `class cx cy w h`: {line!r}") from err
         if not 0 <= k < len(names):

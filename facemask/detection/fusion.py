@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from facemask.detection.finders import Detection, FaceDetector
+from facemask.detection.finders import Detection, FaceDetector, as_box
 from facemask.detection.operating import as_arrays, threshold_sweep
 
 
@@ -39,10 +39,7 @@ def fuse_boxes(
     fused, fused_scores, _ = weighted_boxes_fusion(
         boxes, scores, labels, weights=weights, iou_thr=iou
     )
-    out = [
-        (tuple(float(v) for v in b * scale), float(s))
-        for b, s in zip(fused, fused_scores, strict=True)
-    ]
+    out = [(as_box(b * scale), float(s)) for b, s in zip(fused, fused_scores, strict=True)]
     return sorted(out, key=lambda d: -d[1])
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facemask.detection.finders import Detection, FaceDetector
+from facemask.detection.finders import Detection, FaceDetector, as_box
 from facemask.detection.scoring import SceneResult, box_iou, match_boxes
 
 TERMS = ("bias", "log side", "score")  # the columns of design()
@@ -122,7 +122,7 @@ class RefinedDetector:
         scores = np.array([s for _, s in found], np.float64)
         h, w = rgb.shape[:2]
         moved = np.clip(self.refiner.apply(boxes, scores), 0, [w, h, w, h])
-        return [(tuple(float(v) for v in b), s) for b, (_, s) in zip(moved, found, strict=True)]
+        return [(as_box(b), s) for b, (_, s) in zip(moved, found, strict=True)]
 
     def close(self) -> None:
         if hasattr(self.member, "close"):

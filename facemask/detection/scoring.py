@@ -255,7 +255,9 @@ def map50(
     from pycocotools.cocoeval import COCOeval
 
     cat = {c: i + 1 for i, c in enumerate(classes)}
-    images, anns, dets = [], [], []
+    images: list[dict] = []
+    anns: list[dict] = []
+    dets: list[dict] = []
     for i, r in enumerate(results, start=1):
         images.append({"id": i})
         for (x0, y0, x1, y1), name in zip(r.truth, r.names, strict=True):

@@ -15,13 +15,16 @@ from sklearn.metrics import (
 
 MAX_POINTS = 200  # per curve: a smooth plot, a small CSV
 
+# class indices or class names, as a list or an array
+Labels = Sequence | np.ndarray
 
-def _label_indices(labels: Sequence, classes: Sequence[str]) -> np.ndarray:
+
+def _label_indices(labels: Labels, classes: Sequence[str]) -> np.ndarray:
     """Class indices, whether labels come as indices or as class names."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind in "iu":
-        return labels
-    return np.array([list(classes).index(c) for c in labels], dtype=np.int64)
+    y = np.asarray(labels)
+    if y.dtype.kind in "iu":
+        return y
+    return np.array([list(classes).index(c) for c in y], dtype=np.int64)
 
 
 def _thin(table: pd.DataFrame) -> pd.DataFrame:
@@ -32,13 +35,13 @@ def _thin(table: pd.DataFrame) -> pd.DataFrame:
     return table.iloc[keep].reset_index(drop=True)
 
 
-def _one_vs_rest(labels: Sequence, classes: Sequence[str]) -> dict[str, np.ndarray]:
+def _one_vs_rest(labels: Labels, classes: Sequence[str]) -> dict[str, np.ndarray]:
     y = _label_indices(labels, classes)
     return {c: y == i for i, c in enumerate(classes)}
 
 
 def roc_curves(
-    probs: np.ndarray, labels: Sequence, classes: Sequence[str]
+    probs: np.ndarray, labels: Labels, classes: Sequence[str]
 ) -> dict[str, pd.DataFrame]:
     """fpr, tpr, threshold per class (the first threshold is inf: nothing called positive).
     A class absent from the labels, or the only one present, gets an empty table."""
@@ -52,9 +55,7 @@ def roc_curves(
     return out
 
 
-def pr_curves(
-    probs: np.ndarray, labels: Sequence, classes: Sequence[str]
-) -> dict[str, pd.DataFrame]:
+def pr_curves(probs: np.ndarray, labels: Labels, classes: Sequence[str]) -> dict[str, pd.DataFrame]:
     """precision, recall, threshold per class; the closing point (recall 0, precision 1) has
     threshold inf. A class absent from the labels gets an empty table."""
     out = {}
@@ -68,7 +69,7 @@ def pr_curves(
     return out
 
 
-def curve_metrics(probs: np.ndarray, labels: Sequence, classes: Sequence[str]) -> dict:
+def curve_metrics(probs: np.ndarray, labels: Labels, classes: Sequence[str]) -> dict:
     """{class: {roc_auc, average_precision}}, one-vs-rest, rounded to 6 places; None where
     a class is absent from the labels (ROC AUC also where it is the only one present)."""
     out = {}

@@ -46,11 +46,14 @@ def _downscale(images: np.ndarray, size: float) -> np.ndarray:
     small = (max(1, round(w * scale)), max(1, round(h * scale)))
     # PIL's BILINEAR widens its footprint when shrinking (antialiased), as browsers do.
     return _per_image(
-        images, lambda im: im.resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR)
+        images,
+        lambda im: im.resize(small, Image.Resampling.BILINEAR).resize(
+            (w, h), Image.Resampling.BILINEAR
+        ),
     )
 
 
-def _jpeg(im: Image.Image, quality: int) -> Image.Image:
+def _jpeg(im: Image.Image, quality: float) -> Image.Image:
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=int(quality))
     return Image.open(io.BytesIO(buf.getvalue())).convert(im.mode)
@@ -90,6 +93,7 @@ def corrupt(images: np.ndarray, name: str, severity: float | None, seed: int = 0
         raise ValueError(f"unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS)}")
     if _is_identity(images, name, severity) or not len(images):
         return images.copy()
+    assert severity is not None  # None is the identity, copied above
     if name == "downscale":
         return _downscale(images, severity)
     if name == "blur":

@@ -153,14 +153,19 @@ def slice_summary(table: pd.DataFrame) -> dict[str, dict]:
         ok = t[~t["small"].astype(bool)]
         worst = ok.loc[ok["accuracy"].idxmin()] if len(ok) else None
         best = ok.loc[ok["accuracy"].idxmax()] if len(ok) >= 2 else None
-        lo, hi = (worst["accuracy"], best["accuracy"]) if best is not None else (None, None)
+        gap: float | None = None
+        ratio: float | None = None
+        if best is not None and worst is not None:  # 2+ ranked slices: both are set
+            lo, hi = worst["accuracy"], best["accuracy"]
+            gap = round(float(hi - lo), 6)
+            ratio = None if hi == 0 else round(float(lo / hi), 6)
         out[family] = {
             "worst_slice": None if worst is None else worst["slice"],
             "worst_accuracy": None if worst is None else float(worst["accuracy"]),
             "worst_n": None if worst is None else int(worst["n"]),
             "best_slice": None if best is None else best["slice"],
-            "gap": None if best is None else round(float(hi - lo), 6),
-            "ratio": None if best is None or hi == 0 else round(float(lo / hi), 6),
+            "gap": gap,
+            "ratio": ratio,
             "ranked": len(ok),
             "flagged": int(t["small"].astype(bool).sum()),
         }

@@ -286,7 +286,9 @@ def compute_road(
     outputs = [ClassifierOutputSoftmaxTarget(t) for t in targets]
     cams = break_ties(cams, seed)
     with torch.no_grad():
-        base = np.float32([t(o).numpy() for t, o in zip(outputs, model(x), strict=True)])
+        base = np.array(
+            [t(o).numpy() for t, o in zip(outputs, model(x), strict=True)], dtype=np.float32
+        )
     scores = {}
     for key, metric in (("morf", ROADMostRelevantFirst), ("lerf", ROADLeastRelevantFirst)):
         rows = []

@@ -35,7 +35,7 @@ def plot_confusion(
 
 
 def plot_grid(
-    tiles: Sequence[np.ndarray],
+    tiles: Sequence[np.ndarray | None],
     captions: Sequence[str],
     path: str | os.PathLike,
     columns: int = 6,

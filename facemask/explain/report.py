@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import pandas as pd
@@ -139,7 +140,8 @@ def plot_cam_grid(
 ) -> None:
     """Rows: each class, correct then wrong; tiles: the CAM on the image, the first
     `per_cell` of each cell in sample order (the plots and explain stages' grids)."""
-    tiles, captions, colors, labels = [], [], [], []
+    tiles: list[np.ndarray | None] = []
+    captions, colors, labels = [], [], []
     correct = (sample["label"] == sample["predicted"]).to_numpy()
     for c in classes:
         for ok, name in ((True, "correct"), (False, "wrong")):
@@ -246,6 +248,10 @@ def road_rows(method: str, percentiles: list[int], road: dict) -> list[dict]:
     return rows
 
 
+@overload
+def rounded(value: dict) -> dict: ...
+@overload
+def rounded(value: object) -> object: ...
 def rounded(value: object) -> object:
     """Floats rounded for stable, readable JSON; NaN as null."""
     if isinstance(value, dict):
@@ -294,6 +300,7 @@ def explain_cams(
             "cam_mult_change": float(compute_cam_mult_change(model, x, cams, targets).mean()),
             "lower_face_share": {r["class"]: r["lower_share"] for r in shares},
         }
+    assert first is not None  # params: cam_methods has at least one method
     return metrics, road_table, share_table, first
 
 

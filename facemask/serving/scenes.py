@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from PIL import Image, ImageDraw
 from facemask.data.images import open_image
 from facemask.data.voc import Scene
 from facemask.detection.factory import create_detector, create_finder, finder_name, read_finder
-from facemask.detection.finders import FaceDetector
+from facemask.detection.finders import FaceDetector, TunedDetector
 from facemask.detection.fusion import FusedDetector
 from facemask.detection.scoring import SceneResult, scene_metrics, scene_pictures
 from facemask.params import ScenesParams
@@ -120,6 +121,12 @@ def evaluate_scenes(
     return results, metrics
 
 
+class _OneScale(TunedDetector, Protocol):
+    """A detector that looks at one enlargement of the picture (not a fused one)."""
+
+    upscale: float
+
+
 def chain_detector(
     sp: ScenesParams, rescorer, noface: Path | None, name: str | None, finder: Path | None
 ) -> tuple[FaceDetector, dict]:
@@ -144,12 +151,13 @@ def chain_detector(
         name = name or finder_name(read_finder(finder), finder.parent)
         detector = create_finder(finder, name, threads=1)
     else:
+        assert name is not None  # finder and name both None returned above
         detector = create_detector(name, threads=1)
-    settings = {"detector": name, "threshold": detector.threshold}
+    settings = {"detector": name, "threshold": cast(TunedDetector, detector).threshold}
     if isinstance(detector, FusedDetector):
         settings["iou"] = detector.iou
     else:
-        settings["upscale"] = detector.upscale
+        settings["upscale"] = cast(_OneScale, detector).upscale
     return detector, settings
 
 

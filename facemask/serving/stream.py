@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from facemask.data.images import resize_square
-from facemask.detection.finders import Detection, FaceDetector
+from facemask.detection.finders import Detection, FaceDetector, as_box
 from facemask.serving.annotate import UNCERTAIN, draw_faces
 from facemask.serving.crops import face_crops
 from facemask.serving.engines import Engine
@@ -98,13 +98,16 @@ def answer_frames(
     pending: list[tuple[Frame, list[Detection], np.ndarray]] = []
     waiting = 0
     for frame in frames:
-        h, w = frame.image.shape[:2]
+        image = frame.image
+        if image is None:
+            raise ValueError(f"{frame.source}: frame pixels were dropped, nothing to answer")
+        h, w = image.shape[:2]
         if detector is None:
             found = [((0.0, 0.0, float(w), float(h)), 1.0)]
-            crops = resize_square(Image.fromarray(frame.image), size)[None]
+            crops = resize_square(Image.fromarray(image), size)[None]
         else:
-            found = detector.detect(frame.image)
-            crops = face_crops(frame.image, [box for box, _ in found], margin, size)
+            found = detector.detect(image)
+            crops = face_crops(image, [box for box, _ in found], margin, size)
         if not keep_images:
             frame.image = None
         pending.append((frame, found, crops))
@@ -146,17 +149,18 @@ def _classify(
     for frame, found, _ in pending:
         faces, dropped = [], 0
         for box, score in found:
-            if face_p is not None and face_p[k] < rescorer.threshold:
+            # face_p is only set when a rescorer ran
+            if face_p is not None and rescorer is not None and face_p[k] < rescorer.threshold:
                 dropped += 1
             else:
                 faces.append(
                     Face(
-                        tuple(map(float, box)),
+                        as_box(box),
                         float(score),
                         probs[k],
                         labels[k],
                         None if face_p is None else float(face_p[k]),
-                        feats[k] if keep_features else None,
+                        feats[k] if keep_features and feats is not None else None,
                     )
                 )
             k += 1
@@ -242,6 +246,7 @@ class AnnotationWriter:
             rate = f.rate if f.rate and math.isfinite(f.rate) else 25.0
             self._video, self._video_source = VideoWriter(path, rate), f.source
             self.written.append(path)
+        assert self._video is not None  # opened above for this source
         self._video.write(np.asarray(picture))
 
     def _close_video(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TypedDict, Unpack
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -90,8 +90,17 @@ class IouTracker:
         return tracks
 
 
+class TrackerSettings(TypedDict, total=False):
+    """IouTracker's keyword arguments."""
+
+    min_iou: float
+    max_gap: int
+
+
 def track_answers(
-    answers: Iterable[Answer], on_tracks: Callable[[list[Track]], None], **tracker: float
+    answers: Iterable[Answer],
+    on_tracks: Callable[[list[Track]], None],
+    **tracker: Unpack[TrackerSettings],
 ) -> Iterator[Answer]:
     """Pass the answers through unchanged, tracking the faces of each video (frames with a
     time); `on_tracks` gets a video's tracks when its last frame has gone by."""

@@ -8,8 +8,12 @@ import re
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from av.video.stream import VideoStream
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"}
 
@@ -105,7 +109,7 @@ class VideoWriter:
         self._container = av.open(str(path), mode="w")
         # A rate like 29.97 must stay exact for the time stamps: a fraction, not a float.
         self._rate = Fraction(rate).limit_denominator(1001)
-        self._stream = None
+        self._stream: VideoStream | None = None
 
     def write(self, rgb: np.ndarray) -> None:
         import av

@@ -84,7 +84,8 @@ def template(
     elif kind == "ffp2":
         colour = _rgb(rng, _FFP2)
     elif kind == "black":
-        colour = tuple(int(c) for c in rng.integers(15, 50, size=1).repeat(3))
+        grey = int(rng.integers(15, 50, size=1)[0])
+        colour = (grey, grey, grey)
     else:
         colour = _rgb(rng)
     img = Image.new("RGB", CANVAS, colour)
@@ -95,7 +96,7 @@ def template(
             raise ValueError("the `real` mask template needs a texture cut from a with_mask crop")
         img = (
             texture.convert("RGB")
-            .resize(CANVAS, Image.BILINEAR)
+            .resize(CANVAS, Image.Resampling.BILINEAR)
             .filter(ImageFilter.GaussianBlur(2))
         )
         draw = ImageDraw.Draw(img)
@@ -200,8 +201,8 @@ def warp_onto(
     w, h = CANVAS
     coeffs = _perspective(np.array([[0, 0], [w, 0], [w, h], [0, h]], float), quad)
     return (
-        rgb.transform(size, Image.PERSPECTIVE, coeffs, Image.BILINEAR),
-        alpha.transform(size, Image.PERSPECTIVE, coeffs, Image.BILINEAR),
+        rgb.transform(size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR),
+        alpha.transform(size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR),
     )
 
 
@@ -413,9 +414,9 @@ def _finish(
     a = np.asarray(layer_a.filter(ImageFilter.GaussianBlur(1.2)), dtype=np.float32)[..., None] / 255
     crop_size = crop.size
     out = Image.fromarray(np.clip(over * a + face * (1 - a), 0, 255).astype(np.uint8)).resize(
-        crop_size, Image.LANCZOS
+        crop_size, Image.Resampling.LANCZOS
     )
-    small_a = np.asarray(layer_a.resize(crop_size, Image.BILINEAR)) > 127
+    small_a = np.asarray(layer_a.resize(crop_size, Image.Resampling.BILINEAR)) > 127
     base = np.asarray(crop.convert("RGB"))
     target = _sharpness(base, small_a)
     best, best_gap = out, abs(_sharpness(np.asarray(out), small_a) - target)
@@ -437,7 +438,7 @@ def working_copy(crop: Image.Image) -> tuple[Image.Image, float]:
     """The crop enlarged (never shrunk) so its longer side is about WORK_SIDE, and the factor."""
     scale = max(1.0, WORK_SIDE / max(crop.size))
     size = (round(crop.width * scale), round(crop.height * scale))
-    return crop.resize(size, Image.BICUBIC), scale
+    return crop.resize(size, Image.Resampling.BICUBIC), scale
 
 
 def _box(alpha: np.ndarray, scale: float) -> tuple[int, int, int, int]:

@@ -71,9 +71,9 @@ class FaceFrame:
         """The same face in a picture enlarged `scale` times."""
         return FaceFrame(
             Landmarks(
-                tuple(self.point(-0.5, 0) * scale),  # type: ignore[arg-type]
-                tuple(self.point(0.5, 0) * scale),  # type: ignore[arg-type]
-                tuple(self.nose_point * scale),  # type: ignore[arg-type]
+                tuple(self.point(-0.5, 0) * scale),
+                tuple(self.point(0.5, 0) * scale),
+                tuple(self.nose_point * scale),
             )
         )
 

@@ -66,15 +66,15 @@ def plan(
     # masks, so the drawn look says nothing of the class (with one correct placement and
     # three wrong ones, half the masks are worn correctly).
     by_label: dict[str, list[str]] = {}
-    for placement, label in params.placements.items():
+    for worn, label in params.placements.items():
         if label is not None:
-            by_label.setdefault(label, []).append(placement)
+            by_label.setdefault(label, []).append(worn)
     labels = sorted(by_label)
     templates = [t for t in params.templates if t != "real" or textures]
     jobs = []
     for row in faces.itertuples(index=False):
         rng = np.random.default_rng([seed, int(row.sha256[:12], 16)])
-        draws = []
+        draws: list[tuple[str, str, str, str | None]] = []
         for _ in range(params.masks_per_face if labels else 0):
             label = labels[int(rng.integers(len(labels)))]
             placement = by_label[label][int(rng.integers(len(by_label[label])))]

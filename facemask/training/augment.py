@@ -7,8 +7,10 @@ import io
 import json
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from PIL import Image, ImageFilter
 from torch import nn
@@ -96,10 +98,10 @@ DEGRADE_DEFAULTS: dict = {
     "hflip": 0.5,
 }
 _RESAMPLE = (
-    Image.NEAREST,
-    Image.BILINEAR,
-    Image.BICUBIC,
-    Image.BOX,
+    Image.Resampling.NEAREST,
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.BOX,
 )  # what cameras and browsers use
 
 
@@ -118,7 +120,8 @@ def degrade(image: np.ndarray, rng: np.random.Generator, cfg: dict | None = None
             im = im.resize(small, down).resize((w, h), up)
     if rng.random() < c["p_blur"]:
         im = im.filter(ImageFilter.GaussianBlur(rng.uniform(*c["blur"])))
-    x = np.asarray(im, dtype=np.float32)
+    # float32 from here; float64 once noise (drawn in float64) is added.
+    x: npt.NDArray[np.floating[Any]] = np.asarray(im, dtype=np.float32)
     if rng.random() < c["p_desaturate"]:
         grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         t = rng.uniform(*c["desaturate"])

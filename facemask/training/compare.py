@@ -17,7 +17,13 @@ from facemask.config import code_fingerprint
 from facemask.data.cache import Normalize, Split
 from facemask.data.split import group_folds
 from facemask.evaluation.metrics import classification_metrics
-from facemask.models.factory import create_model, members, model_cfg, wheel_weights_path
+from facemask.models.factory import (
+    create_model,
+    members,
+    model_cfg,
+    timm_net,
+    wheel_weights_path,
+)
 from facemask.models.predict import predict_logits
 from facemask.params import Params, TrainParams
 from facemask.training.train import transfer_learn
@@ -100,7 +106,7 @@ def run_fold(
     model, source = create_model(cfg.model, len(classes), cfg.weights == "pretrained")
     model = model.to(memory_format=torch.channels_last)
     history, seconds = transfer_learn(model, train, valid, tp, len(classes), store_root, seed)
-    mcfg = model.pretrained_cfg
+    mcfg = timm_net(model).pretrained_cfg
     _, first = np.unique(test_copies, return_index=True)
     logits = predict_logits(model, test.images[first], Normalize(mcfg["mean"], mcfg["std"]))
     truth = [classes[i] for i in test.labels[first]]
@@ -148,7 +154,7 @@ def run_cv_fold(
     folds: np.ndarray,
     f: int,
     classes: list[str],
-    tp: dict,
+    tp: TrainParams,
     store_root: Path,
     seed: int,
 ) -> dict:

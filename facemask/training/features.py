@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from facemask.config import code_fingerprint
 from facemask.data.cache import ArrayStore, Normalize, Split
-from facemask.models.factory import backbone_fingerprint
+from facemask.models.factory import backbone_fingerprint, timm_net
 from facemask.models.predict import fast_forward
 from facemask.runtime import refresh_threads
 from facemask.training.distributed import (
@@ -72,6 +73,8 @@ def compute_features(
         refresh_threads()
         x = images[i : i + batch_size] if index is None else images[index[i : i + batch_size]]
         if transform is not None:
+            if keys is None:
+                raise ValueError("compute_features: a transform needs the images' keys")
             x = transform(x, keys[i : i + batch_size])
         x = x.to(device)
         # Flip the uint8 batch, before Normalize: flipping after it would turn the
@@ -82,7 +85,7 @@ def compute_features(
                 forward = fast_forward(model, x, pooled=True)
             feats = forward(x)
         out.append(feats.float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.num_features)
+    return torch.cat(out) if out else torch.zeros(0, timm_net(model).num_features)
 
 
 def cached_features(
@@ -108,8 +111,8 @@ def cached_features(
     """
     name = view[0] if view else ("flip" if flip else "orig")
     transform = view[1] if view else None  # None with a name: images already transformed
-    view = name + ("-bf16" if bf16 else "")
-    found = [store.get(f"{k}-{view}") for k in keys]
+    tag = name + ("-bf16" if bf16 else "")
+    found = [store.get(f"{k}-{tag}") for k in keys]
     is_missing = torch.tensor([f is None for f in found], dtype=torch.bool)
     if world_size() > 1:
         # Machines have their own stores: compute what any of them lacks, so that
@@ -124,7 +127,7 @@ def cached_features(
             norm,
             batch_size,
             flip,
-            f"features/{view}",
+            f"features/{tag}",
             bf16,
             transform,
             [keys[j] for j in share],
@@ -135,14 +138,17 @@ def cached_features(
         for i, f in zip(missing, new.numpy(), strict=True):
             found[i] = f
             if write:
-                store.put(f"{keys[i]}-{view}", f)
-    return torch.from_numpy(np.stack(found)) if found else torch.zeros(0, model.num_features)
+                store.put(f"{keys[i]}-{tag}", f)
+    rows = cast(list[np.ndarray], found)  # every row: found in the store or computed above
+    return (
+        torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, timm_net(model).num_features)
+    )
 
 
 def feature_store(root: Path, name: str, model: nn.Module, size: int) -> ArrayStore:
     """Where a frozen backbone's features live: keyed by its weights, size, normalisation and
     the code that computes them (this module, the image decoder, the model factory...)."""
-    cfg = model.pretrained_cfg
+    cfg = timm_net(model).pretrained_cfg
     norm_key = hashlib.sha256(repr((tuple(cfg["mean"]), tuple(cfg["std"]))).encode()).hexdigest()
     code = code_fingerprint(__name__)
     parts = [name, backbone_fingerprint(model), str(size), norm_key[:8], code]
@@ -171,14 +177,12 @@ def feature_sources(root: Path, model: nn.Module, size: int) -> list[FeatureSour
     """
     branches = getattr(model, "backbones", None)
     parts = list(branches) if isinstance(branches, nn.ModuleList) else [model]
-    return [
-        FeatureSource(
-            m,
-            Normalize(m.pretrained_cfg["mean"], m.pretrained_cfg["std"]),
-            feature_store(root, m.pretrained_cfg["architecture"], m, size),
-        )
-        for m in parts
-    ]
+    sources = []
+    for m in parts:
+        cfg = timm_net(m).pretrained_cfg
+        norm = Normalize(cfg["mean"], cfg["std"])
+        sources.append(FeatureSource(m, norm, feature_store(root, cfg["architecture"], m, size)))
+    return sources
 
 
 def frozen_features(
@@ -229,7 +233,8 @@ def _shared_view_features(
         if world_size() > 1:  # every process must transform what any of them will compute
             lacking = any_across(lacking)
         if not lacking.any():  # all cached (every warm run): use what was just read
-            parts.append(torch.cat([torch.from_numpy(np.stack(f)) for f in found], 1))
+            rows = cast(list[list[np.ndarray]], found)  # none lacking: all found
+            parts.append(torch.cat([torch.from_numpy(np.stack(f)) for f in rows], 1))
             continue
         images = transform(images, keys)
         parts.append(
@@ -243,5 +248,5 @@ def _shared_view_features(
                 1,
             )
         )
-    width = sum(s.module.num_features for s in sources)
+    width = sum(timm_net(s.module).num_features for s in sources)
     return torch.cat(parts) if parts else torch.zeros(0, width)

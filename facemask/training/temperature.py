@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 
 from facemask.data.cache import Split
 from facemask.evaluation.calibration import fit_temperature
+from facemask.models.factory import timm_net
 from facemask.params import TrainParams
 from facemask.training.augment import Transform, named_degraded_view
 from facemask.training.features import feature_sources, frozen_features, use_bf16
@@ -34,7 +36,7 @@ def head_logits(
     features = frozen_features(
         sources, split, tp.batch_size, bf16=use_bf16(tp.bf16_features), view=view
     )
-    return model.get_classifier()(features)
+    return timm_net(model).get_classifier()(features)
 
 
 def valid_temperature(
@@ -94,5 +96,6 @@ def tune_offset(
     logp = torch.log_softmax(logits / temperature, dim=1).numpy()
     offset = best_offset(logp, valid.labels.numpy(), k)
     with torch.no_grad():
-        model.get_classifier().bias[k] += offset * temperature
+        head = cast(nn.Linear, timm_net(model).get_classifier())  # the trained linear head
+        head.bias[k] += offset * temperature
     return offset

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from facemask.data.cache import Normalize, Split
+from facemask.models.factory import timm_net
 from facemask.models.predict import predict_logits
 from facemask.params import HeadParams, TrainParams
 from facemask.runtime import refresh_threads
@@ -184,6 +186,8 @@ def fit_head(
         )
         if stopper.step(epoch, valid_loss, head):
             break
+    if stopper.best_state is None:  # no epoch ran, or the valid loss was never a number
+        raise ValueError(f"fit_head: no epoch improved the valid loss ({epochs} epochs)")
     head.load_state_dict(stopper.best_state)
     return history
 
@@ -228,7 +232,7 @@ def _optimizer(
         p.requires_grad_(True)
     for p in early_layers(model, freeze):
         p.requires_grad_(False)
-    head_params = list(model.get_classifier().parameters())
+    head_params = list(timm_net(model).get_classifier().parameters())
     head_ids = {id(p) for p in head_params}
     body_params = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
     return torch.optim.AdamW(
@@ -339,7 +343,9 @@ class _Epochs:
         data = TensorImages(images, labels, augment)
         # Rank r takes every N-th sample of one shared permutation, so step k's global batch
         # is the same set of samples for any N (with N=1 it is the whole permutation).
-        sampler = DistributedSampler(data, num_replicas=world, rank=rank(), shuffle=True, seed=seed)
+        sampler: DistributedSampler[int] = DistributedSampler(
+            data, num_replicas=world, rank=rank(), shuffle=True, seed=seed
+        )
         share = batch_size // world
         micro = min(micro_batch_size or share, share)
         steps = _step_batches(
@@ -397,7 +403,9 @@ class _Epochs:
             last = j == len(step) - 1
             # Gradients are exchanged once per step, after the last micro-batch.
             sync = (
-                contextlib.nullcontext() if last or self.net is self.model else self.net.no_sync()
+                contextlib.nullcontext()
+                if last or self.net is self.model
+                else cast(DistributedDataParallel, self.net).no_sync()  # not the model: DDP
             )
             with sync:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
@@ -586,7 +594,7 @@ def transfer_learn(
     model.cpu()  # the head trains on the CPU, next to its features
     t1 = time.perf_counter()
     history = fit_head(
-        model.get_classifier(),
+        cast(nn.Linear, timm_net(model).get_classifier()),  # n_classes outputs: a Linear
         f_train,
         y_head,
         f_valid,
@@ -600,7 +608,7 @@ def transfer_learn(
     del f_train, f_valid, y_head
     ft = tp.finetune
     if ft.epochs > 0:
-        cfg = model.pretrained_cfg
+        cfg = timm_net(model).pretrained_cfg
         augment = ft.augment.model_dump()
         history += fine_tune(
             model,
