@@ -1,6 +1,6 @@
-"""The `facemask` command: predict (pictures, folders, videos), list backbones and their
-weights, compose task and recipe configurations into params.yaml. Each subcommand is one
-`cmd_<name>` function and one parser."""
+"""The `facemask` command: predict (pictures, folders, videos), serve a model over HTTP, list
+backbones and their weights, compose task and recipe configurations into params.yaml. Each
+subcommand is one `cmd_<name>` function and one parser."""
 
 from __future__ import annotations
 
@@ -461,6 +461,70 @@ def add_evaluate_scenes_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_evaluate_scenes)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The HTTP service and its camera page (facemask.serving.http) until interrupted."""
+    import uvicorn
+
+    from facemask.config import exit_on_error
+    from facemask.serving.http import create_app
+
+    detector = None if args.crops else args.detector or "finder"
+    with exit_on_error("facemask serve"):
+        if args.crops and (args.detector or args.finder):
+            raise ValueError("--crops answers whole pictures: not with --detector or --finder")
+        app = create_app(
+            args.model,
+            detector=detector,
+            finder=args.finder,
+            threshold=args.threshold,
+            upscale=args.upscale,
+            max_bytes=args.max_bytes,
+            max_pixels=args.max_pixels,
+        )
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"facemask serve: {args.model} at http://{host}:{args.port}/", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    from facemask.serving.http import MAX_BYTES, MAX_PIXELS
+
+    s = sub.add_parser(
+        "serve",
+        help="an HTTP service over the model (POST /predict) and a page for photos and the camera",
+        description="Load MODEL (and its face finder) once and answer HTTP: POST /predict takes a"
+        " picture (multipart field `file`, or the raw body) and returns its faces as JSON;"
+        " GET /health, GET /model; GET / is a page that sends a photo or the camera's frames and"
+        " draws the answers. Exit 2 on a bad model or finder file.",
+    )
+    s.add_argument("model", type=Path, help="a trained model (models/model.safetensors)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    s.add_argument("--port", type=_positive, default=8000, help="port (default: 8000)")
+    s.add_argument(
+        "--crops", action="store_true", help="every picture is one face crop: no face detection"
+    )
+    _add_finder(s)
+    s.add_argument("--threshold", type=_unit, help="0-1 (default: the finder file's)")
+    s.add_argument("--upscale", type=_at_least_one, help="default: the finder file's")
+    s.add_argument(
+        "--max-bytes",
+        type=_positive,
+        default=MAX_BYTES,
+        help=f"largest upload in bytes; larger ones get 413 (default: {MAX_BYTES:,})",
+    )
+    s.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=MAX_PIXELS,
+        help=f"largest picture in pixels (width x height); more get 413 (default: {MAX_PIXELS:,})",
+    )
+    s.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    s.set_defaults(func=cmd_serve)
+
+
 def _unit(text: str) -> float:
     value = _number(text)
     if not 0 <= value <= 1:
@@ -533,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(func=cmd_evaluate)
     add_evaluate_scenes_parser(sub)
+    add_serve_parser(sub)
     m = sub.add_parser("models", help="list checked backbones and where their weights come from")
     m.set_defaults(func=cmd_models)
     r = sub.add_parser(
