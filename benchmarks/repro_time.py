@@ -121,13 +121,15 @@ def outputs_as_committed(clone: Path) -> str:
     return f"{same} equal" + (f", differ: {' '.join(differ)}" if differ else "")
 
 
-def time_whole(repo: Path, variants: list[str]) -> list[dict]:
-    """One cold `dvc repro` per variant ("default" or space-separated overrides)."""
+def time_whole(repo: Path, variants: list[str], keep: Path | None = None) -> list[dict]:
+    """One cold `dvc repro` per variant ("default" or space-separated overrides); `keep`: the
+    folder the last variant's clone is left in (its models, for the serving benchmarks)."""
     rows = []
     for variant in variants:
         overrides = [] if variant == "default" else variant.split()
         with tempfile.TemporaryDirectory() as tmp:
-            clone, commit, env = fresh_clone(repo, Path(tmp), overrides)
+            where = Path(tmp) if keep is None else keep
+            clone, commit, env = fresh_clone(repo, where, overrides)
             wall, rss, _ = timed(["dvc", "repro"], clone, env)  # GNU time: the largest process
             what = "`--whole`" + (f" `--variants {variant}`" if overrides else ": the default")
             rows.append(
@@ -222,6 +224,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=OUT, help="with --whole: the file to write")
     parser.add_argument("--repo", type=Path, default=ROOT, help="the repository to clone")
+    parser.add_argument("--keep", type=Path, help="with --whole: leave the clone in this folder")
     parser.add_argument(
         "--smoke", action="store_true", help="both modes on a tiny repo made in a temp folder"
     )
@@ -237,7 +240,7 @@ def main() -> None:
         print(time_stages(args.repo, [], warm=True))
         args.whole = True
     if args.whole:
-        report = whole_report(time_whole(args.repo, args.variants))
+        report = whole_report(time_whole(args.repo, args.variants, args.keep))
         args.out.write_text(report + "\n")
         print(f"{report}\nwritten to {args.out}")
         return

@@ -371,6 +371,14 @@ class SynthesizeParams(Section):
         return self
 
 
+class CardParams(Section):
+    """The prose of a model card (stage card); its figures come from the metrics files."""
+
+    intended_use: Annotated[str, Field(min_length=1)]
+    out_of_scope: list[str] = Field(min_length=1)
+    licences: dict[str, str]  # data source or weight wheel -> its licence, as published
+
+
 class ExportParams(Section):
     tolerance: PositiveFloat
     batch_size: Positive
@@ -414,6 +422,7 @@ class Params(Section):
     scene_sources: dict[str, Source] = _absent()
     synthesize: SynthesizeParams = _absent()
     export: ExportParams = _absent()
+    card: CardParams = _absent()
     # Overlays, one per task beside the default (tasks/dvc.yaml): read through `--task`.
     tasks: dict[str, dict[str, Any]] = _absent()
 
@@ -444,7 +453,7 @@ class Params(Section):
 SECTIONS = tuple(Params.model_fields)
 
 
-def _describe(err: dict) -> str:
+def _describe(err: Mapping[str, Any]) -> str:
     """One pydantic error as `key.path: problem`, with what is allowed where that helps."""
     loc = [str(part) for part in err["loc"]]
     key = ".".join(f"[{p}]" if p.isdigit() else p for p in loc).replace(".[", "[") or "(top)"
@@ -514,8 +523,10 @@ def overlay(base: Mapping, top: Mapping) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
         below = merged.get(key)
-        both = isinstance(below, Mapping) and isinstance(value, Mapping)
-        merged[key] = overlay(below, value) if both else value
+        if isinstance(below, Mapping) and isinstance(value, Mapping):
+            merged[key] = overlay(below, value)
+        else:
+            merged[key] = value
     return merged
 
 

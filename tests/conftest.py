@@ -132,6 +132,7 @@ def tiny_params(zip_path: Path, model: str = "facemask_cnn") -> dict:
     t["finetune"].update(epochs=1, batch_size=8)
     params["plots"].update(per_cell=2)
     params["evaluate"]["external"] = []  # tests that want one add a tiny synthetic set
+    params["card"]["licences"]["tiny"] = "made by the test"  # the model card names it
     params["slices"].update(bootstrap=100, min_count=4)
     params["robustness"].update(sample=12, corruptions=["downscale", "grayscale"])
     return params

@@ -194,3 +194,20 @@ def test_no_function_in_the_package_is_longer_than_a_screen():
     assert lengths["facemask/training/train.py:fine_tune"] > 20
     too_long = {name: n for name, n in lengths.items() if n > 80}
     assert not too_long, f"functions over 80 lines: {too_long}"
+
+
+def test_every_detection_chain_is_scored_on_every_scene_set_by_one_stage():
+    spec = yaml.safe_load((ROOT / "detect" / "dvc.yaml").read_text())
+    names = {k for v in spec["vars"] if isinstance(v, dict) for k in v}
+    chains, sets, runs = (
+        next(v[k] for v in spec["vars"] if isinstance(v, dict) and k in v)
+        for k in ("chains", "sets", "scene_runs")
+    )
+    assert {"chains", "sets", "scene_runs"} <= names
+    assert set(runs) == {f"{c}-{s}" for c in chains for s in sets}  # the whole product
+    for key, run in runs.items():
+        chain, name = key.split("-")
+        assert (run["chain"], run["set"], run["name"]) == (chains[chain], sets[name], name)
+    stage = spec["stages"]["scenes"]
+    assert stage["foreach"] == "${scene_runs}"
+    assert not [s for s in spec["stages"] if s.startswith("scenes_")]  # no copies beside it

@@ -51,6 +51,7 @@ BAD = [
     ("fusion.scales", [], "at least 1 item"),
     ("synthesize.masks_per_face", -1, "greater than or equal to 0"),
     ("tasks.three_class", 5, "valid dictionary"),
+    ("card.out_of_scope", [], "at least 1 item"),
 ]
 
 

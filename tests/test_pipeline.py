@@ -28,7 +28,7 @@ def task(stage: str) -> str:
 
 STAGES = [
     *map(task, ["download", "prepare", "split"]), "audit", "train",
-    *map(task, ["finder", "evaluate", "external_data", "external", "slices"]),
+    *map(task, ["finder", "evaluate", "external_data", "external", "slices", "card"]),
     "robustness", "summary", "plots",
 ]  # fmt: skip
 
@@ -157,8 +157,14 @@ def test_dvc_repro_param_changes_and_experiments(reproduced, repo):
     # dry run shows the wiring without training a ResNet here (test_compare trains one).
     params["model"] = "resnet18"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(run([*DVC, "repro", "--dry"], repo)) == ["audit", "train"]  # read `model`
-    after_train = [*map(task, ["evaluate", "external", "slices"]), "robustness", "summary", "plots"]
+    # audit and train read `model`, and the card names it
+    assert ran(run([*DVC, "repro", "--dry"], repo)) == ["audit", "train", task("card")]
+    after_train = [
+        *map(task, ["evaluate", "external", "slices", "card"]),
+        "robustness",
+        "summary",
+        "plots",
+    ]
     dry = run([*DVC, "repro", "--dry", "--force-downstream"], repo)
     assert ran(dry) == ["audit", "train", *after_train]  # and what their outputs feed
     run(["git", "checkout", "params.yaml"], repo)
