@@ -33,6 +33,9 @@ CANDIDATES = {
     "centerface 0.5 x1": ("centerface", 0.5, 1.0),
     "centerface 0.3 x2": ("centerface", 0.3, 2.0),
     "centerface 0.5 x2": ("centerface", 0.5, 2.0),
+    # a pyramid: x1 and x2, boxes joined by NMS (large faces from x1, small ones from x2)
+    "centerface 0.3 x1+x2": ("centerface", 0.3, [1.0, 2.0]),
+    "centerface 0.5 x1+x2": ("centerface", 0.5, [1.0, 2.0]),
 }
 # name -> (scene folder, `all` or a split CSV naming the scenes, format)
 SETS = {
@@ -56,10 +59,12 @@ def row(name: str, scene_set: str, m: dict) -> dict:
 
 def compare(params, model: Path, candidates: dict, sets: dict, work: Path) -> pd.DataFrame:
     rows = []
-    for name, (detector, threshold, upscale) in candidates.items():
-        folder = work / name.replace(" ", "_")
+    for name, (detector, threshold, scale) in candidates.items():
+        folder = work / name.replace(" ", "_").replace("+", "_")
+        pyramid = isinstance(scale, list)
         finder = write_finder(folder / "finder.json", Finder(
-            detector=detector, threshold=threshold, upscale=upscale, chosen_by="benchmark",
+            detector=detector, threshold=threshold, upscale=None if pyramid else scale,
+            scales=scale if pyramid else None, chosen_by="benchmark",
         ))  # fmt: skip
         for scene_set, (root, which, fmt) in sets.items():
             out = folder / f"{scene_set.split()[0]}.json"
@@ -116,6 +121,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="the markdown file to write")
     parser.add_argument("--model", type=Path, default=ROOT / "models/model.safetensors")
     parser.add_argument("--smoke", action="store_true", help="stub finders, tiny scenes")
+    parser.add_argument("--only", nargs="+", help="these candidates (names as in CANDIDATES)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.smoke:
@@ -124,7 +130,11 @@ def main() -> None:
             import subprocess
 
             params = load_stage_params(ROOT / "params.yaml", stage.SECTIONS)
-            frame = compare(params, args.model, CANDIDATES, SETS, Path(tmp))
+            unknown = set(args.only or []) - set(CANDIDATES)
+            if unknown:
+                sys.exit(f"unknown candidates {sorted(unknown)}; known: {list(CANDIDATES)}")
+            picked = {k: v for k, v in CANDIDATES.items() if not args.only or k in args.only}
+            frame = compare(params, args.model, picked, SETS, Path(tmp))
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                     capture_output=True, text=True).stdout.strip()  # fmt: skip
     text = report(frame, commit)

