@@ -19,7 +19,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from facemask.api import card_margin
-    from facemask.serving.engines import ModelLoadError, load_engine
+    from facemask.serving.engines import ModelLoadError
     from facemask.serving.inputs import expand_inputs, read_frames
     from facemask.serving.stream import AnnotationWriter, RowWriter, answer_frames, write_answers
 
@@ -36,10 +36,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = args.model or DEFAULT_MODELS[args.engine]
     try:
-        engine = load_engine(model, args.engine, batch_size=args.batch_size, **_engine_opts(args))
-        detector, rescorer = None, _rescorer(args, model)
-        if not args.crops:
-            detector = _face_finder(args, rescorer, model)
+        engine, detector, rescorer, crop_check = _chain(args, model)
     except (ModelLoadError, ValueError, ImportError, OSError) as err:
         print(f"facemask predict: error: {err}", file=sys.stderr)
         return 2
@@ -51,7 +48,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         inputs, args.fps, on_error, draft_size=card.image_size if args.crops else None
     )
     answers = answer_frames(
-        frames, engine, detector, margin, args.batch_size, abstain, bool(args.out), rescorer
+        frames,
+        engine,
+        detector,
+        margin,
+        args.batch_size,
+        abstain,
+        bool(args.out),
+        rescorer,
+        crop_check=crop_check,
     )
     fmt = "jsonl" if args.rows and args.rows.suffix.lower() in (".jsonl", ".ndjson") else "csv"
     if args.rows:
@@ -95,6 +100,20 @@ def _with_tracks(answers, path: Path | None, classes, abstain: float):
     handle = open(path, "w", newline="")  # noqa: SIM115  # closed by cmd_predict
     writer = TrackWriter(handle, classes, abstain)
     return track_answers(answers, writer.write), handle
+
+
+def _chain(args: argparse.Namespace, model):
+    """predict's classifier, and its finder, re-scorer and crop check where they apply."""
+    from facemask.detection.factory import crop_check_beside
+    from facemask.serving.engines import load_engine
+
+    engine = load_engine(model, args.engine, batch_size=args.batch_size, **_engine_opts(args))
+    detector, rescorer, crop_check = None, _rescorer(args, model), None
+    if not args.crops:
+        detector = _face_finder(args, rescorer, model)
+    elif not args.no_crop_check:  # a picture with no face answers no_face, not a class
+        crop_check = crop_check_beside(model)
+    return engine, detector, rescorer, crop_check
 
 
 def _rescorer(args: argparse.Namespace, model: Path):
@@ -283,7 +302,13 @@ def _add_predict_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--crops",
         action="store_true",
-        help="inputs are face crops already: classify each whole picture, no face detection",
+        help="inputs are face crops already: classify each whole picture, no face detection"
+        " (a picture in which the finder file's crop check finds no face answers no_face)",
+    )
+    p.add_argument(
+        "--no-crop-check",
+        action="store_true",
+        help="with --crops: classify every picture, even one with no face found in it",
     )
 
 

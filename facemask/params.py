@@ -268,6 +268,13 @@ class CompareParams(Section):
 # -- serving ----------------------------------------------------------------------------------
 
 
+class CropCheckParams(Section):
+    detector: str
+    threshold: Unit
+    side: Annotated[int, Field(ge=16)]
+    pad: Annotated[float, Field(ge=0)]
+
+
 class ScenesParams(Section):
     detector: str
     threshold: Unit
@@ -423,6 +430,7 @@ class Params(Section):
     synthesize: SynthesizeParams = _absent()
     export: ExportParams = _absent()
     card: CardParams = _absent()
+    crop_check: CropCheckParams = _absent()
     # Overlays, one per task beside the default (tasks/dvc.yaml): read through `--task`.
     tasks: dict[str, dict[str, Any]] = _absent()
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from facemask.config import exit_on_error
-from facemask.detection.factory import Finder, name_from, write_finder
+from facemask.detection.factory import CropCheckSettings, Finder, name_from, write_finder
 from facemask.params import Params, load_stage_params
 
 
@@ -23,7 +23,10 @@ def main(params: Params, out: Path, fusion_json: Path | None = None) -> Finder:
         finder = Finder(
             detector=name_from(sp.detector, out.parent), threshold=sp.threshold,
             upscale=sp.upscale,
-            chosen_by="params scenes.detector, scenes.threshold, scenes.upscale",
+            chosen_by="params scenes.detector, scenes.threshold, scenes.upscale; crop_check",
+            crop_check=None  # a params file from before the crop check: none
+            if params.crop_check is None
+            else CropCheckSettings(**params.crop_check.model_dump()),
         )  # fmt: skip
     else:
         fusion = json.loads(fusion_json.read_text())
@@ -47,5 +50,5 @@ if __name__ == "__main__":
     parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     args = parser.parse_args()
     with exit_on_error("finder"):
-        sections = ["scenes", "fusion"] if args.fusion else ["scenes"]
+        sections = ["scenes", "fusion"] if args.fusion else ["scenes", "crop_check"]
         main(load_stage_params(args.params, sections, args.task), args.out, args.fusion)

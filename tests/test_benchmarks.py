@@ -70,3 +70,11 @@ def test_finders_puts_candidates_side_by_side(tmp_path):
     assert every[1] == none[1] == "tiny" and int(every[2]) > 0  # labelled faces counted
     assert float(every[3]) == 1.0 and float(none[3]) == 0.0  # recall: all found, none found
     assert float(none[8]) == 0.0  # mAP of a finder that finds nothing
+
+
+def test_crop_check_counts_the_non_face_pictures_it_lets_through(tmp_path):
+    stdout = smoke("crop_check.py", tmp_path / "cc.md")
+    (row,) = table_rows(stdout)
+    through, total = (int(v) for v in row[1].split(" / "))
+    assert total == 40 and through <= 4  # the real CenterFace net: most non-faces refused
+    assert not (tmp_path / "cc.md").exists()  # --smoke writes no result

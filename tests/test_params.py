@@ -52,6 +52,7 @@ BAD = [
     ("synthesize.masks_per_face", -1, "greater than or equal to 0"),
     ("tasks.three_class", 5, "valid dictionary"),
     ("card.out_of_scope", [], "at least 1 item"),
+    ("crop_check.threshold", 1.5, "less than or equal to 1"),
 ]
 
 

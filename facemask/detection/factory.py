@@ -26,6 +26,17 @@ FORMAT = "facemask-finder/1"
 Unit = Annotated[float, Field(ge=0, le=1)]
 
 
+class CropCheckSettings(BaseModel):
+    """predict --crops: the finder run on each crop (facemask.detection.crop_check)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: str
+    threshold: Unit
+    side: Annotated[int, Field(ge=16)]
+    pad: Annotated[float, Field(ge=0)]
+
+
 class Finder(BaseModel):
     """An operating point: `detector` as create_detector names it (files relative to the
     finder file's folder) and the settings it runs at; None: the detector's own (a trained
@@ -44,6 +55,19 @@ class Finder(BaseModel):
     iou: Unit | None = None  # a+b: member boxes overlapping this much become one
     member_floor: Unit | None = None  # a+b: the score each member keeps its boxes from
     chosen_by: str = ""  # the stage and the data that chose it
+    crop_check: CropCheckSettings | None = None  # predict --crops: is there a face at all
+
+
+def crop_check_beside(model: str | os.PathLike):
+    """The crop check of the finder file beside `model` (None: no file, or none in it)."""
+    path = finder_beside(model)
+    settings = read_finder(path).crop_check if path.is_file() else None
+    if settings is None:
+        return None
+    from facemask.detection.crop_check import CropCheck
+
+    detector = create_detector(settings.detector, threshold=settings.threshold, upscale=1.0)
+    return CropCheck(detector, settings.side, settings.pad)
 
 
 def finder_beside(model: str | os.PathLike) -> Path:

@@ -19,12 +19,15 @@ import numpy as np
 from PIL import Image
 
 from facemask.data.images import resize_square
+from facemask.detection.crop_check import CropCheck
 from facemask.detection.finders import Detection, FaceDetector, as_box
 from facemask.serving.annotate import UNCERTAIN, draw_faces
 from facemask.serving.crops import face_crops
 from facemask.serving.engines import Engine
 from facemask.serving.inputs import Frame, output_name
 from facemask.serving.video import VideoWriter, is_video
+
+NO_FACE = "no_face"  # predict --crops: the crop check found no face in the picture
 
 
 class Rescorer(Protocol):
@@ -84,8 +87,12 @@ def answer_frames(
     keep_images: bool = True,
     rescorer: Rescorer | None = None,
     keep_features: bool = False,
+    crop_check: CropCheck | None = None,
 ) -> Iterator[Answer]:
     """Detect, crop and classify every frame, in input order.
+
+    `crop_check` (no detector only): a frame in which it finds no face is answered `no_face`
+    (box the whole frame, score 0, probabilities 0) instead of being classified.
 
     Without a detector each frame is one pre-cropped face, squashed whole as training
     pictures were. Crops of several frames share a classifier batch; `keep_images=False`
@@ -102,6 +109,12 @@ def answer_frames(
         if image is None:
             raise ValueError(f"{frame.source}: frame pixels were dropped, nothing to answer")
         h, w = image.shape[:2]
+        if detector is None and crop_check is not None and not crop_check.holds_face(image):
+            yield from _classify(pending, engine, abstain, rescorer, keep_features)
+            pending, waiting = [], 0
+            zeros = np.zeros(len(engine.card.classes), np.float32)
+            yield Answer(frame, [Face((0.0, 0.0, float(w), float(h)), 0.0, zeros, NO_FACE)], 0)
+            continue
         if detector is None:
             found = [((0.0, 0.0, float(w), float(h)), 1.0)]
             crops = resize_square(Image.fromarray(image), size)[None]
