@@ -210,15 +210,21 @@ def model_file(tmp_path, monkeypatch) -> Path:
     """An untrained two-class facemask_cnn saved to tmp_path, with the stub detector
     TwoFaces registered as `--detector two` and named by the finder file beside the model."""
     from facemask.detection import finders as detect
+
+    monkeypatch.setitem(detect.DETECTORS, "two", TwoFaces)
+    return tiny_model(tmp_path)
+
+
+def tiny_model(folder: Path) -> Path:
+    """An untrained two-class facemask_cnn in `folder`, its finder file naming `two`."""
     from facemask.detection.factory import Finder, write_finder
     from facemask.models.factory import ModelCard, create_model, save_model
 
-    monkeypatch.setitem(detect.DETECTORS, "two", TwoFaces)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     card = ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3)
-    save_model(model, card, tmp_path / "m.safetensors")
-    write_finder(tmp_path / "finder.json", Finder(detector="two", chosen_by="tests"))
-    return tmp_path / "m.safetensors"
+    save_model(model, card, folder / "m.safetensors")
+    write_finder(folder / "finder.json", Finder(detector="two", chosen_by="tests"))
+    return folder / "m.safetensors"
 
 
 @pytest.fixture

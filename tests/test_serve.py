@@ -35,10 +35,8 @@ from PIL import Image
 import facemask
 from facemask.cli import main
 from facemask.detection import finders as detect
-from facemask.detection.factory import Finder, write_finder
-from facemask.models.factory import ModelCard, create_model, save_model
 from facemask.serving.http import create_app
-from tests.conftest import CLASSES, FACES, ROOT, TwoFaces, draw_face, scene
+from tests.conftest import CLASSES, FACES, ROOT, TwoFaces, draw_face, scene, tiny_model
 from tests.servers import HOST, free_ports
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -49,12 +47,7 @@ MAX_BYTES, MAX_PIXELS = 200_000, 1_000_000  # small limits, so that tests can pa
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     """An untrained two-class facemask_cnn whose finder file names the stub detector `two`."""
-    folder = tmp_path_factory.mktemp("model")
-    net, _ = create_model("facemask_cnn", 2, pretrained=False)
-    card = ModelCard("facemask_cnn", CLASSES, 32, (0.5,) * 3, (0.25,) * 3)
-    save_model(net, card, folder / "m.safetensors")
-    write_finder(folder / "finder.json", Finder(detector="two", chosen_by="tests"))
-    return folder / "m.safetensors"
+    return tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @contextlib.contextmanager
