@@ -219,3 +219,19 @@ def test_predict_runs_the_finder_file_beside_the_model(tmp_path, model_file, cap
     code, out, err = run(capsys, tmp_path / "x.jpg", "--model", model_file)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "finder.json: no face finder file" in err
+
+
+def test_tile_also_runs_the_finder_on_tiles_of_a_larger_picture(tmp_path, model_file, capsys):
+    """--tile reaches the finder: the stub finds its two boxes in the whole 160 px picture and
+    again, shifted into the picture's pixels, in the tile that starts at x 60."""
+    scene(np.random.default_rng(2)).save(tmp_path / "a.png")
+    argv = [tmp_path / "a.png", "--model", model_file, "--detector", "two"]
+    code, out, err = run(capsys, *argv)
+    whole = pd.read_csv(io.StringIO(out))
+    code, out, err = run(capsys, *argv, "--tile", "100")
+    assert code == 0, err
+    tiled = pd.read_csv(io.StringIO(out))
+    assert len(whole) == 2 and len(tiled) > 2
+    boxes = {tuple(r) for r in tiled[["x0", "y0", "x1", "y1"]].itertuples(index=False)}
+    assert {tuple(r) for r in whole[["x0", "y0", "x1", "y1"]].itertuples(index=False)} <= boxes
+    assert (70, 10, 118, 58) in boxes  # FACES[0] as found in the tile at x 60

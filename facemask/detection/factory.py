@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from facemask.detection.finders import DETECTORS, FaceDetector
-from facemask.detection.fusion import FusedDetector, MultiScaleDetector
+from facemask.detection.fusion import FusedDetector, MultiScaleDetector, TiledDetector
 
 FINDER_FILE = "finder.json"  # beside the classifier: the face finder that goes with it
 FORMAT = "facemask-finder/1"
@@ -52,6 +52,9 @@ class Finder(BaseModel):
     # (their faces are large; memory stays bounded)
     max_side: Annotated[int, Field(ge=32)] | None = None
     scales: list[Annotated[float, Field(ge=1)]] | None = None  # a trained member's enlargements
+    # photos with a side beyond `tile` px also run in overlapping tiles of that size at 1x:
+    # the small faces a photo shrunk to max_side loses (None: the whole picture only)
+    tile: Annotated[int, Field(ge=64)] | None = None
     iou: Unit | None = None  # a+b: member boxes overlapping this much become one
     member_floor: Unit | None = None  # a+b: the score each member keeps its boxes from
     chosen_by: str = ""  # the stage and the data that chose it
@@ -77,7 +80,9 @@ def finder_beside(model: str | os.PathLike) -> Path:
 def write_finder(path: str | os.PathLike, finder: Finder) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(finder.model_dump(), indent=2) + "\n")
+    # `tile` left out when unset: files written before tiles existed stay as they were
+    dumped = finder.model_dump(exclude={"tile"} if finder.tile is None else set())
+    path.write_text(json.dumps(dumped, indent=2) + "\n")
     return path
 
 
@@ -178,10 +183,14 @@ def finders() -> dict:
 def create_detector(name: str, **kwargs) -> FaceDetector:
     """The detector `name` stands for; options left None take each detector's own defaults
     (a trained detector's: those saved in its file). `scales`: the enlargements it looks at
-    (instead of `upscale`), their boxes joined by NMS. For `a+b`: `threshold` is the fused
+    (instead of `upscale`), their boxes joined by NMS. `tile`: on a larger photo, also run
+    on overlapping tiles of that many px (TiledDetector). For `a+b`: `threshold` is the fused
     box's, the members keep their boxes from `member_floor`, a trained one at `scales`, and
     they fuse at `iou` (a finder file holds all three: create_finder)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None: the detector's own
+    if "tile" in kwargs:  # a photo larger than a tile: the whole, then tiles at full size
+        tile = kwargs.pop("tile")
+        return TiledDetector(create_detector(name, **kwargs), tile, min(tile // 4, 256))
     if "+" in name:
         missing = [k for k in ("threshold", "iou", "member_floor") if k not in kwargs]
         if missing:

@@ -1,7 +1,8 @@
 """Two or more face detectors as one: their boxes joined by weighted box fusion
 (`ensemble-boxes`): overlapping boxes average into one, weighted by score, and a box only
 one detector found keeps its score times the share of detectors that found it. And one
-detector at several enlargements, its boxes joined by non-maximum suppression. Stage fusion
+detector at several enlargements, or on overlapping tiles of a large photo, its boxes joined
+by non-maximum suppression. Stage fusion
 picks the fused detector's settings with `fusion_sweep`: the members' boxes fused at every
 IoU and scored at every threshold, each member run once."""
 
@@ -93,6 +94,70 @@ class MultiScaleDetector:
         for m in self.members:
             if hasattr(m, "close"):
                 m.close()
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Starts of tiles `tile` px long that cover `length` px, neighbours sharing at least
+    `overlap` px; the last one ends at the edge."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    return [*starts, length - tile]
+
+
+class TiledDetector:
+    """A detector on a picture larger than `tile` px: once on the whole picture (which it
+    shrinks to its size cap: the large faces), then on overlapping tiles at full resolution
+    (the small faces a shrunk photo loses), the boxes joined by NMS. A box touching a tile's
+    inner edge is dropped: the face is cut there, and the neighbour, `overlap` px further,
+    holds it whole if it is smaller than the overlap; larger ones the whole-picture pass finds.
+    Tiles run one at a time, so memory follows the tile, not the photo."""
+
+    def __init__(
+        self, base: FaceDetector, tile: int, overlap: int = 256, nms_iou: float = 0.5,
+        edge: float = 2.0,
+    ) -> None:  # fmt: skip
+        if not 0 <= overlap < tile:
+            raise ValueError(f"tiles of {tile} px cannot overlap by {overlap} px")
+        self.base, self.tile, self.overlap, self.nms_iou, self.edge = (
+            base,
+            tile,
+            overlap,
+            nms_iou,
+            edge,
+        )
+        self.threshold = getattr(base, "threshold", 0.0)
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        import torch
+        from torchvision.ops import nms
+
+        h, w = rgb.shape[:2]
+        found = list(self.base.detect(rgb))
+        if max(h, w) <= self.tile:
+            return found
+        for y0 in tile_origins(h, self.tile, self.overlap):
+            for x0 in tile_origins(w, self.tile, self.overlap):
+                part = rgb[y0 : y0 + self.tile, x0 : x0 + self.tile]
+                ph, pw = part.shape[:2]
+                for (bx0, by0, bx1, by1), score in self.base.detect(part):
+                    cut = (
+                        (x0 > 0 and bx0 <= self.edge) or (y0 > 0 and by0 <= self.edge)
+                        or (x0 + pw < w and bx1 >= pw - self.edge)
+                        or (y0 + ph < h and by1 >= ph - self.edge)
+                    )  # fmt: skip
+                    if not cut:
+                        found.append(((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0), score))
+        if not found:
+            return []
+        boxes = torch.tensor([d[0] for d in found], dtype=torch.float64)
+        scores = torch.tensor([d[1] for d in found], dtype=torch.float64)
+        return [found[i] for i in nms(boxes, scores, self.nms_iou).tolist()]
+
+    def close(self) -> None:
+        if hasattr(self.base, "close"):
+            self.base.close()
 
 
 def fusion_sweep(
