@@ -67,6 +67,19 @@ class FusedDetector:
                 m.close()
 
 
+def suppress(found: Sequence[Detection], iou: float) -> list[Detection]:
+    """Non-maximum suppression: boxes overlapping a better one by IoU > `iou` go; the rest
+    by falling score."""
+    import torch
+    from torchvision.ops import nms
+
+    if not found:
+        return []
+    boxes = torch.tensor([d[0] for d in found], dtype=torch.float64)
+    scores = torch.tensor([d[1] for d in found], dtype=torch.float64)
+    return [found[i] for i in nms(boxes, scores, iou).tolist()]
+
+
 class MultiScaleDetector:
     """One detector run at several enlargements of the picture (`members`, one per scale):
     every box kept, overlaps (IoU > `nms_iou`) left to the highest score, as the detector's
@@ -79,16 +92,7 @@ class MultiScaleDetector:
         self.threshold = min(getattr(m, "threshold", 0.0) for m in self.members)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        import torch
-        from torchvision.ops import nms
-
-        found = [d for m in self.members for d in m.detect(rgb)]
-        if not found:
-            return []
-        boxes = torch.tensor([d[0] for d in found], dtype=torch.float64)
-        scores = torch.tensor([d[1] for d in found], dtype=torch.float64)
-        keep = nms(boxes, scores, self.nms_iou).tolist()  # by falling score
-        return [found[i] for i in keep]
+        return suppress([d for m in self.members for d in m.detect(rgb)], self.nms_iou)
 
     def close(self) -> None:
         for m in self.members:
@@ -130,9 +134,6 @@ class TiledDetector:
         self.threshold = getattr(base, "threshold", 0.0)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        import torch
-        from torchvision.ops import nms
-
         h, w = rgb.shape[:2]
         found = list(self.base.detect(rgb))
         if max(h, w) <= self.tile:
@@ -149,11 +150,7 @@ class TiledDetector:
                     )  # fmt: skip
                     if not cut:
                         found.append(((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0), score))
-        if not found:
-            return []
-        boxes = torch.tensor([d[0] for d in found], dtype=torch.float64)
-        scores = torch.tensor([d[1] for d in found], dtype=torch.float64)
-        return [found[i] for i in nms(boxes, scores, self.nms_iou).tolist()]
+        return suppress(found, self.nms_iou)
 
     def close(self) -> None:
         if hasattr(self.base, "close"):
