@@ -20,6 +20,7 @@ from facemask.models.factory import ModelCard, create_for_training, save_model, 
 from facemask.params import Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
 from facemask.training.distributed import close_distributed, init_distributed, torchrun_command
+from facemask.training.live import epoch_logger, finish, open_live
 from facemask.training.temperature import tune_offset, valid_temperature
 from facemask.training.train import transfer_learn
 
@@ -41,11 +42,11 @@ def main(
     params: Mapping | Params,
     splits: Path,
     model_out: Path,
-    history_csv: Path,
-    metrics_json: Path,
+    live_dir: Path,
     synthetic: Path | None = None,
 ) -> dict:
-    """Train, save the model with its card, and write the per-epoch history and a summary.
+    """Train, save the model with its card; the per-epoch metrics, the params and the
+    summary go to the DVCLive folder `live_dir` (metrics.json, params.yaml, plots/).
     `synthetic`: an index of synthetic pictures (stage synthesize), added to train only."""
     params = stage_params(params, SECTIONS)
     tune_malloc()
@@ -64,6 +65,9 @@ def main(
     run = run_key(params, splits / "train.csv", splits / "valid.csv", *extra)
     checkpoint = cache_dir() / "checkpoints" / f"{run}.pt"
     valid = Split(valid_x, valid_y, valid_df["sha256"].tolist())
+    # One process logs (rank 0): a run under torchrun writes each epoch once.
+    logged = {"seed": params.seed, "model": params.model, "classes": classes, "train": tp}
+    live = open_live(live_dir, logged) if job.is_main else None
     history, seconds = transfer_learn(
         model,
         Split(train_x, train_y, train_df["sha256"].tolist()),
@@ -74,9 +78,10 @@ def main(
         seed=params.seed,
         checkpoint=checkpoint,
         device=job.device,
+        on_epoch=epoch_logger(live) if live is not None else None,
     )
     close_distributed()  # the shared part ends here: rank 0 alone goes on and writes
-    if not job.is_main:
+    if live is None:
         return {}
     checkpoint.unlink(missing_ok=True)  # finished: a later run must start fresh
     temperature = valid_temperature(model, valid, tp, cache_dir() / "features", params.seed)
@@ -91,12 +96,7 @@ def main(
     card.abstain = params.evaluate.abstain  # the deployed model knows its threshold
     card.crop_margin = params.prepare.crop_margin  # ... and how its faces were cropped
     save_model(model, card, model_out)
-    history_csv.parent.mkdir(parents=True, exist_ok=True)
-    hist = pd.DataFrame(history)
-    hist.insert(0, "step", range(1, len(hist) + 1))  # one x axis across both phases
-    # Timings stay out of the plot file so a rerun with the same result is byte-identical.
-    hist = hist.drop(columns="seconds")
-    hist.round(6).to_csv(history_csv, index=False, lineterminator="\n")
+    hist = pd.DataFrame(history).round(6)
     best = hist.loc[hist["valid_loss"].idxmin()]
     summary = {
         "weights": weights,
@@ -115,8 +115,7 @@ def main(
             "total": round(t_end - t_start, 1),
         },
     }
-    metrics_json.parent.mkdir(parents=True, exist_ok=True)
-    metrics_json.write_text(json.dumps(summary, indent=2) + "\n")
+    finish(live, summary)
     print(json.dumps(summary, indent=2))
     return summary
 
@@ -127,8 +126,10 @@ if __name__ == "__main__":
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--model-out", type=Path, default=Path("models/model.safetensors"))
-    parser.add_argument("--history", type=Path, default=Path("metrics/train_history.csv"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument(
+        "--live", type=Path, default=Path("metrics/train"),
+        help="DVCLive folder: metrics.json (the summary), params.yaml, plots/metrics/*.tsv",
+    )  # fmt: skip
     parser.add_argument("--synthetic", type=Path, default=None, help="stage synthesize's index.csv")
     parser.add_argument(
         "--node-rank", type=int, default=0,
@@ -145,4 +146,4 @@ if __name__ == "__main__":
               file=sys.stderr, flush=True)  # fmt: skip
         os.execv(cmd[0], cmd)
     with exit_on_error("train"):  # bad input in the run too (weights, splits): one line, exit 2
-        main(params, args.splits, args.model_out, args.history, args.metrics, args.synthetic)
+        main(params, args.splits, args.model_out, args.live, args.synthetic)

@@ -5,7 +5,6 @@ views each; choose its score threshold by F1 on the validation split's scenes; s
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 from collections.abc import Mapping
@@ -29,6 +28,9 @@ from facemask.detection.operating import detect_scenes, threshold_sweep
 from facemask.detection.scoring import SceneResult, map50
 from facemask.params import FcosParams, Params, load_stage_params, stage_params
 from facemask.runtime import use_free_cores
+from facemask.training.live import epoch_logger, finish, open_live
+
+LOSSES = ("classification", "bbox_regression", "bbox_ctrness")  # FCOS's, per epoch
 
 SECTIONS = ("seed", "scenes")
 
@@ -49,9 +51,11 @@ def main(
     train_csv: Path,
     valid_csv: Path,
     out: Path,
-    metrics_json: Path,
+    live_dir: Path,
     sweep_csv: Path,
 ) -> dict:
+    """Train, choose the threshold, save; the per-epoch losses, the params and the summary go
+    to the DVCLive folder `live_dir` (metrics.json, params.yaml, plots/)."""
     params = stage_params(params, SECTIONS)
     tune_malloc()
     threads = use_free_cores()
@@ -69,7 +73,8 @@ def main(
     views = scene_views(model, _pictures(picked["train"]), p, params.seed)
     t_views = time.perf_counter() - t0
     print(f"{len(views)} views of {len(picked['train'])} training scenes in {t_views:.0f} s")
-    history = train_fcos(model, views, p, params.seed)
+    live = open_live(live_dir, {"seed": params.seed, "fcos": p})
+    history = train_fcos(model, views, p, params.seed, on_epoch=epoch_logger(live, LOSSES))
     t_train = time.perf_counter() - t0 - t_views
     del views
     meta = {"body": p.body, "weights": weights, "params": p.model_dump(), "threshold": 0.0}
@@ -111,8 +116,7 @@ def main(
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "unreadable": bad,
     }
-    metrics_json.parent.mkdir(parents=True, exist_ok=True)
-    metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+    finish(live, metrics)
     sweep_csv.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table).to_csv(sweep_csv, index=False)
     print(
@@ -128,7 +132,8 @@ if __name__ == "__main__":
     parser.add_argument("--train", type=Path, default=Path("data/splits/train.csv"))
     parser.add_argument("--valid", type=Path, default=Path("data/splits/valid.csv"))
     parser.add_argument("--out", type=Path, default=Path("models/detector.safetensors"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/detect/detector.json"))
+    parser.add_argument("--live", type=Path, default=Path("metrics/detect/detector"),
+                        help="DVCLive folder: metrics.json, params.yaml, plots/")  # fmt: skip
     parser.add_argument("--sweep", type=Path, default=Path("metrics/detect/detector_sweep.csv"))
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
@@ -141,6 +146,6 @@ if __name__ == "__main__":
             args.train,
             args.valid,
             args.out,
-            args.metrics,
+            args.live,
             args.sweep,
         )

@@ -26,11 +26,10 @@ if __name__ == "__main__":
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     parser.add_argument("--model-out", type=Path, required=True)
-    parser.add_argument("--history", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--live", type=Path, required=True, help="this member's DVCLive folder")
     parser.add_argument("--synthetic", type=Path, default=None, help="stage synthesize's index.csv")
     args = parser.parse_args()
     with exit_on_error("train_member"):
         params = load_stage_params(args.params, train.SECTIONS, args.task)
         params = member_params(params, args.seed, args.model)
-        train.main(params, args.splits, args.model_out, args.history, args.metrics, args.synthetic)
+        train.main(params, args.splits, args.model_out, args.live, args.synthetic)

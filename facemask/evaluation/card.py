@@ -2,7 +2,7 @@
 
 Intended use, out-of-scope uses and licences come from params `card` (prose a person
 writes once); every figure comes from the run's files: test.json, external/<set>.json,
-slices.csv, train.json, and the finder file beside the model.
+slices.csv, train/metrics.json (DVCLive's summary), and the finder file beside the model.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def weakest_slices(table: Path, per_family: int = 1) -> list[str]:
 
 def backbones(params: Params, train: dict[str, Any], metrics: Path) -> tuple[str, list[str]]:
     """What the model is made of, as a line, and the weight wheels (or files) it started from.
-    An ensemble's train.json lists its members; each member's own lies under members/."""
+    An ensemble's train/metrics.json lists its members; each member's own summary lies in
+    members/<name>/metrics.json."""
     if "members" not in train:
         origin = train["weights"]
         size = train.get("params_m", "?")
@@ -78,7 +79,7 @@ def backbones(params: Params, train: dict[str, Any], metrics: Path) -> tuple[str
         origin = ""
         for member in train["members"]:
             stem = Path(member).stem
-            weights = _read(metrics / "members" / stem / "train.json")["weights"]
+            weights = _read(metrics / "members" / stem / "metrics.json")["weights"]
             parts.append(f"`{stem}` ({weights})")
             origin += f" + {weights}"
         line = f"an ensemble of {len(parts)} members, the mean of their calibrated logits: " + (
@@ -100,7 +101,7 @@ def weights_licence(params: Params, origin: str) -> str:
 
 def model_card(params: Params, task: str, metrics: Path, finder: Path) -> str:
     """The card of `task`'s model, from the files under `metrics` and the finder file."""
-    test, train = _read(metrics / "test.json"), _read(metrics / "train.json")
+    test, train = _read(metrics / "test.json"), _read(metrics / "train" / "metrics.json")
     found = _read(finder)
     cal, abstain = test["calibration"], test["abstain"]
     made_of, weights = backbones(params, train, metrics)

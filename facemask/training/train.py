@@ -139,8 +139,10 @@ def fit_head(
     label_smoothing: float = 0.0,
     patience: int = 8,
     class_weight: torch.Tensor | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train a linear classifier on fixed features; keep the weights with best valid loss.
+    `on_epoch` gets each epoch's row as it ends (the stage's DVCLive run).
 
     Runs in seconds: the backbone never runs here, only a (batch x features) matmul.
     The head starts from zeros: the problem is convex, and timm's init for a 2-way
@@ -184,6 +186,8 @@ def fit_head(
                 "seconds": time.perf_counter() - t0,
             }
         )
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if stopper.step(epoch, valid_loss, head):
             break
     if stopper.best_state is None:  # no epoch ran, or the valid loss was never a number
@@ -466,6 +470,7 @@ def fine_tune(
     class_weight: torch.Tensor | None = None,
     micro_batch_size: int | None = None,
     amp: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train the whole net with augmentation; the head learns faster than the body.
 
@@ -478,7 +483,7 @@ def fine_tune(
 
     After every epoch the full state goes to `checkpoint` (from rank 0), and a run
     that finds one there continues from it: an interrupted `dvc repro` resumes instead of
-    restarting.
+    restarting. `on_epoch` gets each epoch's row once, a resumed run's earlier rows first.
     """
     run = _Epochs.create(
         model, norm, train_images, train_y, augment, device, epochs=epochs, lr=lr,
@@ -489,6 +494,9 @@ def fine_tune(
     )  # fmt: skip
     stopper, saved = EarlyStopping(patience), Checkpoint(checkpoint)
     history, start = saved.restore(model, run.opt, run.sched, stopper)
+    if on_epoch is not None:
+        for row in history:  # epochs of the interrupted run: logged once, before the new ones
+            on_epoch(row)
     for epoch in range(start, epochs + 1):
         if stopper.patience > 0 and stopper.bad_epochs >= stopper.patience:
             break  # the checkpoint was written by an epoch that already decided to stop
@@ -506,6 +514,8 @@ def fine_tune(
                 "seconds": time.perf_counter() - t0,
             }
         )
+        if on_epoch is not None:
+            on_epoch(history[-1])
         stop = stopper.step(epoch, valid_loss, model)
         saved.save(model, run.opt, run.sched, stopper, history, epoch)
         if stop:
@@ -578,13 +588,15 @@ def transfer_learn(
     seed: int,
     checkpoint: Path | None = None,
     device: torch.device | str = "cpu",
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
     """Phase 1, a linear head on frozen features (cached); phase 2, optional fine-tune.
 
     `tp` is params.yaml's `train` section; frozen features are cached under `feature_root`.
     Under a process group (`init_distributed`) the feature extraction and the fine-tune are
     shared between the processes; the head, seconds of matrix products, runs in each.
-    The backbone runs on `device`; the model comes back on the CPU.
+    The backbone runs on `device`; the model comes back on the CPU. `on_epoch` gets every
+    epoch's row, head then fine-tune (give it in one process only).
     Returns the per-epoch history and the seconds spent per phase.
     """
     t0 = time.perf_counter()
@@ -600,6 +612,7 @@ def transfer_learn(
         f_valid,
         valid.labels,
         class_weight=weight,
+        on_epoch=on_epoch,
         **head_settings(tp.head),
     )
     t2 = time.perf_counter()
@@ -622,6 +635,7 @@ def transfer_learn(
             seed=seed,
             class_weight=weight,
             device=device,
+            on_epoch=on_epoch,
             **ft.model_dump(exclude={"augment"}),
         )
     model.cpu()
