@@ -37,11 +37,15 @@ detect: install  ## the trained face detector and the no-face re-scorer, scored 
 tasks: install  ## every task (tasks/dvc.yaml: binary and three_class) and the three-class scenes; cost: docs/speed.md
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro tasks/dvc.yaml three_class/dvc.yaml
 
+# A worker per core (pytest-xdist), one torch thread each (tests/conftest.py); the tests that
+# share one reproduced pipeline stay on one worker (--dist loadgroup).
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadgroup
+
 test: install  ## the whole test suite: synthetic data, no network
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: install  ## skip the tests that run whole pipelines
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check facemask stages tests benchmarks scripts

@@ -15,6 +15,24 @@ import yaml
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` on two cores: one torch thread per worker, in-process and in the stages
+    # and tools a test starts (they inherit the environment). Two workers of two threads each
+    # would oversubscribe the cores, which slows torch several-fold.
+    os.environ.setdefault("FACEMASK_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (stable otherwise): under `pytest -n 2` the whole-pipeline tests start
+    at once, while the other worker takes the many short ones, instead of ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 CLASSES = ["with_mask", "without_mask"]
 SUBDIR = "tiny-main/dataset"
 

@@ -20,6 +20,10 @@ from tests.servers import free_ports
 from tests.test_explain import shrink as shrink_explain
 from tests.test_remote import s3_remote, seaweedfs, write_local_config  # noqa: F401
 
+# One worker runs this module under `pytest -n 2 --dist loadgroup`: its tests share the
+# module's reproduced pipeline, which a second worker would build again.
+pytestmark = pytest.mark.xdist_group("pipeline")
+
 
 def task(stage: str) -> str:
     """A stage every task runs, as DVC names the default task's (tasks/dvc.yaml)."""
