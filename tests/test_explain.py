@@ -543,8 +543,8 @@ def read_cmd(cmd: str) -> tuple[str, list[str], dict[str, str]]:
 
 
 def explain_spec() -> tuple[dict, dict[str, dict]]:
-    """dvc.yaml's explain stage, and its declared outputs with their options."""
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["explain"]
+    """evaluations/dvc.yaml's explain stage, and its declared outputs with their options."""
+    spec = yaml.safe_load((ROOT / "evaluations" / "dvc.yaml").read_text())["stages"]["explain"]
     declared = {}
     for kind in ("outs", "metrics", "plots"):
         for o in spec.get(kind, []):

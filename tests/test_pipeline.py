@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,6 @@ import yaml
 
 from tests.conftest import ROOT, make_dataset, tiny_params, tool_env, zip_folder
 from tests.servers import free_ports
-from tests.test_explain import shrink as shrink_explain
 from tests.test_remote import s3_remote, seaweedfs, write_local_config  # noqa: F401
 
 # One worker runs this module under `pytest -n 2 --dist loadgroup`: its tests share the
@@ -31,9 +31,9 @@ def task(stage: str) -> str:
 
 
 STAGES = [
-    *map(task, ["download", "prepare", "split"]), "audit", "train",
+    *map(task, ["download", "prepare", "split"]), "train",
     *map(task, ["finder", "evaluate", "external_data", "external", "slices", "card"]),
-    "robustness", "summary", "plots",
+    "summary", "plots",
 ]  # fmt: skip
 
 
@@ -94,7 +94,7 @@ def make_repo(repo: Path, zip_path: Path) -> Path:
     repo.mkdir()
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    for folder in ("tasks", "stages", "facemask", "data/label_reviews"):
+    for folder in ("tasks", "evaluations", "stages", "facemask", "data/label_reviews"):
         shutil.copytree(
             ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "dvc.lock")
         )
@@ -102,8 +102,7 @@ def make_repo(repo: Path, zip_path: Path) -> Path:
     tasks = yaml.safe_load((ROOT / "tasks" / "dvc.yaml").read_text())
     tasks["vars"][0]["task_dirs"] = {"binary": tasks["vars"][0]["task_dirs"]["binary"]}
     (repo / "tasks" / "dvc.yaml").write_text(yaml.safe_dump(tasks, sort_keys=False))
-    params = shrink_explain(tiny_params(zip_path))  # explain is run, but not looked at, here
-    params["audit"]["folds"] = 2
+    params = tiny_params(zip_path)
     params["tasks"] = {"binary": {}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], repo)
@@ -127,10 +126,12 @@ class Reproduced:
     output: str  # what that first `dvc repro` printed
 
 
-@pytest.fixture(scope="module")
+# Session scope, not module: a worker that runs another module's test in between would
+# otherwise tear the pipeline down and build it again.
+@pytest.fixture(scope="session")
 def reproduced(tmp_path_factory) -> Reproduced:
-    """The whole pipeline, reproduced once for this module: every test below starts from a
-    copy instead of running download -> explain again (a minute on two cores each time)."""
+    """The whole pipeline, reproduced once for these tests: every test below starts from a
+    copy instead of running download -> plots again (a minute on two cores each time)."""
     base = tmp_path_factory.mktemp("pipeline")
     with isolated_env(base / "cache"):
         make_dataset(base / "src")
@@ -153,9 +154,6 @@ def test_dvc_repro_param_changes_and_experiments(reproduced, repo):
         "metrics/train/plots/metrics/valid_loss.tsv",
         "plots/confusion.png",
         "plots/gradcam.png",
-        "plots/label_audit.png",
-        "metrics/label_audit.csv",
-        "metrics/audit.json",
         "models/model.safetensors",
     ):
         assert (repo / out).is_file(), out
@@ -165,6 +163,10 @@ def test_dvc_repro_param_changes_and_experiments(reproduced, repo):
     assert shown.get("data", shown)["accuracy"] == written["accuracy"]
 
     assert ran(run([*DVC, "repro"], repo)) == []  # nothing changed, nothing runs
+    # The evaluations beyond the product: a pipeline of their own that `dvc repro` left alone.
+    dry = run([*DVC, "repro", "--dry", "evaluations/dvc.yaml"], repo)
+    evaluations = set(re.findall(r"Running stage '([^']+)'", dry))
+    assert evaluations == {f"evaluations/dvc.yaml:{s}" for s in ("audit", "robustness", "explain")}
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["plots"]["per_cell"] = 1
@@ -173,38 +175,37 @@ def test_dvc_repro_param_changes_and_experiments(reproduced, repo):
 
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
-    # A model swap reruns what reads `model` (audit, train) and everything after them. The
-    # dry run shows the wiring without training a ResNet here (test_compare trains one).
+    # A model swap reruns what reads `model` (train) and everything after it. The dry run
+    # shows the wiring without training a ResNet here (test_compare trains one).
     params["model"] = "resnet18"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # audit and train read `model`, and the card names it
-    assert ran(run([*DVC, "repro", "--dry"], repo)) == ["audit", "train", task("card")]
-    after_train = [
-        *map(task, ["evaluate", "external", "slices", "card"]),
-        "robustness",
-        "summary",
-        "plots",
-    ]
+    # train reads `model`, and the card names it
+    assert ran(run([*DVC, "repro", "--dry"], repo)) == ["train", task("card")]
+    after_train = [*map(task, ["evaluate", "external", "slices", "card"]), "summary", "plots"]
     dry = run([*DVC, "repro", "--dry", "--force-downstream"], repo)
-    assert ran(dry) == ["audit", "train", *after_train]  # and what their outputs feed
+    assert ran(dry) == ["train", *after_train]  # and what its outputs feed
     run(["git", "checkout", "params.yaml"], repo)
 
     # An experiment from the command line, seen by exp show, params diff and metrics diff.
-    # Only robustness reads robustness.sample (train reads evaluate.abstain for its model
-    # card, so most keys would retrain): two stages instead of nine.
+    # Only slices reads slices.bootstrap (train reads evaluate.abstain for its model card, so
+    # most keys would retrain): three stages instead of nine.
     before = json.loads((repo / "metrics/summary.json").read_text())
-    out = run([*DVC, "exp", "run", "-S", "robustness.sample=6", "-n", "small"], repo)
-    assert ran(out) == ["robustness", "summary"]
+    out = run([*DVC, "exp", "run", "-S", "slices.bootstrap=50", "-n", "small"], repo)
+    assert ran(out) == [task("slices"), task("card"), "summary"]
     table = json.dumps(json.loads(run([*DVC, "exp", "show", "--json"], repo, stdout_only=True)))
     assert '"small"' in table
     params_diff = json.loads(run([*DVC, "params", "diff", "--json"], repo, stdout_only=True))
-    sample = params_diff["params.yaml"]["robustness.sample"]
-    assert (sample["old"], sample["new"]) == (12, 6), params_diff
+    changed = params_diff["params.yaml"]["slices.bootstrap"]
+    assert (changed["old"], changed["new"]) == (100, 50), params_diff
     after = json.loads((repo / "metrics/summary.json").read_text())
-    # --all: the tiny model's corrupted accuracy may not move, and the check is of the wiring.
+    # --all: the numbers may not move with the bootstrap, and the check is of the wiring:
+    # each of the summary's numbers, the baseline commit's against the experiment's.
     diff = json.loads(run([*DVC, "metrics", "diff", "--all", "--json"], repo, stdout_only=True))
-    change = diff["metrics/summary.json"]["corrupted"]  # the baseline commit against the exp
-    assert (change["old"], change["new"]) == (before["corrupted"], after["corrupted"]), diff
+    shown = diff["metrics/summary.json"]
+    numbers = [k for k, v in after.items() if isinstance(v, int | float)]
+    assert "held_in" in numbers, after
+    got = {k: (shown[k]["old"], shown[k]["new"]) for k in numbers}
+    assert got == {k: (before[k], after[k]) for k in numbers}, diff
 
 
 @dataclass
@@ -214,7 +215,7 @@ class OneProcess:
     model: dict  # the state dict one process trained
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def one_process(reproduced, tmp_path_factory) -> OneProcess:
     """The reproduced pipeline with params whose training does not depend on the process
     count, and the model one plain `dvc repro train` writes with them; tests take copies."""
@@ -312,6 +313,7 @@ def test_two_machines_train_one_model_and_machine_zero_writes_it(one_process, tm
 def test_the_pipeline_through_the_remote_and_the_queue(repo, seaweedfs, tmp_path):  # noqa: F811
     """This project's dvc.yaml on tiny data: pushed to a real S3 server on loopback, pulled
     into a fresh clone that has nothing to rerun; two queued experiments run and show."""
+    shutil.rmtree(repo / "evaluations")  # never run here: a teammate's pull would miss them
     remote = s3_remote(seaweedfs)
     run([*DVC, "remote", "add", "-d", "storage", remote.url], repo)
     run([*DVC, "remote", "modify", "storage", "endpointurl", remote.options["endpointurl"]], repo)
@@ -331,13 +333,13 @@ def test_the_pipeline_through_the_remote_and_the_queue(repo, seaweedfs, tmp_path
     assert ran(run([*DVC, "repro"], teammate)) == []
 
     for n in (6, 8):
-        run([*DVC, "exp", "run", "--queue", "-S", f"robustness.sample={n}", "-n", f"s{n}"], repo)
+        run([*DVC, "exp", "run", "--queue", "-S", f"slices.bootstrap={n}", "-n", f"s{n}"], repo)
     run([*DVC, "exp", "run", "--run-all", "--jobs", "2"], repo)  # a worker each, side by side
     shown = json.loads(run([*DVC, "exp", "show", "--json"], repo, stdout_only=True))
     names = json.dumps(shown)
     assert '"s6"' in names and '"s8"' in names
-    samples = {find_key(e, "name"): find_key(e, "robustness") for e in _experiments(shown)}
-    assert {k: v["sample"] for k, v in samples.items() if k in ("s6", "s8")} == {"s6": 6, "s8": 8}
+    drawn = {find_key(e, "name"): find_key(e, "slices") for e in _experiments(shown)}
+    assert {k: v["bootstrap"] for k, v in drawn.items() if k in ("s6", "s8")} == {"s6": 6, "s8": 8}
 
 
 def _experiments(shown: list) -> list[dict]:
