@@ -275,6 +275,17 @@ class CropCheckParams(Section):
     pad: Annotated[float, Field(ge=0)]
 
 
+class FinderParams(Section):
+    """The default face finder (stage finder writes it beside the model as finder.json)."""
+
+    detector: str
+    threshold: Unit
+    upscale: Annotated[float, Field(ge=1)]
+    # a pyramid (each enlargement, boxes joined by NMS) instead of upscale; None: upscale alone
+    scales: Annotated[list[Annotated[float, Field(ge=1)]], Field(min_length=1)] | None
+    tile: Annotated[int, Field(ge=64)] | None  # photos beyond it also run in tiles of it
+
+
 class ScenesParams(Section):
     detector: str
     threshold: Unit
@@ -431,6 +442,7 @@ class Params(Section):
     export: ExportParams = _absent()
     card: CardParams = _absent()
     crop_check: CropCheckParams = _absent()
+    finder: FinderParams = _absent()
     # Overlays, one per task beside the default (tasks/dvc.yaml): read through `--task`.
     tasks: dict[str, dict[str, Any]] = _absent()
 

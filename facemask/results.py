@@ -210,8 +210,9 @@ def loso_table(root: Path) -> str:
 
 def scene_sets_table(root: Path) -> str:
     """One row per scene source the scenes stages scored: the andrewmvd test scenes
-    (metrics/scenes.json, held-in) and each external set (metrics/scenes/<name>.json); then
-    each again with the no-face re-scorer (metrics/detect/scenes/<name>.json), with the
+    (metrics/scenes.json, held-in) and each external set (metrics/scenes/<name>.json), through
+    the default finder; then each again through YuNet with the no-face re-scorer
+    (metrics/detect/scenes/<name>.json), with the
     detector the pipeline trains (metrics/detect/trained/<name>.json), with both fused
     (metrics/detect/fused/<name>.json), and fused with YuNet's boxes refined first
     (metrics/detect/refined/<name>.json)."""
@@ -221,7 +222,7 @@ def scene_sets_table(root: Path) -> str:
     # The same sets through each detection candidate (detect/dvc.yaml), in the same order.
     keys = ["andrewmvd"] + [Path(p).stem for _, p in found[1:]]  # metrics/scenes.json: andrewmvd
     base = list(found)
-    for folder, suffix in (("scenes", " + no-face re-scorer"),
+    for folder, suffix in (("scenes", ", YuNet + no-face re-scorer"),
                            ("trained", ", trained detector"),
                            ("fused", ", YuNet + trained detector fused"),
                            ("refined", ", YuNet refined + trained detector fused")):  # fmt: skip

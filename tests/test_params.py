@@ -53,6 +53,8 @@ BAD = [
     ("tasks.three_class", 5, "valid dictionary"),
     ("card.out_of_scope", [], "at least 1 item"),
     ("crop_check.threshold", 1.5, "less than or equal to 1"),
+    ("finder.scales", [], "at least 1 item"),
+    ("finder.tile", 8, "greater than or equal to 64"),
 ]
 
 

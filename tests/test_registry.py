@@ -28,6 +28,7 @@ def project_artifacts() -> dict:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
 
 
+@pytest.mark.xdist_group("root-dvc-repo")  # DVC locks this repository: one worker at a time
 def test_the_registry_names_the_classifier_the_pipeline_trains():
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     entry = spec["artifacts"]["mask-classifier"]

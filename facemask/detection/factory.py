@@ -141,7 +141,8 @@ def create_finder(
             f"{path}: holds {finder.detector}'s operating point, which does not fit {name}:"
             " give it --threshold and --upscale without --finder, or a finder file of its own"
         )
-    settings = finder.model_dump(exclude={"format", "detector", "chosen_by"})
+    # crop_check is for the crops predict is given (crop_check_beside), not a detector setting
+    settings = finder.model_dump(exclude={"format", "detector", "chosen_by", "crop_check"})
     settings |= {k: v for k, v in overrides.items() if v is not None}
     return create_detector(name, **settings)
 
