@@ -186,10 +186,14 @@ def test_the_default_finder_file_makes_its_detector(tmp_path):
     assert written.crop_check is not None and written.scales == params.finder.scales
     detector = create_finder(tmp_path / "finder.json")
     try:
-        assert isinstance(detector, MultiScaleDetector)
+        assert isinstance(detector, MultiScaleDetector) == bool(params.finder.scales)
         assert detector.detect(np.zeros((64, 64, 3), np.uint8)) == []
     finally:
         detector.close()
+    # --upscale given (predict, serve): that one enlargement, not the file's pyramid
+    one = create_finder(tmp_path / "finder.json", upscale=1.0)
+    assert not isinstance(one, MultiScaleDetector)
+    assert (one.upscale, one.threshold) == (1.0, params.finder.threshold)
 
 
 def test_no_face_goes_with_the_detector_it_was_fitted_on(tmp_path):

@@ -144,6 +144,8 @@ def create_finder(
     # crop_check is for the crops predict is given (crop_check_beside), not a detector setting
     settings = finder.model_dump(exclude={"format", "detector", "chosen_by", "crop_check"})
     settings |= {k: v for k, v in overrides.items() if v is not None}
+    if overrides.get("upscale") is not None and not overrides.get("scales"):
+        settings["scales"] = None  # an enlargement asked for replaces the file's pyramid
     return create_detector(name, **settings)
 
 
