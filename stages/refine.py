@@ -6,9 +6,7 @@ face AP@0.5 (class-agnostic, ranked by YuNet's score)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +17,12 @@ from facemask.detection.mining import load_train_valid
 from facemask.detection.refine import (
     SIDES,
     TERMS,
+    box_scores,
     fit_box_refiner,
     matched_pairs,
     refine_results,
 )
-from facemask.detection.scoring import SceneResult, map50, match_boxes
 from facemask.params import DetectParams, load_stage_params
-
-
-def box_scores(results: Sequence[SceneResult], iou_min: float) -> dict:
-    """How well the boxes sit on the labelled faces (one class: face)."""
-    _, _, _, iou = matched_pairs(results, iou_min)
-    faces = sum(len(r.truth) for r in results)
-    at_half = sum(len(match_boxes(r.truth, r.boxes, r.scores, 0.5)) for r in results)
-    as_faces = [
-        dataclasses.replace(r, names=["face"] * len(r.truth), probs=np.ones((len(r.boxes), 1)))
-        for r in results
-    ]
-    return {
-        "matched": len(iou),
-        "mean_iou": round(float(iou.mean()), 4) if len(iou) else None,
-        "faces_at_iou_0.5": round(at_half / faces, 4) if faces else None,
-        "face_ap50": map50(as_faces, {"face": "face"}, ["face"])["mean"],
-    }
 
 
 def main(candidates: Path, detect: DetectParams, out: Path, metrics_json: Path) -> dict:

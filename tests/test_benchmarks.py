@@ -78,3 +78,15 @@ def test_crop_check_counts_the_non_face_pictures_it_lets_through(tmp_path):
     through, total = (int(v) for v in row[1].split(" / "))
     assert total == 40 and through <= 4  # the real CenterFace net: most non-faces refused
     assert not (tmp_path / "cc.md").exists()  # --smoke writes no result
+
+
+def test_box_mapping_moves_a_planted_offset_back(tmp_path):
+    out = tmp_path / "bm.md"
+    smoke("box_mapping.py", out)
+    text = out.read_text()
+    rows = {r[1]: r for r in table_rows(text)}
+    assert float(rows["as found"][3]) < 0.5 < 0.95 < float(rows["mapped"][3])  # mean IoU
+    assert (rows["as found"][4], rows["mapped"][4]) == ("0", "1")  # faces at IoU 0.5
+    moved = dict(re.findall(r"(x0|y0|x1|y1) ([+-]\d\.\d+)", text))
+    assert abs(float(moved["y0"]) - 0.4) < 0.02 and abs(float(moved["x0"])) < 0.02
+    assert "gains on every set" in text

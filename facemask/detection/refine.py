@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facemask.detection.finders import Detection, FaceDetector, as_box
-from facemask.detection.scoring import SceneResult, box_iou, match_boxes
+from facemask.detection.scoring import SceneResult, box_iou, map50, match_boxes
 
 TERMS = ("bias", "log side", "score")  # the columns of design()
 SIDES = ("x0", "y0", "x1", "y1")
@@ -127,3 +127,19 @@ class RefinedDetector:
     def close(self) -> None:
         if hasattr(self.member, "close"):
             self.member.close()
+
+
+def box_scores(results: Sequence[SceneResult], iou_min: float) -> dict:
+    """How well the boxes sit on the labelled faces (one class: face)."""
+    _, _, _, iou = matched_pairs(results, iou_min)
+    faces = sum(len(r.truth) for r in results)
+    at_half = sum(len(match_boxes(r.truth, r.boxes, r.scores, 0.5)) for r in results)
+    as_faces = [
+        replace(r, names=["face"] * len(r.truth), probs=np.ones((len(r.boxes), 1))) for r in results
+    ]
+    return {
+        "matched": len(iou),
+        "mean_iou": round(float(iou.mean()), 4) if len(iou) else None,
+        "faces_at_iou_0.5": round(at_half / faces, 4) if faces else None,
+        "face_ap50": map50(as_faces, {"face": "face"}, ["face"])["mean"],
+    }
