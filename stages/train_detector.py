@@ -139,13 +139,6 @@ if __name__ == "__main__":
     parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")
     args = parser.parse_args()
     with exit_on_error("train_detector"):
-        main(
-            load_stage_params(args.params, SECTIONS, args.task),
-            load_stage_params(args.params, ["fcos"], args.task).fcos,
-            args.scenes,
-            args.train,
-            args.valid,
-            args.out,
-            args.live,
-            args.sweep,
-        )
+        params = load_stage_params(args.params, SECTIONS, args.task)
+        fcos = load_stage_params(args.params, ["fcos"], args.task).fcos
+        main(params, fcos, args.scenes, args.train, args.valid, args.out, args.live, args.sweep)
