@@ -531,7 +531,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         " GET /health, GET /model; GET / is a page that sends a photo or the camera's frames and"
         " draws the answers. Exit 2 on a bad model or finder file.",
     )
-    s.add_argument("model", type=Path, help="a trained model (models/model.safetensors)")
+    s.add_argument("model", type=Path,
+                   help="a trained model (models/model.safetensors), or its ONNX export"
+                   " (models/model.onnx: ONNX Runtime), its finder file beside it")  # fmt: skip
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     s.add_argument("--port", type=_positive, default=8000, help="port (default: 8000)")
     s.add_argument(

@@ -164,3 +164,24 @@ def test_predict_engine_onnx_serves_the_export(tiny, tmp_path, capsys):
     assert len(tables["onnx"]) == len(images)
     diff = (tables["onnx"]["p_with_mask"] - tables["torch"]["p_with_mask"]).abs().max()
     assert diff < 1e-4
+
+
+def test_serve_runs_the_onnx_export_on_onnx_runtime(tiny, tmp_path):
+    """`facemask serve models/model.onnx`: the export answers as the torch model does."""
+    from facemask.serving.http import create_app
+    from tests.test_serve import png, post, serving
+
+    model, card, images = tiny
+    save_model(model, card, tmp_path / "m.safetensors")
+    export_onnx(model, card, tmp_path / "m.onnx")
+    probs = {}
+    for name in ("m.safetensors", "m.onnx"):
+        app = create_app(tmp_path / name, detector=None)
+        with serving(app) as url:
+            status, answer = post(url, png(images[0]))
+        assert status == 200, answer
+        (face,) = answer["faces"]
+        probs[name] = list(face["probs"].values())
+    np.testing.assert_allclose(probs["m.onnx"], probs["m.safetensors"], atol=1e-4)
+    version = hashlib.sha256((tmp_path / "m.onnx").read_bytes()).hexdigest()[:12]
+    assert answer["model"]["version"] == version  # the export's own

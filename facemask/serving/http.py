@@ -70,7 +70,10 @@ def create_app(
     finder file beside the model; None: every picture is one face crop). A missing or bad
     model or finder file raises ValueError (ModelLoadError) naming it.
     """
-    model = load(model_path, detector=detector, threshold=threshold, upscale=upscale,
+    # An ONNX export (stage export: models/model.onnx) runs on ONNX Runtime, its finder file
+    # beside it as for the .safetensors.
+    engine = "onnx" if Path(model_path).suffix == ".onnx" else "torch"
+    model = load(model_path, engine, detector=detector, threshold=threshold, upscale=upscale,
                  finder=finder, batch_size=batch_size)  # fmt: skip
     # One picture through the chain now: the first user does not wait for torch's lazy start
     # (0.6 s of a 4 ms answer here), and a chain that cannot answer fails at start-up.
