@@ -144,8 +144,10 @@ def create_finder(
     # crop_check is for the crops predict is given (crop_check_beside), not a detector setting
     settings = finder.model_dump(exclude={"format", "detector", "chosen_by", "crop_check"})
     settings |= {k: v for k, v in overrides.items() if v is not None}
-    if overrides.get("upscale") is not None and not overrides.get("scales"):
-        settings["scales"] = None  # an enlargement asked for replaces the file's pyramid
+    if "+" not in name and overrides.get("upscale") is not None and not overrides.get("scales"):
+        # an enlargement asked for replaces the file's pyramid (a fused pair's scales are its
+        # trained member's, and upscale the other's: both stay)
+        settings["scales"] = None
     return create_detector(name, **settings)
 
 
