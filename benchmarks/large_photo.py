@@ -30,6 +30,17 @@ VARIANTS = {  # name: create_detector's settings
     "CenterFace 0.3, whole photo (cap 1920 px)": {"threshold": 0.3, "upscale": 1.0},
     "CenterFace 0.3, whole + tiles of 1920 px": {"threshold": 0.3, "upscale": 1.0, "tile": 1920},
     "CenterFace 0.3, whole + tiles of 1280 px": {"threshold": 0.3, "upscale": 1.0, "tile": 1280},
+    "CenterFace 0.3, whole + tiles of 1280 px, WBF": {
+        "threshold": 0.3,
+        "upscale": 1.0,
+        "tile": 1280,
+        "merge": "wbf",
+    },
+    "CenterFace 0.3 at 1x and 2x (the default), whole + tiles of 1280 px": {
+        "threshold": 0.3,
+        "scales": [1.0, 2.0],
+        "tile": 1280,
+    },
     "YuNet 0.6, whole photo (cap 960 px)": {"threshold": 0.6, "upscale": 1.0},
     "YuNet 0.6, whole + tiles of 960 px": {"threshold": 0.6, "upscale": 1.0, "tile": 960},
 }

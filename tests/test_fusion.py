@@ -18,7 +18,13 @@ from facemask.detection.factory import (
     read_finder,
     write_finder,
 )
-from facemask.detection.fusion import FusedDetector, MultiScaleDetector, fuse_boxes, fusion_sweep
+from facemask.detection.fusion import (
+    FusedDetector,
+    MultiScaleDetector,
+    TiledDetector,
+    fuse_boxes,
+    fusion_sweep,
+)
 from facemask.detection.operating import most_found_within
 from tests.conftest import ROOT
 
@@ -184,14 +190,19 @@ def test_the_default_finder_file_makes_its_detector(tmp_path):
     params = load_stage_params(ROOT / "params.yaml", ["finder", "crop_check"])
     written = stage.main(params, tmp_path / "finder.json")
     assert written.crop_check is not None and written.scales == params.finder.scales
+
+    def unwrap(d):  # a finder file's tile wraps the detector in a TiledDetector
+        assert isinstance(d, TiledDetector) == (params.finder.tile is not None)
+        return d.base if isinstance(d, TiledDetector) else d
+
     detector = create_finder(tmp_path / "finder.json")
     try:
-        assert isinstance(detector, MultiScaleDetector) == bool(params.finder.scales)
+        assert isinstance(unwrap(detector), MultiScaleDetector) == bool(params.finder.scales)
         assert detector.detect(np.zeros((64, 64, 3), np.uint8)) == []
     finally:
         detector.close()
     # --upscale given (predict, serve): that one enlargement, not the file's pyramid
-    one = create_finder(tmp_path / "finder.json", upscale=1.0)
+    one = unwrap(create_finder(tmp_path / "finder.json", upscale=1.0))
     assert not isinstance(one, MultiScaleDetector)
     assert (one.upscale, one.threshold) == (1.0, params.finder.threshold)
 

@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from facemask.detection.factory import Finder, create_detector, read_finder, write_finder
 from facemask.detection.fusion import TiledDetector, tile_origins
+from tests.conftest import ROOT
 
 
 class SquareFinder:
@@ -52,14 +53,15 @@ def test_tile_origins_cover_the_side_with_the_overlap():
     assert starts[-1] + 1000 == 2600
 
 
-def test_small_faces_of_a_large_photo_are_found_once_each_where_they_are():
+@pytest.mark.parametrize("merge", ["nms", "wbf"])
+def test_small_faces_of_a_large_photo_are_found_once_each_where_they_are(merge):
     # 12 px faces (4 px once the 3000 px photo is shrunk to 1000), one 400 px face, and a
     # 40 px face across the first tile's right edge (x 980-1020): half of it in that tile
     faces = [(100, 100, 12), (2500, 1700, 12), (1200, 300, 400), (980, 1500, 40)]
     rgb = photo(2000, 3000, faces)
     alone = [b for b, _ in SquareFinder(cap=1000).detect(rgb)]
     assert len(alone) == 2  # the shrunk photo keeps the 400 and 40 px faces only
-    tiled = TiledDetector(SquareFinder(cap=1000), tile=1000, overlap=250)
+    tiled = TiledDetector(SquareFinder(cap=1000), tile=1000, overlap=250, merge=merge)
     found = sorted(b for b, _ in tiled.detect(rgb))
     want = sorted((float(x), float(y), float(x + s), float(y + s)) for x, y, s in faces)
     assert len(found) == len(want)  # each face once: the cut one not doubled, none lost
@@ -76,6 +78,8 @@ def test_a_picture_within_one_tile_is_the_detector_alone():
     assert base.seen == [(600, 800)]
     with pytest.raises(ValueError, match="cannot overlap"):
         TiledDetector(base, tile=100, overlap=100)
+    with pytest.raises(ValueError, match="nms or wbf"):
+        TiledDetector(base, tile=1000, merge="mean")
 
 
 def test_the_finder_file_names_its_tile_only_when_set(tmp_path):
@@ -95,3 +99,22 @@ def test_a_finder_file_tile_wraps_the_real_finder():
     assert isinstance(det, TiledDetector) and isinstance(det.base, CenterFaceDetector)
     assert det.tile == 1280 and det.overlap == 256
     assert det.detect(np.full((2000, 3000, 3), 128, np.uint8)) == []  # a blank photo: none
+
+
+def test_the_scenes_chain_reports_a_tiled_pyramid_finder(tmp_path):
+    """A finder file with scales and a tile (the default's) runs in the scenes stages, which
+    report both among the chain's settings."""
+    from facemask.params import load_stage_params
+    from facemask.serving.scenes import chain_detector
+
+    sp = load_stage_params(ROOT / "params.yaml", ["scenes"]).scenes
+    path = tmp_path / "finder.json"
+    write_finder(path, Finder(detector="centerface", threshold=0.3, scales=[1.0, 2.0], tile=640))
+    detector, settings = chain_detector(sp, None, None, None, path)
+    try:
+        assert isinstance(detector, TiledDetector)
+        assert settings == {"detector": "centerface", "threshold": 0.3, "scales": [1.0, 2.0],
+                            "tile": 640}  # fmt: skip
+        assert detector.detect(np.full((700, 900, 3), 128, np.uint8)) == []
+    finally:
+        detector.close()

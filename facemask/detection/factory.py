@@ -193,9 +193,11 @@ def create_detector(name: str, **kwargs) -> FaceDetector:
     box's, the members keep their boxes from `member_floor`, a trained one at `scales`, and
     they fuse at `iou` (a finder file holds all three: create_finder)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None: the detector's own
+    merge = kwargs.pop("merge", "nms")  # how tiles' boxes join: nms or wbf
     if "tile" in kwargs:  # a photo larger than a tile: the whole, then tiles at full size
         tile = kwargs.pop("tile")
-        return TiledDetector(create_detector(name, **kwargs), tile, min(tile // 4, 256))
+        whole = create_detector(name, **kwargs)
+        return TiledDetector(whole, tile, min(tile // 4, 256), merge=merge)
     if "+" in name:
         missing = [k for k in ("threshold", "iou", "member_floor") if k not in kwargs]
         if missing:

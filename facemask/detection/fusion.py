@@ -113,17 +113,21 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
 class TiledDetector:
     """A detector on a picture larger than `tile` px: once on the whole picture (which it
     shrinks to its size cap: the large faces), then on overlapping tiles at full resolution
-    (the small faces a shrunk photo loses), the boxes joined by NMS. A box touching a tile's
+    (the small faces a shrunk photo loses), the boxes joined by NMS (`merge="nms"`) or by
+    weighted box fusion (`merge="wbf"`: overlapping boxes averaged). A box touching a tile's
     inner edge is dropped: the face is cut there, and the neighbour, `overlap` px further,
     holds it whole if it is smaller than the overlap; larger ones the whole-picture pass finds.
     Tiles run one at a time, so memory follows the tile, not the photo."""
 
     def __init__(
         self, base: FaceDetector, tile: int, overlap: int = 256, nms_iou: float = 0.5,
-        edge: float = 2.0,
+        edge: float = 2.0, merge: str = "nms",
     ) -> None:  # fmt: skip
         if not 0 <= overlap < tile:
             raise ValueError(f"tiles of {tile} px cannot overlap by {overlap} px")
+        if merge not in ("nms", "wbf"):
+            raise ValueError(f"tiles merge by nms or wbf, not {merge!r}")
+        self.merge = merge
         self.base, self.tile, self.overlap, self.nms_iou, self.edge = (
             base,
             tile,
@@ -150,6 +154,8 @@ class TiledDetector:
                     )  # fmt: skip
                     if not cut:
                         found.append(((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0), score))
+        if self.merge == "wbf":
+            return fuse_boxes([found], rgb.shape, self.nms_iou)
         return suppress(found, self.nms_iou)
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from facemask.data.images import open_image
 from facemask.data.voc import Scene
 from facemask.detection.factory import create_detector, create_finder, finder_name, read_finder
 from facemask.detection.finders import FaceDetector, TunedDetector
-from facemask.detection.fusion import FusedDetector, MultiScaleDetector
+from facemask.detection.fusion import FusedDetector, MultiScaleDetector, TiledDetector
 from facemask.detection.scoring import SceneResult, scene_metrics, scene_pictures
 from facemask.params import ScenesParams
 from facemask.serving.annotate import draw_faces, tile_images
@@ -154,12 +154,15 @@ def chain_detector(
         assert name is not None  # finder and name both None returned above
         detector = create_detector(name, threads=1)
     settings = {"detector": name, "threshold": cast(TunedDetector, detector).threshold}
-    if isinstance(detector, FusedDetector):
-        settings["iou"] = detector.iou
-    elif isinstance(detector, MultiScaleDetector):  # a pyramid: each member one scale
-        settings["scales"] = [cast(_OneScale, m).upscale for m in detector.members]
+    inner = detector.base if isinstance(detector, TiledDetector) else detector
+    if isinstance(inner, FusedDetector):
+        settings["iou"] = inner.iou
+    elif isinstance(inner, MultiScaleDetector):  # a pyramid: each member one scale
+        settings["scales"] = [cast(_OneScale, m).upscale for m in inner.members]
     else:
-        settings["upscale"] = cast(_OneScale, detector).upscale
+        settings["upscale"] = cast(_OneScale, inner).upscale
+    if isinstance(detector, TiledDetector):  # large photos also in tiles of this many px
+        settings["tile"] = detector.tile
     return detector, settings
 
 
