@@ -45,8 +45,8 @@ def main(
     live_dir: Path,
     synthetic: Path | None = None,
 ) -> dict:
-    """Train, save the model with its card; the per-epoch metrics, the params and the
-    summary go to the DVCLive folder `live_dir` (metrics.json, params.yaml, plots/).
+    """Train, save the model with its card; the per-epoch metrics and the summary go to the
+    DVCLive folder `live_dir` (metrics.json, plots/).
     `synthetic`: an index of synthetic pictures (stage synthesize), added to train only."""
     params = stage_params(params, SECTIONS)
     tune_malloc()
@@ -66,8 +66,7 @@ def main(
     checkpoint = cache_dir() / "checkpoints" / f"{run}.pt"
     valid = Split(valid_x, valid_y, valid_df["sha256"].tolist())
     # One process logs (rank 0): a run under torchrun writes each epoch once.
-    logged = {"seed": params.seed, "model": params.model, "classes": classes, "train": tp}
-    live = open_live(live_dir, logged) if job.is_main else None
+    live = open_live(live_dir) if job.is_main else None
     history, seconds = transfer_learn(
         model,
         Split(train_x, train_y, train_df["sha256"].tolist()),
@@ -128,7 +127,7 @@ if __name__ == "__main__":
     parser.add_argument("--model-out", type=Path, default=Path("models/model.safetensors"))
     parser.add_argument(
         "--live", type=Path, default=Path("metrics/train"),
-        help="DVCLive folder: metrics.json (the summary), params.yaml, plots/metrics/*.tsv",
+        help="DVCLive folder: metrics.json (the summary), plots/metrics/*.tsv",
     )  # fmt: skip
     parser.add_argument("--synthetic", type=Path, default=None, help="stage synthesize's index.csv")
     parser.add_argument(

@@ -54,8 +54,8 @@ def main(
     live_dir: Path,
     sweep_csv: Path,
 ) -> dict:
-    """Train, choose the threshold, save; the per-epoch losses, the params and the summary go
-    to the DVCLive folder `live_dir` (metrics.json, params.yaml, plots/)."""
+    """Train, choose the threshold, save; the per-epoch losses and the summary go to the
+    DVCLive folder `live_dir` (metrics.json, plots/)."""
     params = stage_params(params, SECTIONS)
     tune_malloc()
     threads = use_free_cores()
@@ -73,7 +73,7 @@ def main(
     views = scene_views(model, _pictures(picked["train"]), p, params.seed)
     t_views = time.perf_counter() - t0
     print(f"{len(views)} views of {len(picked['train'])} training scenes in {t_views:.0f} s")
-    live = open_live(live_dir, {"seed": params.seed, "fcos": p})
+    live = open_live(live_dir)
     history = train_fcos(model, views, p, params.seed, on_epoch=epoch_logger(live, LOSSES))
     t_train = time.perf_counter() - t0 - t_views
     del views
@@ -133,7 +133,7 @@ if __name__ == "__main__":
     parser.add_argument("--valid", type=Path, default=Path("data/splits/valid.csv"))
     parser.add_argument("--out", type=Path, default=Path("models/detector.safetensors"))
     parser.add_argument("--live", type=Path, default=Path("metrics/detect/detector"),
-                        help="DVCLive folder: metrics.json, params.yaml, plots/")  # fmt: skip
+                        help="DVCLive folder: metrics.json, plots/")  # fmt: skip
     parser.add_argument("--sweep", type=Path, default=Path("metrics/detect/detector_sweep.csv"))
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--task", help="a task of params tasks (tasks/dvc.yaml)")

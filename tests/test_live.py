@@ -15,7 +15,7 @@ def test_a_repository_without_a_commit_still_gets_the_folder(tmp_path, monkeypat
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)
-    live = open_live(Path("m"), {"seed": 1})
+    live = open_live(Path("m"))
     log = epoch_logger(live)
     log({"train_loss": 0.5, "valid_loss": 0.4, "seconds": 3.0})
     log({"train_loss": 0.3, "valid_loss": 0.35, "seconds": 3.0})

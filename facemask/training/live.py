@@ -1,4 +1,4 @@
-"""DVCLive for the training stages: per-epoch metrics, the params and the final summary in
+"""DVCLive for the training stages: per-epoch metrics and the final summary in
 one folder that `dvc exp show`, `dvc metrics` and `dvc plots` read while the run trains."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from dvclive import Live
-from pydantic import BaseModel
 from scmrepo.exceptions import SCMError
 
 # What a training loop's epoch row holds that is plotted; timings stay out so that a rerun
@@ -27,17 +26,14 @@ class _Live(Live):
             self._save_dvc_exp, self._dvc_file = False, "dvc.yaml"
 
 
-def open_live(folder: Path, params: Mapping[str, Any]) -> Live:
-    """A DVCLive run in `folder`, its earlier files removed, `params` logged.
+def open_live(folder: Path) -> Live:
+    """A DVCLive run in `folder`, its earlier files removed.
 
     The stages' dvc.yaml declares the folder's metrics and plots, so DVCLive writes no
     dvc.yaml of its own, no report and no experiment of its own (`dvc exp run` makes one).
+    No params are logged: params.yaml is their one source, and `dvc exp show` reads it.
     """
-    live = _Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
-    # Typed sections (pydantic) as the plain values params.yaml holds.
-    live.log_params({k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v
-                     for k, v in params.items()})  # fmt: skip
-    return live
+    return _Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
 def epoch_logger(live: Live, keys: tuple[str, ...] = EPOCH_KEYS) -> Callable[[dict], None]:
